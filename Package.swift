@@ -1,0 +1,65 @@
+// swift-tools-version: 6.1
+//
+// libvpipe: the vPipe pipeline-parallel training runtime as an embeddable library.
+// Dependencies point one way: VPipe (C ABI) -> VPipeWire -> VPipeRuntime -> VPipeCore.
+// See docs/architecture.md.
+import PackageDescription
+
+let packageRoot = Context.packageDirectory
+
+let package = Package(
+    name: "libvpipe",
+    products: [
+        // libvpipe.so: the only thing hosts link. Exports vp_* alone (Sources/VPipe/exports.map)
+        // and carries the Swift runtime statically, so a host needs nothing from the toolchain.
+        .library(name: "vpipe", type: .dynamic, targets: ["VPipe"]),
+        .executable(name: "vpipe-cli", targets: ["VPipeCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // protoc-c output for proto/vpipe.proto, committed; regenerate with `make proto`.
+        .target(
+            name: "CVPipeProto",
+            path: "Sources/CVPipeProto",
+            cSettings: [.unsafeFlags(["-fvisibility=hidden", "-w"])],
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        // OpenBLAS's cblas.h as a Swift module.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        // include/vpipe.h as a Swift module, so the ABI's types come from the public header.
+        .systemLibrary(name: "CVPipeABI", path: "Sources/CVPipeABI"),
+        // Pure Swift: model/cluster/plan types, cost model, planners.
+        .target(name: "VPipeCore"),
+        // Tensors and kernels (thin until the runtime issue).
+        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS"]),
+        // protobuf-c structs <-> Swift values, nothing else.
+        .target(name: "VPipeWire", dependencies: ["VPipeCore", "VPipeRuntime", "CVPipeProto"]),
+        // The C ABI: validate, convert, call, map errors.
+        .target(
+            name: "VPipe",
+            dependencies: ["VPipeWire", "VPipeCore", "CVPipeABI"],
+            exclude: ["exports.map"],
+            linkerSettings: [
+                .unsafeFlags([
+                    "-static-stdlib",
+                    "-Xlinker", "--version-script=\(packageRoot)/Sources/VPipe/exports.map",
+                ])
+            ]
+        ),
+        // The `vpipe` command-line tool (product `vpipe-cli`, binary `vpipe-cli`; `make build`
+        // copies it to bin/vpipe because a product may not share the library's name).
+        .executableTarget(
+            name: "VPipeCLI",
+            dependencies: [
+                "VPipeCore", "VPipeWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/vpipe"
+        ),
+        .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"]),
+        .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),
+        .testTarget(name: "VPipeRuntimeTests", dependencies: ["VPipeRuntime"]),
+    ]
+)

@@ -1,0 +1,34 @@
+/// The entry point of planning: validate the request, run the chosen planner, evaluate its
+/// layout with cost model v1 and stamp the plan with the planner and the time it took.
+public enum Planning {
+    public static func plan(_ request: PlanRequest) throws -> Plan {
+        let started = ContinuousClock.now
+        try Validation.validate(request)
+        let costModel = CostModel(request)
+        let layout: PlanLayout
+        switch request.options.planner {
+        case .uniform:
+            layout = UniformPlanner.layout(costModel)
+        case .parameters:
+            layout = ParametersPlanner.layout(costModel)
+        case .timeBalanced:
+            layout = try BalancedPlanner.layout(costModel, policy: .keep, plannerName: "TIME_BALANCED")
+        case .gpipe:
+            layout = try BalancedPlanner.layout(costModel, policy: .recompute, plannerName: "GPIPE")
+        case .vpipe, .exact:
+            throw VPipeError.notImplemented(
+                "planner \(request.options.planner.name) (the joint swap/recompute/re-partition search) is not available in this build; "
+                    + "use PLANNER_TIME_BALANCED, PLANNER_GPIPE, PLANNER_PARAMETERS or PLANNER_UNIFORM")
+        }
+        var plan = try costModel.evaluate(layout)
+        let violations = costModel.violations(plan)
+        if !violations.isEmpty {
+            throw VPipeError.infeasible(
+                "the \(request.options.planner.name) plan does not fit: " + violations.joined(separator: "; "))
+        }
+        plan.planner = request.options.planner
+        let elapsed = ContinuousClock.now - started
+        plan.planningSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        return plan
+    }
+}

@@ -1,0 +1,215 @@
+import CVPipeProto
+import VPipeCore
+
+/// Decoding: protobuf bytes -> protobuf-c structs -> Swift values. Values are range-checked
+/// here only as far as the Swift types need (a uint64 must fit an Int, an enum must be
+/// known); `Validation` in VPipeCore judges what they mean. Every error names the field.
+public enum WireDecode {
+    public static func planRequest(_ bytes: UnsafeRawBufferPointer) throws -> PlanRequest {
+        try unpack(bytes, type: "vpipe.PlanRequest", unpack: vpipe__plan_request__unpack,
+                   free: vpipe__plan_request__free_unpacked) { req in
+            guard let model = req.pointee.model else {
+                throw VPipeError.invalidField(field: "model", message: "missing: a PlanRequest needs the model to plan")
+            }
+            guard let cluster = req.pointee.cluster else {
+                throw VPipeError.invalidField(field: "cluster", message: "missing: a PlanRequest needs the cluster to plan for")
+            }
+            guard let options = req.pointee.options else {
+                throw VPipeError.invalidField(field: "options", message: "missing: a PlanRequest needs options (at least micro_batches)")
+            }
+            return PlanRequest(model: try modelSpec(model), cluster: try clusterSpec(cluster),
+                               options: try planOptions(options, field: "options"))
+        }
+    }
+
+    /// An EvaluationRequest: the model, the cluster, and the plan's decisions.
+    public static func evaluationRequest(_ bytes: UnsafeRawBufferPointer) throws
+        -> (model: ModelSpec, cluster: ClusterSpec, schedule: Schedule, microBatches: Int, layout: PlanLayout)
+    {
+        try unpack(bytes, type: "vpipe.EvaluationRequest", unpack: vpipe__evaluation_request__unpack,
+                   free: vpipe__evaluation_request__free_unpacked) { req in
+            guard let model = req.pointee.model else {
+                throw VPipeError.invalidField(field: "model", message: "missing: an EvaluationRequest needs the model")
+            }
+            guard let cluster = req.pointee.cluster else {
+                throw VPipeError.invalidField(field: "cluster", message: "missing: an EvaluationRequest needs the cluster")
+            }
+            guard let plan = req.pointee.plan else {
+                throw VPipeError.invalidField(field: "plan", message: "missing: an EvaluationRequest needs the plan to evaluate")
+            }
+            let decoded = try self.plan(plan)
+            return (try modelSpec(model), try clusterSpec(cluster), decoded.schedule, decoded.microBatches, decoded.layout)
+        }
+    }
+
+    /// A Plan's decisions and settings (its numbers are not read back: they are derived).
+    public static func plan(_ bytes: UnsafeRawBufferPointer) throws
+        -> (schedule: Schedule, microBatches: Int, layout: PlanLayout, planner: PlannerKind?)
+    {
+        try unpack(bytes, type: "vpipe.Plan", unpack: vpipe__plan__unpack, free: vpipe__plan__free_unpacked) { p in
+            let d = try plan(p, field: "")
+            return (d.schedule, d.microBatches, d.layout, d.planner)
+        }
+    }
+
+    // MARK: - messages
+
+    static func plan(_ p: UnsafeMutablePointer<Vpipe__Plan>, field: String = "plan.")
+        throws -> (schedule: Schedule, microBatches: Int, layout: PlanLayout, planner: PlannerKind?)
+    {
+        let schedule = try scheduleValue(Int(p.pointee.schedule.rawValue), field: "\(field)schedule")
+        let m = Int(p.pointee.micro_batches)
+        try Validation.validate(microBatches: m, field: "\(field)micro_batches")
+        let plannerRaw = Int(p.pointee.planner.rawValue)
+        let planner = plannerRaw == 0 ? nil : try plannerValue(plannerRaw, field: "\(field)planner")
+        var ranges: [Range<Int>] = []
+        var policies: [MemoryPolicy] = []
+        for (i, sp) in try repeated(p.pointee.stages, p.pointee.n_stages, field: "\(field)stages").enumerated() {
+            let path = "\(field)stages[\(i)]"
+            let first = Int(sp.pointee.first_layer), last = Int(sp.pointee.last_layer)
+            if last < first {
+                throw VPipeError.invalidField(field: "\(path).last_layer",
+                                              message: "last_layer \(last) is before first_layer \(first)")
+            }
+            if Int(sp.pointee.device) != i {
+                throw VPipeError.invalidField(field: "\(path).device",
+                                              message: "stage \(i) runs on device \(i) (devices are in pipeline order), got \(sp.pointee.device)")
+            }
+            let count = last - first + 1
+            if sp.pointee.n_policy != count {
+                throw VPipeError.invalidField(field: "\(path).policy",
+                                              message: "expected one policy per layer (\(count) for layers \(first)..\(last)), got \(sp.pointee.n_policy)")
+            }
+            for j in 0..<count {
+                let raw = Int(sp.pointee.policy[j].rawValue)
+                guard let policy = MemoryPolicy(rawValue: raw) else {
+                    throw VPipeError.invalidField(field: "\(path).policy[\(j)]",
+                                                  message: "expected MEMORY_POLICY_KEEP, _SWAP or _RECOMPUTE, got \(raw)")
+                }
+                policies.append(policy)
+            }
+            ranges.append(first..<(last + 1))
+        }
+        return (schedule, m, PlanLayout(ranges: ranges, policies: policies), planner)
+    }
+
+    static func modelSpec(_ m: UnsafeMutablePointer<Vpipe__ModelSpec>) throws -> ModelSpec {
+        var layers: [LayerSpec] = []
+        let specs = try repeated(m.pointee.layers, m.pointee.n_layers, field: "model.layers")
+        layers.reserveCapacity(specs.count)
+        for (l, spec) in specs.enumerated() {
+            let path = "model.layers[\(l)]"
+            guard let p = spec.pointee.profile else {
+                throw VPipeError.invalidField(field: "\(path).profile", message: "missing: every layer needs a profile to be planned")
+            }
+            let profile = LayerProfile(
+                fwdSeconds: p.pointee.fwd_seconds, bwdSeconds: p.pointee.bwd_seconds,
+                stashBytes: try bytes(p.pointee.stash_bytes, "\(path).profile.stash_bytes"),
+                outputBytes: try bytes(p.pointee.output_bytes, "\(path).profile.output_bytes"),
+                paramBytes: try bytes(p.pointee.param_bytes, "\(path).profile.param_bytes"))
+            layers.append(LayerSpec(name: string(spec.pointee.name), profile: profile))
+        }
+        return ModelSpec(name: string(m.pointee.name), layers: layers,
+                         inputBytes: try bytes(m.pointee.input_bytes, "model.input_bytes"),
+                         stateBytesPerParamByte: m.pointee.state_bytes_per_param_byte)
+    }
+
+    static func clusterSpec(_ c: UnsafeMutablePointer<Vpipe__ClusterSpec>) throws -> ClusterSpec {
+        var devices: [DeviceSpec] = []
+        for (i, d) in try repeated(c.pointee.devices, c.pointee.n_devices, field: "cluster.devices").enumerated() {
+            let path = "cluster.devices[\(i)]"
+            devices.append(DeviceSpec(
+                name: string(d.pointee.name),
+                memoryBytes: try bytes(d.pointee.memory_bytes, "\(path).memory_bytes"),
+                speed: d.pointee.speed, hostBandwidth: d.pointee.host_bandwidth,
+                reservedBytes: try bytes(d.pointee.reserved_bytes, "\(path).reserved_bytes")))
+        }
+        let links = try repeated(c.pointee.links, c.pointee.n_links, field: "cluster.links").map {
+            LinkSpec(bandwidth: $0.pointee.bandwidth, latency: $0.pointee.latency)
+        }
+        return ClusterSpec(devices: devices, links: links)
+    }
+
+    static func planOptions(_ o: UnsafeMutablePointer<Vpipe__PlanOptions>, field: String) throws -> PlanOptions {
+        let scheduleRaw = Int(o.pointee.schedule.rawValue)
+        let schedule = scheduleRaw == 0 ? Schedule.oneFOneB : try scheduleValue(scheduleRaw, field: "\(field).schedule")
+        let plannerRaw = Int(o.pointee.planner.rawValue)
+        let planner = plannerRaw == 0 ? PlannerKind.vpipe : try plannerValue(plannerRaw, field: "\(field).planner")
+        let version = Int(o.pointee.cost_model_version)
+        if version != 0 && version != CostModel.version {
+            throw VPipeError.invalidField(field: "\(field).cost_model_version",
+                                          message: "this library implements cost model version \(CostModel.version) (0 means the latest), got \(version)")
+        }
+        return PlanOptions(schedule: schedule, microBatches: Int(o.pointee.micro_batches), planner: planner)
+    }
+
+    // MARK: - scalars
+
+    static func scheduleValue(_ raw: Int, field: String) throws -> Schedule {
+        guard let s = Schedule(rawValue: raw) else {
+            throw VPipeError.invalidField(field: field, message: "expected SCHEDULE_GPIPE (1), SCHEDULE_1F1B (2) or SCHEDULE_PIPEDREAM_ASYNC (3), got \(raw)")
+        }
+        return s
+    }
+
+    static func plannerValue(_ raw: Int, field: String) throws -> PlannerKind {
+        guard let p = PlannerKind(rawValue: raw) else {
+            throw VPipeError.invalidField(field: field, message: "expected a Planner between PLANNER_VPIPE (1) and PLANNER_GPIPE (6), got \(raw)")
+        }
+        return p
+    }
+
+    static func bytes(_ v: UInt64, _ field: String) throws -> Int {
+        guard v <= UInt64(Validation.maxBytes) else {
+            throw VPipeError.invalidField(field: field, message: "must be at most 2^53 bytes, got \(v)")
+        }
+        return Int(v)
+    }
+
+    static func string(_ p: UnsafeMutablePointer<CChar>?) -> String {
+        guard let p else { return "" }
+        return String(cString: p)
+    }
+
+    /// The elements of a protobuf-c repeated message field; a NULL element (impossible from
+    /// the unpacker, possible from a hand-built struct) is an error, not a crash.
+    static func repeated<T>(_ items: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ count: Int, field: String) throws
+        -> [UnsafeMutablePointer<T>]
+    {
+        guard count > 0 else { return [] }
+        guard let items else { throw VPipeError.invalidField(field: field, message: "\(count) elements announced but none present") }
+        var out: [UnsafeMutablePointer<T>] = []
+        out.reserveCapacity(count)
+        for i in 0..<count {
+            guard let item = items[i] else { throw VPipeError.invalidField(field: "\(field)[\(i)]", message: "element is NULL") }
+            out.append(item)
+        }
+        return out
+    }
+
+    /// Unpacks `bytes` as a message, hands it to `body`, and frees it whatever happens.
+    static func unpack<M, R>(
+        _ bytes: UnsafeRawBufferPointer, type: String,
+        unpack: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<M>?,
+        free: (UnsafeMutablePointer<M>?, UnsafeMutablePointer<ProtobufCAllocator>?) -> Void,
+        body: (UnsafeMutablePointer<M>) throws -> R
+    ) throws -> R {
+        let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        guard let message = unpack(nil, bytes.count, base) else {
+            throw WireError.malformed("\(bytes.count) bytes are not a valid \(type) (truncated, corrupted or another message type)")
+        }
+        defer { free(message, nil) }
+        return try body(message)
+    }
+}
+
+/// Failures of the byte layer itself (the C ABI maps them to VP_ERR_DECODE).
+public enum WireError: Error, Equatable, CustomStringConvertible {
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case let .malformed(message): return message
+        }
+    }
+}

@@ -1,0 +1,18 @@
+import ArgumentParser
+import Foundation
+import VPipeCore
+import VPipeWire
+
+/// `vpipe`: plan pipelines from the command line. See `vpipe help plan`.
+@main
+struct VPipeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vpipe",
+        abstract: "Plan pipeline-parallel training with vPipe's cost model.",
+        subcommands: [PlanCommand.self, VersionCommand.self])
+}
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version.")
+    func run() { print("vpipe 0.1.0, cost model v\(CostModel.version)") }
+}

@@ -1,0 +1,70 @@
+import VPipeCore
+
+/// Small models and clusters whose cost-model numbers are worked out by hand in the tests.
+enum Fixtures {
+    /// 4 layers, input 100 B, κ = 2. (f, b, a, o, w) per layer:
+    ///   L0 (1, 2, 10, 20, 5)  L1 (2, 4, 30, 40, 0)  L2 (1, 1, 50, 10, 100)  L3 (3, 3, 5, 8, 1)
+    static let handModel = ModelSpec(
+        name: "hand", layers: [
+            layer("L0", 1, 2, 10, 20, 5), layer("L1", 2, 4, 30, 40, 0),
+            layer("L2", 1, 1, 50, 10, 100), layer("L3", 3, 3, 5, 8, 1),
+        ], inputBytes: 100, stateBytesPerParamByte: 2)
+
+    /// dev0: M 1000, speed 1, H 10, R 7; dev1: M 500, speed 2, H 5; link B 10, λ 0.5.
+    static let handCluster = ClusterSpec(
+        devices: [
+            DeviceSpec(name: "d0", memoryBytes: 1000, speed: 1, hostBandwidth: 10, reservedBytes: 7),
+            DeviceSpec(name: "d1", memoryBytes: 500, speed: 2, hostBandwidth: 5),
+        ],
+        links: [LinkSpec(bandwidth: 10, latency: 0.5)])
+
+    static func layer(_ name: String, _ f: Double, _ b: Double, _ a: Int, _ o: Int, _ w: Int) -> LayerSpec {
+        LayerSpec(name: name, profile: LayerProfile(fwdSeconds: f, bwdSeconds: b, stashBytes: a, outputBytes: o, paramBytes: w))
+    }
+
+    /// A chain of layers from (f+b split 1:2, a, o, w) tuples.
+    static func model(_ layers: [(Double, Int, Int, Int)], input: Int = 8) -> ModelSpec {
+        ModelSpec(name: "m", layers: layers.enumerated().map { i, t in
+            layer("l\(i)", t.0 / 3, 2 * t.0 / 3, t.1, t.2, t.3)
+        }, inputBytes: input, stateBytesPerParamByte: 2)
+    }
+
+    static func cluster(_ p: Int, memory: Int = 1 << 40, hostBandwidth: Double = 1e9,
+                        linkBandwidth: Double = 1e12, latency: Double = 0) -> ClusterSpec {
+        .uniform(count: p, device: DeviceSpec(name: "d", memoryBytes: memory, hostBandwidth: hostBandwidth),
+                 link: LinkSpec(bandwidth: linkBandwidth, latency: latency))
+    }
+
+    /// Deterministic pseudo-random numbers (SplitMix64) so random instances are reproducible.
+    struct Random {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func int(_ range: ClosedRange<Int>) -> Int {
+            range.lowerBound + Int(next() % UInt64(range.count))
+        }
+        mutating func double(_ range: ClosedRange<Double>) -> Double {
+            range.lowerBound + Double(next() >> 11) / Double(1 << 53) * (range.upperBound - range.lowerBound)
+        }
+    }
+
+    /// Every way to cut `L` layers into `p` non-empty contiguous stages, as start indices.
+    static func allPartitions(_ L: Int, _ p: Int) -> [[Int]] {
+        if p == 1 { return [[0]] }
+        var out: [[Int]] = []
+        func go(_ starts: [Int]) {
+            if starts.count == p { out.append(starts); return }
+            let last = starts.last!
+            let remaining = p - starts.count
+            for s in (last + 1)...(L - remaining) { go(starts + [s]) }
+        }
+        go([0])
+        return out
+    }
+}

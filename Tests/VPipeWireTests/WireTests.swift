@@ -1,0 +1,97 @@
+import Testing
+import VPipeCore
+import VPipeWire
+
+/// Bytes in and out: round trips, and garbage that must become an error, never a crash.
+@Suite struct WireTests {
+    static let request = PlanRequest(
+        model: TransformerShape.bertLarge().model(stateBytesPerParamByte: 3),
+        cluster: .uniform(count: 4, device: DeviceSpec(name: "gpu", memoryBytes: 32 << 30, speed: 1.5, hostBandwidth: 12e9, reservedBytes: 1 << 20),
+                          link: LinkSpec(bandwidth: 10e9, latency: 1e-5)),
+        options: PlanOptions(schedule: .gpipe, microBatches: 8, planner: .timeBalanced))
+
+    func decode(_ bytes: [UInt8]) throws -> PlanRequest {
+        try bytes.withUnsafeBytes { try WireDecode.planRequest($0) }
+    }
+
+    @Test func planRequestRoundTrips() throws {
+        let again = try decode(WireEncode.planRequest(Self.request))
+        #expect(again == Self.request)
+    }
+
+    @Test func planRoundTripsItsDecisions() throws {
+        let plan = try Planning.plan(Self.request)
+        let bytes = WireEncode.plan(plan)
+        let decoded = try bytes.withUnsafeBytes { try WireDecode.plan($0) }
+        #expect(decoded.layout == plan.layout)
+        #expect(decoded.schedule == .gpipe && decoded.microBatches == 8 && decoded.planner == .timeBalanced)
+    }
+
+    @Test func emptyBytesNameTheMissingModel() {
+        do { _ = try decode([]); Issue.record("expected an error") } catch let VPipeError.invalidField(field, _) {
+            #expect(field == "model")
+        } catch { Issue.record("expected invalidField(model), got \(error)") }
+    }
+
+    @Test func everyTruncationFailsCleanly() throws {
+        let bytes = WireEncode.planRequest(Self.request)
+        var malformed = 0
+        // Every prefix: protobuf cannot always tell a short message from a truncated one, so
+        // a prefix may decode; it must then be judged by validation or planned, never crash.
+        for n in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 200)) {
+            do { _ = try Planning.plan(try decode(Array(bytes[0..<n]))) } catch is WireError {
+                malformed += 1
+            } catch is VPipeError {}
+        }
+        #expect(malformed > 10, "expected most truncations to be reported as malformed, got \(malformed)")
+    }
+
+    @Test func randomBytesAndMutationsNeverCrash() {
+        var state: UInt64 = 7
+        func next() -> UInt64 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return state >> 33
+        }
+        let valid = WireEncode.planRequest(Self.request)
+        var outcomes = [String: Int]()
+        for i in 0..<3000 {
+            var bytes: [UInt8]
+            if i % 2 == 0 {
+                bytes = (0..<Int(next() % 300)).map { _ in UInt8(truncatingIfNeeded: next()) }
+            } else {
+                bytes = valid
+                for _ in 0..<(1 + Int(next() % 4)) {
+                    bytes[Int(next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: next())
+                }
+            }
+            do {
+                _ = try Planning.plan(try decode(bytes))
+                outcomes["planned", default: 0] += 1
+            } catch is WireError {
+                outcomes["malformed", default: 0] += 1
+            } catch let e as VPipeError {
+                outcomes["\(e)".split(separator: ":").first.map(String.init) ?? "?", default: 0] += 1
+            } catch {
+                Issue.record("unexpected error type \(error)")
+            }
+        }
+        #expect(outcomes["malformed", default: 0] > 100, "outcomes: \(outcomes)")
+    }
+
+    @Test func unknownEnumValuesNameTheField() throws {
+        // options.schedule = 9: field 3 (options) { field 1 varint 9, field 2 varint 4 }
+        var bytes = WireEncode.planRequest(Self.request)
+        bytes += [0x1A, 0x04, 0x08, 0x09, 0x10, 0x04]  // a later `options` merges over the first
+        do { _ = try decode(bytes); Issue.record("expected an error") } catch let VPipeError.invalidField(field, message) {
+            #expect(field == "options.schedule", "got \(field): \(message)")
+        }
+    }
+
+    @Test func oversizedBytesAreRejected() throws {
+        var r = Self.request
+        r.model.layers[0].profile.stashBytes = Int.max
+        do { _ = try decode(WireEncode.planRequest(r)); Issue.record("expected an error") } catch let VPipeError.invalidField(field, _) {
+            #expect(field == "model.layers[0].profile.stash_bytes")
+        }
+    }
+}

@@ -1,0 +1,181 @@
+"""Finding, loading and calling libvpipe.so through ctypes (internal).
+
+Why ctypes and not a compiled extension: the library's ABI (include/vpipe.h) is a handful of
+plain C functions that take and return protobuf bytes, so a compiled module would add a
+build step for each Python version and nothing else. This module owns everything that
+touches C: the search for the library, the ABI check, the function signatures, the
+ownership of returned buffers and the translation of statuses into exceptions. The public
+surface lives in ``vpipe/__init__.py``.
+
+Where the library is looked for, in this order (the first that exists wins):
+
+1. ``$VPIPE_LIBRARY``, if set and non-empty: exactly that path, nothing else is tried; a
+   path that does not load is an error naming it.
+2. ``libvpipe.so`` inside this package's directory (a wheel that bundles the library).
+3. The repository's build outputs, for a source checkout: ``<repo>/.build/release`` then
+   ``<repo>/.build/debug``, where ``<repo>`` is three levels above this package
+   (``bindings/python/vpipe`` -> ``<repo>``).
+4. ``ctypes.util.find_library("vpipe")`` (the system's library search path).
+
+The library is loaded on first use, not on import, so ``import vpipe`` always works and a
+missing library is reported by the first call that needs it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from ._errors import LOAD_ERROR, LoadError, VPipeError
+
+#: The ABI version this binding was written against (VPIPE_ABI_VERSION in vpipe.h).
+ABI_VERSION = 1
+
+#: The environment variable naming the library to load.
+LIBRARY_ENV = "VPIPE_LIBRARY"
+
+_LIBRARY_NAME = "libvpipe.so"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_REPO_ROOT = _PACKAGE_DIR.parents[2]
+
+
+class VpBytes(ctypes.Structure):
+    """``vp_bytes``: a buffer the library returns; the host frees it with ``vp_bytes_free``."""
+
+    _fields_ = [("data", ctypes.POINTER(ctypes.c_uint8)), ("len", ctypes.c_size_t)]
+
+
+class Library:
+    """A loaded libvpipe with every function's signature declared.
+
+    The attributes are the C functions themselves (ctypes function pointers); ``call``
+    is the one way the rest of the binding runs a bytes-in, bytes-out function.
+    """
+
+    def __init__(self, path: str, cdll: ctypes.CDLL) -> None:
+        self.path = path
+        self._cdll = cdll
+        try:
+            self.abi_version = cdll.vp_abi_version
+            self.version = cdll.vp_version
+            self.last_error = cdll.vp_last_error
+            self.bytes_free = cdll.vp_bytes_free
+            self.plan = cdll.vp_plan
+            self.evaluate = cdll.vp_evaluate
+        except AttributeError as e:
+            raise LoadError(LOAD_ERROR, f"{path}: not a libvpipe (missing symbol: {e})") from None
+
+        self.abi_version.argtypes = []
+        self.abi_version.restype = ctypes.c_uint32
+        self.version.argtypes = []
+        self.version.restype = ctypes.c_char_p
+        self.last_error.argtypes = []
+        self.last_error.restype = ctypes.c_char_p
+        self.bytes_free.argtypes = [ctypes.POINTER(VpBytes)]
+        self.bytes_free.restype = None
+        # const uint8_t *request, size_t request_len, vp_bytes *out -> vp_status (int32_t).
+        # c_char_p passes a bytes object's buffer without copying; the library only reads it.
+        for fn in (self.plan, self.evaluate):
+            fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(VpBytes)]
+            fn.restype = ctypes.c_int32
+
+        abi = self.abi_version()
+        if abi != ABI_VERSION:
+            raise LoadError(
+                LOAD_ERROR,
+                f"{path}: the library's ABI version is {abi}, this binding needs {ABI_VERSION}; "
+                "install a vpipe Python package that matches the library (or point "
+                f"{LIBRARY_ENV} at a matching libvpipe.so)",
+            )
+
+    def call(self, fn: "ctypes._CFuncPtr", data: bytes) -> bytes:
+        """Runs ``fn(data, len(data), &out)`` and returns the bytes it produced.
+
+        On a non-zero status raises the matching ``VPipeError`` with ``vp_last_error()``'s
+        message (read on this thread, right after the failing call, as the header requires).
+        The returned buffer is always released with ``vp_bytes_free``.
+        """
+        out = VpBytes()
+        status = fn(data, len(data), ctypes.byref(out))
+        try:
+            if status != 0:
+                raw = self.last_error()
+                message = raw.decode("utf-8", errors="replace") if raw else ""
+                raise VPipeError.from_status(status, message)
+            if not out.data or out.len == 0:
+                return b""
+            return ctypes.string_at(out.data, out.len)
+        finally:
+            # Harmless on {NULL, 0}; the header promises the library leaves that on failure.
+            self.bytes_free(ctypes.byref(out))
+
+
+_lock = threading.Lock()
+_library: Optional[Library] = None
+
+
+def candidates() -> List[Tuple[str, str]]:
+    """The places the library is looked for, in order, as (description, path) pairs.
+
+    With ``$VPIPE_LIBRARY`` set the list holds that path only.
+    """
+    env = os.environ.get(LIBRARY_ENV)
+    if env:
+        return [(f"${LIBRARY_ENV}", env)]
+    found: List[Tuple[str, str]] = [
+        ("bundled in the package", str(_PACKAGE_DIR / _LIBRARY_NAME)),
+        ("repository release build", str(_REPO_ROOT / ".build" / "release" / _LIBRARY_NAME)),
+        ("repository debug build", str(_REPO_ROOT / ".build" / "debug" / _LIBRARY_NAME)),
+    ]
+    system = ctypes.util.find_library("vpipe")
+    if system:
+        found.append(("system library path", system))
+    return found
+
+
+def _open(path: str) -> Library:
+    try:
+        cdll = ctypes.CDLL(path)
+    except OSError as e:
+        raise LoadError(LOAD_ERROR, f"cannot load libvpipe from {path}: {e}") from None
+    return Library(path, cdll)
+
+
+def load() -> Library:
+    """The loaded library, loading it on first use (thread-safe).
+
+    Raises ``VPipeError`` (status ``LOAD_ERROR``) when no library is found, the one found
+    does not load, or its ABI version differs from ``ABI_VERSION``. A failed load is not
+    remembered: the next call searches again (after ``$VPIPE_LIBRARY`` is fixed, say).
+    """
+    global _library
+    lib = _library
+    if lib is not None:
+        return lib
+    with _lock:
+        if _library is not None:
+            return _library
+        places = candidates()
+        env = os.environ.get(LIBRARY_ENV)
+        if env:
+            try:
+                _library = _open(env)
+            except VPipeError as e:
+                raise LoadError(LOAD_ERROR, f"${LIBRARY_ENV}={env}: {e.message}") from None
+            return _library
+        for _, path in places:
+            # find_library returns a bare soname, which only dlopen can resolve.
+            if os.sep in path and not os.path.exists(path):
+                continue
+            _library = _open(path)
+            return _library
+        tried = "; ".join(f"{what}: {path}" for what, path in places)
+        raise LoadError(
+            LOAD_ERROR,
+            f"libvpipe.so not found (tried {tried}; ctypes.util.find_library('vpipe') found nothing). "
+            f"Build it (swift build -c release) or set {LIBRARY_ENV} to its path.",
+        )

@@ -1,0 +1,103 @@
+/*
+ * vpipe.h: the C ABI of libvpipe, the vPipe pipeline-parallel training runtime.
+ *
+ * This header is the manual. Every message crossing it is a protobuf message of
+ * proto/vpipe.proto, serialised to bytes; hosts in any language build requests with their
+ * own protobuf library and read the replies the same way.
+ *
+ * Conventions
+ * - Every fallible call returns a vp_status: VP_OK (0) on success, a VP_ERR_* code
+ *   otherwise. On failure vp_last_error() describes what went wrong, naming the field,
+ *   layer, stage or device at fault (for example "model.layers[3].profile.fwd_seconds:
+ *   must be finite and >= 0, got -1").
+ * - No call aborts, traps or exits the host process on bad input: NULL pointers, truncated
+ *   or random bytes and nonsensical values all come back as a status and a message.
+ * - Ownership: the library never frees or keeps a pointer to memory the host passed in;
+ *   inputs are read during the call only. Buffers the library returns (vp_bytes) belong
+ *   to the host and are released with vp_bytes_free.
+ * - Thread safety is stated per function. Functions marked "thread-safe" may be called
+ *   from any number of threads at once.
+ * - Only symbols prefixed vp_ are exported from libvpipe.so.
+ */
+#ifndef VPIPE_H
+#define VPIPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this header describes. It changes only when an existing function's
+ * signature or meaning changes incompatibly; compare it with vp_abi_version() at start-up. */
+#define VPIPE_ABI_VERSION 1
+
+/* Status codes. New codes may be added; treat unknown non-zero values as errors. */
+typedef int32_t vp_status;
+enum {
+    VP_OK = 0,
+    VP_ERR_INVALID_ARGUMENT = 1, /* a NULL pointer or an impossible length was passed */
+    VP_ERR_DECODE = 2,           /* the bytes are not a valid protobuf message of the expected type */
+    VP_ERR_INVALID_REQUEST = 3,  /* the message decoded but a field's value is invalid */
+    VP_ERR_INFEASIBLE = 4,       /* no plan fits the devices' memory; the message says where and by how much */
+    VP_ERR_NOT_IMPLEMENTED = 5,  /* the requested feature (e.g. a planner) is not available yet */
+    VP_ERR_INTERNAL = 6          /* a bug in libvpipe; please report the message */
+};
+
+/* A buffer returned by the library. The host owns it after a successful call and must
+ * release it with vp_bytes_free. */
+typedef struct vp_bytes {
+    uint8_t *data;
+    size_t len;
+} vp_bytes;
+
+/* Releases a buffer returned by the library and resets it to {NULL, 0}. Passing NULL, or
+ * a vp_bytes whose data is NULL, does nothing; freeing the same buffer twice after the
+ * reset is harmless. Thread-safe (for distinct buffers). */
+void vp_bytes_free(vp_bytes *bytes);
+
+/* The message describing the last failure on the calling thread, or "" if none.
+ * The string is owned by the library and stays valid on this thread until the next vp_
+ * call that fails on it. Thread-safe: each thread has its own message. */
+const char *vp_last_error(void);
+
+/* The library's version as a static string, e.g. "0.1.0". Never NULL; do not free.
+ * Thread-safe. */
+const char *vp_version(void);
+
+/* The ABI version of the loaded library; equal to VPIPE_ABI_VERSION when the header and
+ * the library match. Thread-safe. */
+uint32_t vp_abi_version(void);
+
+/* Plans a pipeline.
+ *
+ * request, request_len: a serialised vpipe.PlanRequest {model, cluster, options}. Read
+ *   during the call only. request may be NULL only if request_len is 0 (an empty request is
+ *   still rejected, naming the missing field).
+ * plan_out: receives a serialised vpipe.Plan on VP_OK, owned by the host (vp_bytes_free).
+ *   Left as {NULL, 0} on failure. Must not be NULL.
+ *
+ * Errors: VP_ERR_INVALID_ARGUMENT, VP_ERR_DECODE, VP_ERR_INVALID_REQUEST (names the field),
+ *   VP_ERR_INFEASIBLE (names the stage and the bytes over its memory),
+ *   VP_ERR_NOT_IMPLEMENTED (a planner that is not available yet).
+ * Thread-safe: planning keeps no shared state. */
+vp_status vp_plan(const uint8_t *request, size_t request_len, vp_bytes *plan_out);
+
+/* Re-evaluates any plan with the cost model (docs/cost-model.md), for checking a plan
+ * from elsewhere or comparing hand-made ones.
+ *
+ * request: a serialised vpipe.EvaluationRequest {model, cluster, plan}; the plan's stage
+ *   ranges, policies, schedule and micro_batches are read, its numbers are ignored.
+ * evaluation_out: receives a serialised vpipe.Evaluation {plan with every number
+ *   recomputed, feasible, violations}, owned by the host (vp_bytes_free).
+ * An infeasible plan is not an error here: it comes back with feasible = false and one
+ * violation per stage over its memory.
+ * Thread-safe. */
+vp_status vp_evaluate(const uint8_t *request, size_t request_len, vp_bytes *evaluation_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VPIPE_H */
