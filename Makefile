@@ -1,0 +1,95 @@
+# libvpipe: every task a developer or CI runs. `make test` and `make demo` do their own
+# set-up on a fresh Debian machine (apt packages, Python packages).
+
+VERSION      := 0.1.0
+PREFIX       ?= /usr/local
+SWIFT        ?= swift
+PYTHON       ?= python3
+CC           ?= cc
+CXX          ?= c++
+SWIFT_BUILD  := $(SWIFT) build -c release
+LIBRARY      := .build/release/libvpipe.so
+CLI          := .build/release/vpipe-cli
+# A private install the host tests and examples build against, exactly as a user would.
+STAGE        := $(CURDIR)/build/prefix
+HOSTBIN      := $(CURDIR)/build/hosts
+APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config
+SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
+PROTO_CFLAGS := -ISources/CVPipeProto/include
+PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
+
+.PHONY: all deps build proto test test-swift test-hosts test-python demo install clean
+
+all: build
+
+## deps: install the Debian and Python packages the build and the tests need, when missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@$(PYTHON) -c "import google.protobuf, pytest, numpy" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy
+
+## build: the library (libvpipe.so) and the command-line tool (bin/vpipe), release mode.
+build: deps
+	$(SWIFT_BUILD)
+	@mkdir -p bin && cp $(CLI) bin/vpipe
+
+## proto: regenerate the protobuf-c and Python code from proto/vpipe.proto.
+proto:
+	protoc-c --c_out=Sources/CVPipeProto -Iproto proto/vpipe.proto
+	mv Sources/CVPipeProto/vpipe.pb-c.h Sources/CVPipeProto/include/vpipe.pb-c.h
+	protoc --python_out=bindings/python/vpipe -Iproto proto/vpipe.proto
+
+## test: Swift tests, then C, C++ and Python hosts against an installed copy of the library.
+test: build test-swift test-hosts test-python
+	@echo "make test: all passed"
+
+test-swift:
+	$(SWIFT_BUILD) --build-tests
+	$(SWIFT) test -c release --skip-build
+
+test-hosts: install-stage
+	@mkdir -p $(HOSTBIN)
+	@echo "checking exports and dependencies of the installed library"
+	@test -f $(STAGE)/lib/libvpipe.so && test -f $(STAGE)/include/vpipe.h && test -f $(STAGE)/lib/pkgconfig/vpipe.pc
+	@bad=$$(nm -D --defined-only --extern-only $(STAGE)/lib/libvpipe.so | awk '{print $$3}' | grep -v '^vp_' || true); \
+	  if [ -n "$$bad" ]; then echo "FAIL: libvpipe.so exports non-vp_ symbols:"; echo "$$bad" | head; exit 1; fi
+	@if ldd $(STAGE)/lib/libvpipe.so | grep -i swift; then echo "FAIL: libvpipe.so needs the Swift runtime"; exit 1; fi
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_abi_c Tests/host/test_abi.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
+	$(HOSTBIN)/test_abi_c
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_abi_cpp Tests/host/test_abi.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread
+	$(HOSTBIN)/test_abi_cpp
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/example_c examples/c/plan.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
+	$(HOSTBIN)/example_c
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_cpp examples/cpp/plan.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
+	$(HOSTBIN)/example_cpp
+
+test-python: install-stage
+	VPIPE_LIBRARY=$(STAGE)/lib/libvpipe.so PYTHONPATH=bindings/python $(PYTHON) -m pytest -q bindings/python/tests
+	VPIPE_LIBRARY=$(STAGE)/lib/libvpipe.so PYTHONPATH=bindings/python $(PYTHON) examples/python/plan.py
+
+install-stage:
+	@$(MAKE) --no-print-directory install PREFIX=$(STAGE) >/dev/null
+
+## demo: plan an analytic 24-block GPT on 4 virtual devices and print the plan.
+demo: build
+	bin/vpipe plan --model gpt --blocks 24 --devices 4 --memory-gib 12 --micro-batches 8 --planner gpipe
+
+## install: lib/libvpipe.so (Swift runtime inside), include/vpipe.h, lib/pkgconfig/vpipe.pc.
+install: build
+	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/share/vpipe
+	install -m 755 $(LIBRARY) $(PREFIX)/lib/libvpipe.so
+	install -m 644 include/vpipe.h $(PREFIX)/include/vpipe.h
+	install -m 644 proto/vpipe.proto $(PREFIX)/share/vpipe/vpipe.proto
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' vpipe.pc.in > $(PREFIX)/lib/pkgconfig/vpipe.pc
+
+clean:
+	rm -rf .build build bin
