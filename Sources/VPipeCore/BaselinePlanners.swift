@@ -72,7 +72,7 @@ enum BalancedPlanner {
         // Nothing fits: explain with the most balanced partition, ignoring memory.
         let unconstrained = MinMaxPartition.solve(layerCount: L, stageCount: p) { k, s, e in
             max(stageTime(k, s, e), k > 0 ? cm.linkSeconds(after: k - 1, lastLayer: s - 1) : 0)
-        }!
+        } ?? UniformPlanner.layout(cm).ranges.map(\.lowerBound)
         let plan = try cm.evaluate(PlanLayout(stageStarts: unconstrained, layerCount: L, policies: policies))
         let policyName = policy == .keep ? "KEEP" : "RECOMPUTE"
         throw VPipeError.infeasible(

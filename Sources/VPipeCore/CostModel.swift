@@ -96,13 +96,22 @@ public struct CostModel: Sendable {
                            largestSegment: Double, largestSwap: Double) -> Double {
         let n = Double(inFlight(stage: i, of: p))
         let v = Double(weightVersions(stage: i, of: p))
-        return params * (model.stateFactor + v - 1)
+        let exact = params * (model.stateFactor + v - 1)
             + n * retainedPerMicroBatch
             + largestSegment
             + 2 * largestSwap
             + Double(model.inputBytes(ofLayer: layers.lowerBound))
             + Double(model.layers[layers.upperBound - 1].profile.outputBytes)
             + Double(cluster.devices[i].reservedBytes)
+        return Self.wholeBytes(exact)
+    }
+
+    /// Memory is counted in whole bytes, rounded up (Mem_i is fractional only when κ is), so
+    /// the reported peak and the feasibility test agree. A value within floating-point noise
+    /// of an integer is that integer, so κ = 1.1 cannot add a phantom byte.
+    public static func wholeBytes(_ exact: Double) -> Double {
+        let nearest = exact.rounded()
+        return abs(exact - nearest) <= 1e-9 * max(1, abs(exact)) ? nearest : exact.rounded(.up)
     }
 
     /// Evaluates `layout` with cost model v1. Throws `invalidField` (paths under `plan.`)

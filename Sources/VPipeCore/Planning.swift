@@ -15,10 +15,10 @@ public enum Planning {
             layout = try BalancedPlanner.layout(costModel, policy: .keep, plannerName: "TIME_BALANCED")
         case .gpipe:
             layout = try BalancedPlanner.layout(costModel, policy: .recompute, plannerName: "GPIPE")
-        case .vpipe, .exact:
-            throw VPipeError.notImplemented(
-                "planner \(request.options.planner.name) (the joint swap/recompute/re-partition search) is not available in this build; "
-                    + "use PLANNER_TIME_BALANCED, PLANNER_GPIPE, PLANNER_PARAMETERS or PLANNER_UNIFORM")
+        case .vpipe:
+            layout = try VPipePlanner.layout(costModel)
+        case .exact:
+            layout = try ExactPlanner.layout(costModel)
         }
         var plan = try costModel.evaluate(layout)
         let violations = costModel.violations(plan)

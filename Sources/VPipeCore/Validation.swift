@@ -7,6 +7,13 @@ public enum Validation {
     public static let maxLayers = 1 << 20
     public static let maxDevices = 1 << 12
     public static let maxMicroBatches = 1 << 20
+    /// Per-layer times above this (about 11.6 days for one micro-batch) are rejected, so
+    /// that no sum of times over layers and micro-batches can overflow to infinity.
+    public static let maxSeconds = 1e6
+    /// Speeds outside [1e-6, 1e6] (0 still means 1.0) and bandwidths outside [1, 1e18]
+    /// bytes/s are rejected for the same reason.
+    public static let speedRange = 1e-6...1e6
+    public static let bandwidthRange = 1.0...1e18
 
     public static func validate(_ request: PlanRequest) throws {
         try validate(request.model)
@@ -55,8 +62,8 @@ public enum Validation {
                 throw VPipeError.invalidField(field: "\(path).memory_bytes", message: "must be > 0 (the device's capacity in bytes), got 0")
             }
             try bytes(d.reservedBytes, "\(path).reserved_bytes")
-            if !d.speed.isFinite || d.speed < 0 {
-                throw VPipeError.invalidField(field: "\(path).speed", message: "must be finite and >= 0 (0 means 1.0), got \(d.speed)")
+            if !(d.speed == 0 || speedRange.contains(d.speed)) {
+                throw VPipeError.invalidField(field: "\(path).speed", message: "must be 0 (meaning 1.0) or between 1e-6 and 1e6, got \(d.speed)")
             }
             try positiveRate(d.hostBandwidth, "\(path).host_bandwidth")
         }
@@ -86,8 +93,8 @@ public enum Validation {
     }
 
     static func seconds(_ v: Double, _ field: String) throws {
-        if !v.isFinite || v < 0 {
-            throw VPipeError.invalidField(field: field, message: "must be finite and >= 0, got \(v)")
+        if !v.isFinite || v < 0 || v > maxSeconds {
+            throw VPipeError.invalidField(field: field, message: "must be finite, >= 0 and at most 1e6 seconds, got \(v)")
         }
     }
 
@@ -98,8 +105,8 @@ public enum Validation {
     }
 
     static func positiveRate(_ v: Double, _ field: String) throws {
-        if !v.isFinite || v <= 0 {
-            throw VPipeError.invalidField(field: field, message: "must be finite and > 0 bytes/s, got \(v)")
+        if !bandwidthRange.contains(v) {
+            throw VPipeError.invalidField(field: field, message: "must be between 1 and 1e18 bytes/s, got \(v)")
         }
     }
 }

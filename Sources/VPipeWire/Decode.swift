@@ -57,7 +57,8 @@ public enum WireDecode {
     static func plan(_ p: UnsafeMutablePointer<Vpipe__Plan>, field: String = "plan.")
         throws -> (schedule: Schedule, microBatches: Int, layout: PlanLayout, planner: PlannerKind?)
     {
-        let schedule = try scheduleValue(Int(p.pointee.schedule.rawValue), field: "\(field)schedule")
+        let scheduleRaw = Int(p.pointee.schedule.rawValue)
+        let schedule = scheduleRaw == 0 ? Schedule.oneFOneB : try scheduleValue(scheduleRaw, field: "\(field)schedule")
         let m = Int(p.pointee.micro_batches)
         try Validation.validate(microBatches: m, field: "\(field)micro_batches")
         let plannerRaw = Int(p.pointee.planner.rawValue)

@@ -149,8 +149,8 @@ public enum WireEncode {
         }
     }
 
-    /// Mem_i is a Double in the cost model; the wire carries uint64. Rounds to the nearest
-    /// byte and saturates instead of trapping on values no real plan has.
+    /// Mem_i is already whole bytes (`CostModel.wholeBytes`); the wire carries uint64.
+    /// Saturates instead of trapping on values no real plan has.
     static func saturatingUInt64(_ v: Double) -> UInt64 {
         guard v.isFinite, v > 0 else { return 0 }
         let r = v.rounded()

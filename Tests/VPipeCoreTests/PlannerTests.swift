@@ -59,15 +59,6 @@ import VPipeCore
         #expect(plan.isFeasible)
     }
 
-    @Test func vpipeAndExactAreNotImplementedYet() {
-        for kind in [PlannerKind.vpipe, .exact] {
-            #expect(throws: VPipeError.self) { try Planning.plan(request(Fixtures.handModel, Fixtures.handCluster, kind)) }
-            do { _ = try Planning.plan(request(Fixtures.handModel, Fixtures.handCluster, kind)) } catch let VPipeError.notImplemented(message) {
-                #expect(message.contains(kind.name))
-            } catch { Issue.record("expected notImplemented for \(kind.name), got \(error)") }
-        }
-    }
-
     @Test func reportedNumbersEqualTheCostModel() throws {
         for kind in [PlannerKind.uniform, .parameters, .timeBalanced, .gpipe] {
             let r = request(Fixtures.handModel, Fixtures.handCluster, kind)

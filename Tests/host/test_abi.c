@@ -136,9 +136,11 @@ static void test_garbage(void) {
 static void test_bad_fields(void) {
     test_request t;
     test_request_init(&t, 6, 2, VPIPE__PLANNER__PLANNER_UNSPECIFIED);
-    expect_plan_status("default planner (VPIPE, not implemented yet)", &t, VP_ERR_NOT_IMPLEMENTED, "VPIPE");
+    expect_plan_status("default planner (VPIPE)", &t, VP_OK, NULL);
     test_request_init(&t, 6, 2, VPIPE__PLANNER__PLANNER_EXACT);
-    expect_plan_status("EXACT (not implemented yet)", &t, VP_ERR_NOT_IMPLEMENTED, "EXACT");
+    expect_plan_status("EXACT", &t, VP_OK, NULL);
+    test_request_init(&t, 40, 2, VPIPE__PLANNER__PLANNER_EXACT);
+    expect_plan_status("EXACT beyond its limits", &t, VP_ERR_INVALID_REQUEST, "PLANNER_EXACT handles at most");
 
     test_request_init(&t, 0, 2, VPIPE__PLANNER__PLANNER_UNIFORM);
     expect_plan_status("zero layers", &t, VP_ERR_INVALID_REQUEST, "model.layers");

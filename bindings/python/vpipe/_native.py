@@ -137,11 +137,11 @@ def candidates() -> List[Tuple[str, str]]:
     return found
 
 
-def _open(path: str) -> Library:
+def _open(path: str, source: str) -> Library:
     try:
         cdll = ctypes.CDLL(path)
     except OSError as e:
-        raise LoadError(LOAD_ERROR, f"cannot load libvpipe from {path}: {e}") from None
+        raise LoadError(LOAD_ERROR, f"cannot load libvpipe from {path} ({source}): {e}") from None
     return Library(path, cdll)
 
 
@@ -160,18 +160,12 @@ def load() -> Library:
         if _library is not None:
             return _library
         places = candidates()
-        env = os.environ.get(LIBRARY_ENV)
-        if env:
-            try:
-                _library = _open(env)
-            except VPipeError as e:
-                raise LoadError(LOAD_ERROR, f"${LIBRARY_ENV}={env}: {e.message}") from None
-            return _library
-        for _, path in places:
+        for source, path in places:
+            # With $VPIPE_LIBRARY set, `places` holds that path only and it must load.
             # find_library returns a bare soname, which only dlopen can resolve.
-            if os.sep in path and not os.path.exists(path):
+            if source != f"${LIBRARY_ENV}" and os.sep in path and not os.path.exists(path):
                 continue
-            _library = _open(path)
+            _library = _open(path, source)
             return _library
         tried = "; ".join(f"{what}: {path}" for what, path in places)
         raise LoadError(

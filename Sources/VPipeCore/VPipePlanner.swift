@@ -1,0 +1,245 @@
+/// PLANNER_VPIPE: swap, recompute and re-partition chosen jointly (the SRP problem).
+///
+/// The paper's search, made cheaper by cost model v1's structure:
+/// 1. Start from balanced partitions: the minimum-bottleneck cut of the all-KEEP times and
+///    of the all-RECOMPUTE times (memory-blind, by binary search on τ with a greedy fill).
+/// 2. Ask `StagePolicySolver` for each stage's fastest fitting policies (swaps that hide
+///    behind compute first, then recompute by bytes saved per second).
+/// 3. Move layers between adjacent stages, the bottleneck stage's boundaries first (an
+///    unfit stage counts as the worst bottleneck), one layer or a run of identical layers
+///    at a time (transformer blocks are identical, so a long run moves in one step), and
+///    keep a move when the partition's score improves. Stop when no move improves.
+/// Deterministic: every choice is taken in a fixed order, ties keep the earlier candidate.
+enum VPipePlanner {
+    /// `useExactPartition: false` keeps to the local search even on small instances (the
+    /// benchmark uses it to measure the heuristic on its own).
+    static func layout(_ cm: CostModel, useExactPartition: Bool = true) throws -> PlanLayout {
+        let p = cm.cluster.devices.count
+        let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
+        var starts = [balancedStarts(cm, recompute: false), balancedStarts(cm, recompute: true)]
+        if let s = bottleneckStarts(oracle) { starts.insert(s, at: 0) }
+        if useExactPartition, let s = exactPartition(oracle) { starts.insert(s, at: 0) }
+        var best: (starts: [Int], score: StageOracle.Score)?
+        for start in starts where best?.starts != start {
+            let improved = improve(start, oracle: oracle, runs: identicalRuns(cm.model))
+            if best == nil || improved.score < best!.score { best = improved }
+        }
+        guard let best, best.score.unfit == 0, let layout = oracle.layout(best.starts) else {
+            throw Infeasibility.explain(cm, planner: "VPIPE", starts: best?.starts ?? starts[0], oracle: oracle)
+        }
+        return layout
+    }
+
+    /// Hill climbing over boundary moves; the bottleneck stage's boundaries are tried first.
+    static func improve(_ initial: [Int], oracle: StageOracle, runs: [Int]) -> (starts: [Int], score: StageOracle.Score) {
+        let cm = oracle.cm
+        let L = cm.model.layers.count, p = initial.count
+        var starts = initial
+        var score = oracle.score(starts)
+        guard p > 1 else { return (starts, score) }
+        let wide = p * L * L / 2 <= exactStartBudget
+        var iterations = 0
+        while iterations < 50 * L {
+            iterations += 1
+            var improved = false
+            for b in boundaryOrder(starts, oracle: oracle) {
+                // Boundary b is the start of stage b (1...p-1). Try moving it by one layer and
+                // by the length of the identical run next to it, in both directions.
+                let lo = starts[b - 1] + 1
+                let hi = (b + 1 < p ? starts[b + 1] : L) - 1
+                var candidates: [Int] = [starts[b] - 1, starts[b] + 1]
+                let runBefore = starts[b] - runs[starts[b] - 1]  // layers of the run ending before the boundary
+                if runBefore > 1 { candidates.append(starts[b] - runBefore / 2) }
+                if starts[b] < L, runs[starts[b]] == starts[b] {
+                    var e = starts[b]
+                    while e < L && runs[e] == starts[b] { e += 1 }
+                    if e - starts[b] > 1 { candidates.append(starts[b] + (e - starts[b]) / 2) }
+                }
+                // On small instances every position between the neighbouring boundaries is a
+                // candidate (coordinate descent); large ones keep to the short moves above.
+                if wide { candidates += Array(lo...max(lo, hi)) }
+                for c in candidates where c >= lo && c <= hi && c != starts[b] {
+                    var trial = starts
+                    trial[b] = c
+                    let s = oracle.score(trial)
+                    if s < score {
+                        starts = trial
+                        score = s
+                        improved = true
+                        break
+                    }
+                }
+                if improved { break }
+            }
+            // Shift a group of consecutive boundaries together by one layer: moves a whole
+            // window of stages, which single-boundary moves cannot do without first making
+            // the score worse.
+            if !improved {
+                let maxGroup = p <= 8 ? p - 1 : 4
+                search: for size in 2...max(2, maxGroup) where size <= p - 1 {
+                    for first in 1...(p - size) {
+                        for delta in [-1, 1] {
+                            var trial = starts
+                            for b in first..<(first + size) { trial[b] += delta }
+                            guard isValid(trial, L) else { continue }
+                            let s = oracle.score(trial)
+                            if s < score {
+                                starts = trial
+                                score = s
+                                improved = true
+                                break search
+                            }
+                        }
+                    }
+                }
+            }
+            if !improved { break }
+        }
+        return (starts, score)
+    }
+
+    static func isValid(_ starts: [Int], _ L: Int) -> Bool {
+        guard starts.first == 0 else { return false }
+        for k in 1..<starts.count where starts[k] <= starts[k - 1] { return false }
+        return starts.last! < L
+    }
+
+    /// On small instances (p·L² ≤ `exactPartitionBudget`), the exact best partition given the
+    /// per-stage solver: for every candidate bottleneck τ (each stage or link time that can
+    /// occur), the dynamic program minimising Σ(T_i + K_i) with every term ≤ τ; the best
+    /// (m−1)·τ + Σ wins. O((p·L²)²) stage look-ups, so only for small instances.
+    static let exactPartitionBudget = 1_500
+
+    static func exactPartition(_ oracle: StageOracle) -> [Int]? {
+        let cm = oracle.cm
+        let L = cm.model.layers.count, p = cm.cluster.devices.count
+        guard p * L * L <= exactPartitionBudget else { return nil }
+        var taus = Set<Double>()
+        for k in 0..<p {
+            for s in k..<L {
+                for e in (s + 1)...L {
+                    if let c = oracle.choice(k, s, e) { taus.insert(c.stageSeconds) }
+                    if k < p - 1 { taus.insert(cm.linkSeconds(after: k, lastLayer: e - 1)) }
+                }
+            }
+        }
+        var best: (starts: [Int], time: Double)?
+        for tau in taus.sorted() {
+            // Σ-minimising DP with every stage and link time within τ.
+            var cost = [[Double]](repeating: [Double](repeating: .infinity, count: L + 1), count: p)
+            var from = [[Int]](repeating: [Int](repeating: -1, count: L + 1), count: p)
+            func allowed(_ k: Int, _ s: Int, _ e: Int) -> Double? {
+                guard let c = oracle.choice(k, s, e), c.stageSeconds <= tau else { return nil }
+                let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
+                return link <= tau ? c.stageSeconds + link : nil
+            }
+            for e in 1...L { if let t = allowed(0, 0, e) { cost[0][e] = t; from[0][e] = 0 } }
+            if p > 1 {
+                for k in 1..<p {
+                    for e in (k + 1)...L {
+                        for s in k..<e where cost[k - 1][s] < .infinity {
+                            if let t = allowed(k, s, e), cost[k - 1][s] + t < cost[k][e] {
+                                cost[k][e] = cost[k - 1][s] + t
+                                from[k][e] = s
+                            }
+                        }
+                    }
+                }
+            }
+            guard cost[p - 1][L] < .infinity else { continue }
+            let time = Double(cm.microBatches - 1) * tau + cost[p - 1][L]
+            if best == nil || time < best!.time * (1 - 1e-12) {
+                var starts = [Int](repeating: 0, count: p)
+                var e = L
+                for k in stride(from: p - 1, through: 0, by: -1) { starts[k] = from[k][e]; e = from[k][e] }
+                best = (starts, time)
+            }
+        }
+        return best?.starts
+    }
+
+    /// Boundaries (stage starts 1...p-1) ordered so that those of the worst stage come first:
+    /// unfit stages, then by stage time, descending.
+    static func boundaryOrder(_ starts: [Int], oracle: StageOracle) -> [Int] {
+        let cm = oracle.cm
+        let L = cm.model.layers.count, p = starts.count
+        var badness: [(Double, Int)] = []
+        for k in 0..<p {
+            let e = k + 1 < p ? starts[k + 1] : L
+            let t = oracle.choice(k, starts[k], e)?.stageSeconds ?? .infinity
+            let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
+            badness.append((max(t, link), k))
+        }
+        badness.sort { $0.0 != $1.0 ? $0.0 > $1.0 : $0.1 < $1.1 }
+        var order: [Int] = []
+        for (_, k) in badness {
+            for b in [k, k + 1] where b >= 1 && b <= p - 1 && !order.contains(b) { order.append(b) }
+        }
+        return order
+    }
+
+    /// Budget of candidate stages for the exact bottleneck start: p·L²/2 stage solves.
+    static let exactStartBudget = 4_000
+
+    /// On instances small enough, the partition with the exact minimum bottleneck under the
+    /// solver's per-stage times (memory included), by the min-max dynamic program; nil when
+    /// the instance is too large or no partition fits.
+    static func bottleneckStarts(_ oracle: StageOracle) -> [Int]? {
+        let cm = oracle.cm
+        let L = cm.model.layers.count, p = cm.cluster.devices.count
+        guard p * L * L / 2 <= exactStartBudget else { return nil }
+        return MinMaxPartition.solve(layerCount: L, stageCount: p) { k, s, e in
+            guard let c = oracle.choice(k, s, e) else { return nil }
+            return max(c.stageSeconds, k > 0 ? cm.linkSeconds(after: k - 1, lastLayer: s - 1) : 0)
+        }
+    }
+
+    /// runs[l] = the first layer of the run of identical layers (same profile) containing l.
+    static func identicalRuns(_ model: ModelSpec) -> [Int] {
+        var runs: [Int] = []
+        for (l, layer) in model.layers.enumerated() {
+            if l > 0 && layer.profile == model.layers[l - 1].profile { runs.append(runs[l - 1]) } else { runs.append(l) }
+        }
+        return runs
+    }
+
+    /// The memory-blind minimum-bottleneck cut of the all-KEEP (or all-RECOMPUTE) stage
+    /// times and the link times: binary search on τ, each test a greedy fill that takes the
+    /// farthest cut whose stage time and link time stay within τ (optimal for a chain).
+    static func balancedStarts(_ cm: CostModel, recompute: Bool) -> [Int] {
+        let L = cm.model.layers.count, p = cm.cluster.devices.count
+        let sums = PrefixSums(cm.model)
+        func time(_ k: Int, _ s: Int, _ e: Int) -> Double {
+            (sums.fwdBwd[e] - sums.fwdBwd[s] + (recompute ? sums.fwd[e] - sums.fwd[s] : 0)) / cm.cluster.devices[k].effectiveSpeed
+        }
+        func fill(_ tau: Double) -> [Int]? {
+            var starts: [Int] = []
+            var s = 0
+            for k in 0..<p {
+                starts.append(s)
+                if k == p - 1 { return time(k, s, L) <= tau ? starts : nil }
+                let maxEnd = L - (p - 1 - k)
+                var e = s + 1
+                guard time(k, s, e) <= tau else { return nil }
+                while e < maxEnd && time(k, s, e + 1) <= tau { e += 1 }
+                while e > s && cm.linkSeconds(after: k, lastLayer: e - 1) > tau { e -= 1 }
+                if e == s { return nil }
+                s = e
+            }
+            return nil
+        }
+        // An upper bound on τ: all layers on the slowest device, the largest output on the slowest link.
+        let largestOutput = Double(cm.model.layers.map(\.profile.outputBytes).max() ?? 0)
+        var hi = 1e-9
+        for k in 0..<p { hi = max(hi, time(k, 0, L)) }
+        for link in cm.cluster.links { hi = max(hi, 2 * (link.latency + largestOutput / link.bandwidth)) }
+        hi *= 2
+        var best = fill(hi) ?? UniformPlanner.layout(cm).ranges.map(\.lowerBound)
+        var lo = 0.0
+        for _ in 0..<64 {
+            let mid = (lo + hi) / 2
+            if let s = fill(mid) { best = s; hi = mid } else { lo = mid }
+        }
+        return best
+    }
+}

@@ -1,0 +1,165 @@
+import Testing
+import VPipeCore
+
+/// The joint swap/recompute/re-partition planners: VPIPE against EXACT, hand-checked cases,
+/// infeasibility explanations.
+@Suite struct SRPPlannerTests {
+    func request(_ model: ModelSpec, _ cluster: ClusterSpec, _ planner: PlannerKind,
+                 schedule: Schedule = .oneFOneB, m: Int = 4) -> PlanRequest {
+        PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: schedule, microBatches: m, planner: planner))
+    }
+
+    /// A random small instance whose memory is tight enough that policies matter: each
+    /// device gets between 35% and 110% of what its share of an all-KEEP plan would need.
+    static func randomInstance(_ rng: inout Fixtures.Random) -> PlanRequest {
+        let L = rng.int(3...12), p = rng.int(2...min(4, L))
+        let schedule = Schedule.allCases[rng.int(0...2)]
+        let m = rng.int(1...8)
+        var layers: [LayerSpec] = []
+        for l in 0..<L {
+            layers.append(Fixtures.layer("l\(l)", rng.double(0.5...3), rng.double(1...6), rng.int(100...2000),
+                                         rng.int(10...400), rng.int(0...300)))
+        }
+        let model = ModelSpec(name: "random", layers: layers, inputBytes: rng.int(10...400), stateBytesPerParamByte: 3)
+        let keepTotal = layers.reduce(0) { $0 + 3 * $1.profile.paramBytes + min(m, p) * $1.profile.stashBytes }
+        let share = Double(keepTotal) / Double(p)
+        let devices = (0..<p).map { i in
+            DeviceSpec(name: "d\(i)", memoryBytes: Int(share * rng.double(0.35...1.1)) + 800, speed: rng.double(0.7...1.5),
+                       hostBandwidth: rng.double(200...3000), reservedBytes: rng.int(0...50))
+        }
+        let links = (0..<(p - 1)).map { _ in LinkSpec(bandwidth: rng.double(500...20000), latency: rng.double(0...0.2)) }
+        return PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: links),
+                           options: PlanOptions(schedule: schedule, microBatches: m, planner: .vpipe))
+    }
+
+    /// EXACT against brute force over every partition and every policy assignment.
+    @Test func exactIsTheOptimum() throws {
+        var rng = Fixtures.Random(seed: 7)
+        var compared = 0
+        for _ in 0..<40 {
+            var r = Self.randomInstance(&rng)
+            r.model.layers = Array(r.model.layers.prefix(6))
+            if r.cluster.devices.count > r.model.layers.count { continue }
+            r.options.planner = .exact
+            let cm = CostModel(r)
+            let L = r.model.layers.count, p = r.cluster.devices.count
+            var best = Double.infinity
+            var policies = [MemoryPolicy](repeating: .keep, count: L)
+            for starts in Fixtures.allPartitions(L, p) {
+                for code in 0..<Int(pow3(L)) {
+                    var c = code
+                    for l in 0..<L { policies[l] = MemoryPolicy(rawValue: c % 3 + 1)!; c /= 3 }
+                    let plan = try cm.evaluate(PlanLayout(stageStarts: starts, layerCount: L, policies: policies))
+                    if plan.isFeasible { best = min(best, plan.iterationSeconds) }
+                }
+            }
+            do {
+                let plan = try Planning.plan(r)
+                #expect(abs(plan.iterationSeconds - best) <= 1e-9 * best, "EXACT \(plan.iterationSeconds) vs brute force \(best)")
+                compared += 1
+            } catch VPipeError.infeasible {
+                #expect(best == .infinity, "EXACT said infeasible, brute force found \(best)")
+            }
+        }
+        #expect(compared >= 15, "only \(compared) feasible instances compared")
+    }
+
+    func pow3(_ n: Int) -> Int { (0..<n).reduce(1) { r, _ in r * 3 } }
+
+    /// The quality target: VPIPE within 1% of EXACT on every random small instance.
+    @Test func vpipeWithinOnePercentOfExact() throws {
+        var rng = Fixtures.Random(seed: 2021)
+        var compared = 0, worst = 0.0, usedPolicies = 0
+        for _ in 0..<300 {
+            var r = Self.randomInstance(&rng)
+            r.options.planner = .exact
+            let exact: Plan
+            do { exact = try Planning.plan(r) } catch VPipeError.infeasible {
+                r.options.planner = .vpipe
+                #expect(throws: VPipeError.self) { try Planning.plan(r) }
+                continue
+            }
+            r.options.planner = .vpipe
+            let vpipe = try Planning.plan(r)
+            #expect(vpipe.isFeasible)
+            #expect(vpipe.stages.allSatisfy { !$0.layers.isEmpty })
+            let gap = vpipe.iterationSeconds / exact.iterationSeconds - 1
+            worst = max(worst, gap)
+            #expect(gap <= 0.01, "VPIPE \(vpipe.iterationSeconds) vs EXACT \(exact.iterationSeconds) (gap \(gap * 100)%) on \(r.model.layers.count) layers, \(r.cluster.devices.count) stages, \(r.options.schedule.name), m=\(r.options.microBatches); VPIPE stages \(vpipe.stages.map(\.layers)), EXACT stages \(exact.stages.map(\.layers))")
+            if exact.stages.contains(where: { $0.policies.contains { $0 != .keep } }) { usedPolicies += 1 }
+            compared += 1
+        }
+        #expect(compared >= 150, "only \(compared) feasible instances")
+        #expect(usedPolicies >= 50, "memory was not tight: only \(usedPolicies) optimal plans swap or recompute")
+        print("VPIPE vs EXACT: \(compared) instances, \(usedPolicies) needing swap/recompute, worst gap \(worst * 100)%")
+    }
+
+    @Test func swapsThatHideComeBeforeRecompute() throws {
+        // One stage, 4 identical layers (f 1, b 2, stash 100, output 10), GPipe with m = 4 so
+        // every KEEP stash counts 4 times: all KEEP needs 4·400 + 20 = 1620 bytes of 700.
+        // Keeping 1 and swapping 3 needs 400 + 2·100 (double buffer) + 20 = 620 and costs
+        // 2·300/H = 6 s of copy time, hidden behind C = 12 s when H = 100: T stays 12.
+        let model = Fixtures.model(Array(repeating: (3, 100, 10, 0), count: 4), input: 10)
+        let cluster = Fixtures.cluster(1, memory: 700, hostBandwidth: 100)
+        let plan = try Planning.plan(request(model, cluster, .vpipe, schedule: .gpipe, m: 4))
+        let policies = PlanTable.policyString(plan.stages[0].policies)
+        #expect(plan.stages[0].stageSeconds == 12, "policies \(policies)")
+        #expect(plan.stages[0].policies.contains(.swap), "policies \(policies)")
+        #expect(!plan.stages[0].policies.contains(.recompute), "policies \(policies)")
+    }
+
+    @Test func recomputeWhenSwapCannotHide() throws {
+        // Same stage with a copy engine of 1 byte/s: one swap costs 200 s. The best plan keeps
+        // one layer and recomputes three in segments [1] [2,3]: 400 + 4·(10 + 10) + 200 + 20
+        // = 700 bytes, T = 12 + 3·f = 15 s.
+        let model = Fixtures.model(Array(repeating: (3, 100, 10, 0), count: 4), input: 10)
+        let cluster = Fixtures.cluster(1, memory: 700, hostBandwidth: 1)
+        let plan = try Planning.plan(request(model, cluster, .vpipe, schedule: .gpipe, m: 4))
+        let policies = PlanTable.policyString(plan.stages[0].policies)
+        #expect(!plan.stages[0].policies.contains(.swap), "policies \(policies)")
+        #expect(abs(plan.stages[0].stageSeconds - 15) < 1e-12, "T \(plan.stages[0].stageSeconds), policies \(policies)")
+        #expect(plan.isFeasible)
+    }
+
+    @Test func vpipeNeverWorseThanBaselinesOnTransformers() throws {
+        let gib = 1 << 30
+        for shape in [TransformerShape.bertLarge(), .gpt2XL(), .gpt3_2_7B()] {
+            for memory in [11, 16, 24, 40] {
+                let model = shape.model()
+                let cluster = Fixtures.cluster(8, memory: memory * gib, hostBandwidth: 12e9, linkBandwidth: 10e9, latency: 1e-5)
+                var best = Double.infinity
+                for kind in [PlannerKind.uniform, .parameters, .timeBalanced, .gpipe] {
+                    if let plan = try? Planning.plan(request(model, cluster, kind, m: 16)) { best = min(best, plan.iterationSeconds) }
+                }
+                guard let plan = try? Planning.plan(request(model, cluster, .vpipe, m: 16)) else {
+                    #expect(best == .infinity, "\(shape.name) on \(memory) GiB: VPIPE infeasible but a baseline fits")
+                    continue
+                }
+                #expect(plan.iterationSeconds <= best * (1 + 1e-9), "\(shape.name) on \(memory) GiB: VPIPE \(plan.iterationSeconds) vs best baseline \(best)")
+            }
+        }
+    }
+
+    @Test func infeasibleRequestsExplainThemselves() throws {
+        // Every layer's state alone (param 1000 × κ 2) exceeds the 1500-byte devices.
+        let model = Fixtures.model(Array(repeating: (3, 10, 10, 1000), count: 4))
+        let r = request(model, Fixtures.cluster(2, memory: 1500), .vpipe)
+        do { _ = try Planning.plan(r); Issue.record("expected infeasible") } catch let VPipeError.infeasible(message) {
+            #expect(message.contains("layer 0") && message.contains("bytes") && message.contains("more devices"), "message: \(message)")
+        }
+        // Stashes too big for 1F1B with many in flight: names the stage and suggests fewer micro-batches.
+        let heavy = Fixtures.model(Array(repeating: (3, 5000, 5000, 10), count: 4))
+        let r2 = request(heavy, Fixtures.cluster(2, memory: 6000, hostBandwidth: 1), .vpipe, schedule: .gpipe, m: 8)
+        do { _ = try Planning.plan(r2); Issue.record("expected infeasible") } catch let VPipeError.infeasible(message) {
+            #expect(message.contains("stage") && message.contains("over its memory_bytes") && message.contains("fewer micro-batches"),
+                    "message: \(message)")
+        }
+    }
+
+    @Test func exactStatesItsLimits() {
+        let model = Fixtures.model(Array(repeating: (3, 10, 10, 10), count: 20))
+        do { _ = try Planning.plan(request(model, Fixtures.cluster(2), .exact)); Issue.record("expected a limit error") } catch let VPipeError.invalidField(field, message) {
+            #expect(field == "model.layers" && message.contains("16"), "\(field): \(message)")
+        } catch { Issue.record("unexpected \(error)") }
+    }
+}
