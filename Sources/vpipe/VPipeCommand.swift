@@ -9,7 +9,7 @@ struct VPipeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpipe",
         abstract: "Plan pipeline-parallel training with vPipe's cost model.",
-        subcommands: [PlanCommand.self, VersionCommand.self])
+        subcommands: [PlanCommand.self, ImportCommand.self, VersionCommand.self])
 }
 
 struct VersionCommand: ParsableCommand {

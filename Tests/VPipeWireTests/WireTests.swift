@@ -78,6 +78,23 @@ import VPipeWire
         #expect(outcomes["malformed", default: 0] > 100, "outcomes: \(outcomes)")
     }
 
+    @Test func modelSpecEmbedsInAPlanRequest() throws {
+        // A host appends the ModelSpec bytes as PlanRequest field 1 (`model`) to a request
+        // whose model has no layers; protobuf merges the two into the imported model.
+        var empty = Self.request
+        empty.model = ModelSpec(name: "", layers: [], inputBytes: 0)
+        let model = Self.request.model
+        let bytes = WireEncode.modelSpec(model)
+        var length: [UInt8] = []
+        var n = bytes.count
+        repeat {
+            length.append(UInt8(n & 0x7F) | (n > 0x7F ? 0x80 : 0))
+            n >>= 7
+        } while n > 0
+        let again = try decode(WireEncode.planRequest(empty) + [0x0A] + length + bytes)
+        #expect(again.model == model)
+    }
+
     @Test func unknownEnumValuesNameTheField() throws {
         // options.schedule = 9: field 3 (options) { field 1 varint 9, field 2 varint 4 }
         var bytes = WireEncode.planRequest(Self.request)
