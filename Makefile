@@ -19,7 +19,7 @@ PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
 PROTO_CFLAGS := -ISources/CVPipeProto/include
 PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 
-.PHONY: all deps build proto test test-swift test-hosts test-python demo install clean
+.PHONY: all deps build proto test test-swift test-hosts test-python demo install clean bench-planner
 
 all: build
 
@@ -82,6 +82,11 @@ install-stage:
 ## demo: plan an analytic 24-block GPT on 4 virtual devices and print the plan.
 demo: build
 	bin/vpipe plan --model gpt --blocks 24 --devices 4 --memory-gib 12 --micro-batches 8 --planner gpipe
+
+## bench-planner: planner quality (VPIPE vs EXACT, vs baselines) and speed; see docs/benchmarks.md.
+bench-planner: deps
+	$(SWIFT_BUILD) --product vpipe-bench
+	.build/release/vpipe-bench planner
 
 ## install: lib/libvpipe.so (Swift runtime inside), include/vpipe.h, lib/pkgconfig/vpipe.pc.
 install: build

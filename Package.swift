@@ -14,6 +14,7 @@ let package = Package(
         // and carries the Swift runtime statically, so a host needs nothing from the toolchain.
         .library(name: "vpipe", type: .dynamic, targets: ["VPipe"]),
         .executable(name: "vpipe-cli", targets: ["VPipeCLI"]),
+        .executable(name: "vpipe-bench", targets: ["VPipeBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -58,6 +59,8 @@ let package = Package(
             ],
             path: "Sources/vpipe"
         ),
+        // Benchmarks behind docs/benchmarks.md (`make bench-planner`).
+        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore"], path: "Sources/VPipeBench"),
         .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),
         .testTarget(name: "VPipeRuntimeTests", dependencies: ["VPipeRuntime"]),

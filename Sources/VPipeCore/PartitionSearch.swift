@@ -11,17 +11,36 @@ final class StageOracle {
         let stage: Int, start: Int, end: Int
     }
 
+    /// runStart[l]: the first layer of the run of identical layers containing l.
+    let runStart: [Int]
+
+    /// Stages whose layers lie inside one run of identical layers and whose input is the
+    /// output of the same run (so the stage is the same whatever its offset) share a key:
+    /// a transformer's blocks are solved once per (stage, length), not once per position.
+    func key(_ stage: Int, _ start: Int, _ end: Int) -> Key {
+        let run = runStart[start]
+        if start > run && runStart[end - 1] == run {
+            return Key(stage: stage, start: run + 1, end: run + 1 + (end - start))
+        }
+        return Key(stage: stage, start: start, end: end)
+    }
+
     init(_ cm: CostModel, stageCount: Int, nodeBudget: Int?) {
         self.cm = cm
         self.stageCount = stageCount
         self.nodeBudget = nodeBudget
         self.solver = StagePolicySolver(costModel: cm, stageCount: stageCount)
+        var runs: [Int] = []
+        for (l, layer) in cm.model.layers.enumerated() {
+            runs.append(l > 0 && layer.profile == cm.model.layers[l - 1].profile ? runs[l - 1] : l)
+        }
+        self.runStart = runs
     }
 
     func choice(_ stage: Int, _ start: Int, _ end: Int) -> StagePolicySolver.Choice? {
-        let key = Key(stage: stage, start: start, end: end)
+        let key = key(stage, start, end)
         if let cached = cache[key] { return cached }
-        let c = solver.solve(stage: stage, layers: start..<end, nodeBudget: nodeBudget)
+        let c = solver.solve(stage: stage, layers: key.start..<key.end, nodeBudget: nodeBudget)
         cache[key] = c
         return c
     }

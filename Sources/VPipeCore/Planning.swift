@@ -1,7 +1,17 @@
 /// The entry point of planning: validate the request, run the chosen planner, evaluate its
 /// layout with cost model v1 and stamp the plan with the planner and the time it took.
 public enum Planning {
-    public static func plan(_ request: PlanRequest) throws -> Plan {
+    /// Knobs of the search planners that are not part of a request (benchmarks use them).
+    public struct Settings: Sendable {
+        /// VPIPE: on small instances, also start from the exact best partition given the
+        /// per-stage solver. Off measures the local search on its own.
+        public var exactPartitionOnSmallInstances = true
+        public init(exactPartitionOnSmallInstances: Bool = true) {
+            self.exactPartitionOnSmallInstances = exactPartitionOnSmallInstances
+        }
+    }
+
+    public static func plan(_ request: PlanRequest, settings: Settings = Settings()) throws -> Plan {
         let started = ContinuousClock.now
         try Validation.validate(request)
         let costModel = CostModel(request)
@@ -16,7 +26,7 @@ public enum Planning {
         case .gpipe:
             layout = try BalancedPlanner.layout(costModel, policy: .recompute, plannerName: "GPIPE")
         case .vpipe:
-            layout = try VPipePlanner.layout(costModel)
+            layout = try VPipePlanner.layout(costModel, useExactPartition: settings.exactPartitionOnSmallInstances)
         case .exact:
             layout = try ExactPlanner.layout(costModel)
         }

@@ -21,7 +21,7 @@ enum VPipePlanner {
         if useExactPartition, let s = exactPartition(oracle) { starts.insert(s, at: 0) }
         var best: (starts: [Int], score: StageOracle.Score)?
         for start in starts where best?.starts != start {
-            let improved = improve(start, oracle: oracle, runs: identicalRuns(cm.model))
+            let improved = improve(start, oracle: oracle, runs: oracle.runStart)
             if best == nil || improved.score < best!.score { best = improved }
         }
         guard let best, best.score.unfit == 0, let layout = oracle.layout(best.starts) else {
@@ -192,15 +192,6 @@ enum VPipePlanner {
             guard let c = oracle.choice(k, s, e) else { return nil }
             return max(c.stageSeconds, k > 0 ? cm.linkSeconds(after: k - 1, lastLayer: s - 1) : 0)
         }
-    }
-
-    /// runs[l] = the first layer of the run of identical layers (same profile) containing l.
-    static func identicalRuns(_ model: ModelSpec) -> [Int] {
-        var runs: [Int] = []
-        for (l, layer) in model.layers.enumerated() {
-            if l > 0 && layer.profile == model.layers[l - 1].profile { runs.append(runs[l - 1]) } else { runs.append(l) }
-        }
-        return runs
     }
 
     /// The memory-blind minimum-bottleneck cut of the all-KEEP (or all-RECOMPUTE) stage

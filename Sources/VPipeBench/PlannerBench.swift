@@ -1,0 +1,158 @@
+import Foundation
+import VPipeCore
+
+/// `make bench-planner`: the planner's quality and speed targets (docs/benchmarks.md).
+enum PlannerBench {
+    static func run() {
+        print("## Planner quality: VPIPE vs EXACT on random small instances\n")
+        quality()
+        print("\n## Planner quality: analytic transformers, VPIPE vs the baselines\n")
+        transformers()
+        print("\n## Planner speed (release build)\n")
+        speed()
+    }
+
+    /// SplitMix64, so instances are reproducible.
+    struct Random {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(next() % UInt64(r.count)) }
+        mutating func double(_ r: ClosedRange<Double>) -> Double {
+            r.lowerBound + Double(next() >> 11) / Double(1 << 53) * (r.upperBound - r.lowerBound)
+        }
+    }
+
+    /// ≤ 12 layers, 2–4 stages, every schedule, memory between 35% and 110% of an even share
+    /// of the all-KEEP need (the same generator as the unit test, more instances).
+    static func instance(_ rng: inout Random) -> PlanRequest {
+        let L = rng.int(3...12), p = rng.int(2...min(4, L))
+        let schedule = Schedule.allCases[rng.int(0...2)]
+        let m = rng.int(1...8)
+        var layers: [LayerSpec] = []
+        for l in 0..<L {
+            layers.append(LayerSpec(name: "l\(l)", profile: LayerProfile(
+                fwdSeconds: rng.double(0.5...3), bwdSeconds: rng.double(1...6), stashBytes: rng.int(100...2000),
+                outputBytes: rng.int(10...400), paramBytes: rng.int(0...300))))
+        }
+        let model = ModelSpec(name: "random", layers: layers, inputBytes: rng.int(10...400), stateBytesPerParamByte: 3)
+        let keepTotal = layers.reduce(0) { $0 + 3 * $1.profile.paramBytes + min(m, p) * $1.profile.stashBytes }
+        let share = Double(keepTotal) / Double(p)
+        let devices = (0..<p).map { i in
+            DeviceSpec(name: "d\(i)", memoryBytes: Int(share * rng.double(0.35...1.1)) + 800, speed: rng.double(0.7...1.5),
+                       hostBandwidth: rng.double(200...3000), reservedBytes: rng.int(0...50))
+        }
+        let links = (0..<(p - 1)).map { _ in LinkSpec(bandwidth: rng.double(500...20000), latency: rng.double(0...0.2)) }
+        return PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: links),
+                           options: PlanOptions(schedule: schedule, microBatches: m, planner: .exact))
+    }
+
+    static func quality() {
+        var rng = Random(state: 2021)
+        var gaps: [Schedule: (n: Int, worst: Double, worstLocal: Double, over1: Int, over1Local: Int, policies: Int)] = [:]
+        for _ in 0..<1000 {
+            var r = instance(&rng)
+            guard let exact = try? Planning.plan(r) else { continue }
+            r.options.planner = .vpipe
+            guard let vpipe = try? Planning.plan(r),
+                  let local = try? Planning.plan(r, settings: .init(exactPartitionOnSmallInstances: false)) else {
+                print("VPIPE failed on an instance EXACT solved")
+                continue
+            }
+            let g = vpipe.iterationSeconds / exact.iterationSeconds - 1
+            let gl = local.iterationSeconds / exact.iterationSeconds - 1
+            var e = gaps[r.options.schedule] ?? (0, 0, 0, 0, 0, 0)
+            e.n += 1
+            e.worst = max(e.worst, g)
+            e.worstLocal = max(e.worstLocal, gl)
+            e.over1 += g > 0.01 ? 1 : 0
+            e.over1Local += gl > 0.01 ? 1 : 0
+            e.policies += exact.stages.contains { $0.policies.contains { $0 != .keep } } ? 1 : 0
+            gaps[r.options.schedule] = e
+        }
+        print("| schedule | feasible instances | optimum swaps/recomputes | VPIPE worst gap | > 1% | local search only: worst gap | > 1% |")
+        print("|---|---|---|---|---|---|---|")
+        for s in Schedule.allCases {
+            guard let e = gaps[s] else { continue }
+            print("| \(s.name) | \(e.n) | \(e.policies) | \(pct(e.worst)) | \(e.over1) | \(pct(e.worstLocal)) | \(e.over1Local) |")
+        }
+    }
+
+    static func transformers() {
+        let gib = 1 << 30
+        print("| model | devices × memory | schedule | m | VPIPE T_iter | best baseline | VPIPE / best | GPIPE / VPIPE | VPIPE policies (K/S/R) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        let shapes: [(TransformerShape, Int)] = [(.bertLarge(), 4), (.gpt2XL(), 8), (.gpt3_2_7B(), 8), (.gpt3_13B(), 16)]
+        for (shape, p) in shapes {
+            for memory in [11, 16, 24, 40] {
+                for schedule in [Schedule.gpipe, .oneFOneB] {
+                    let m = 2 * p
+                    let cluster = ClusterSpec.uniform(
+                        count: p, device: DeviceSpec(name: "gpu", memoryBytes: memory * gib, hostBandwidth: 12e9),
+                        link: LinkSpec(bandwidth: 10e9, latency: 1e-5))
+                    var r = PlanRequest(model: shape.model(), cluster: cluster,
+                                        options: PlanOptions(schedule: schedule, microBatches: m, planner: .vpipe))
+                    let vpipe = try? Planning.plan(r)
+                    var best: (PlannerKind, Double)?
+                    var gpipe: Double?
+                    for kind in [PlannerKind.uniform, .parameters, .timeBalanced, .gpipe] {
+                        r.options.planner = kind
+                        guard let plan = try? Planning.plan(r) else { continue }
+                        if kind == .gpipe { gpipe = plan.iterationSeconds }
+                        if best == nil || plan.iterationSeconds < best!.1 { best = (kind, plan.iterationSeconds) }
+                    }
+                    let label = "| \(shape.name) | \(p) × \(memory) GiB | \(schedule.name) | \(m) |"
+                    guard let vpipe else {
+                        print("\(label) infeasible | \(best.map { "\($0.0.name) \(formatSeconds($0.1))" } ?? "infeasible") | | | |")
+                        continue
+                    }
+                    let counts = vpipe.stages.flatMap(\.policies).reduce(into: [0, 0, 0]) { $0[$1.rawValue - 1] += 1 }
+                    let ratio = best.map { formatFixed(vpipe.iterationSeconds / $0.1, decimals: 3) } ?? "n/a (none fits)"
+                    let overGpipe = gpipe.map { formatFixed($0 / vpipe.iterationSeconds, decimals: 2) + "×" } ?? "n/a"
+                    print("\(label) \(formatSeconds(vpipe.iterationSeconds)) | \(best.map { "\($0.0.name) \(formatSeconds($0.1))" } ?? "none fits") | \(ratio) | \(overGpipe) | \(counts[0])/\(counts[1])/\(counts[2]) |")
+                }
+            }
+        }
+    }
+
+    static func speed() {
+        print("| layers × stages | model | VPIPE median | VPIPE max | TIME_BALANCED median | target |")
+        print("|---|---|---|---|---|---|")
+        for (blocks, p, target) in [(98, 8, "≤ 10 ms"), (998, 64, "≤ 200 ms")] {
+            let shape = TransformerShape(name: "gpt-\(blocks)", blocks: blocks, hidden: 2048, heads: 16, sequenceLength: 1024,
+                                         vocabulary: 50257, microBatchSize: 1)
+            let model = shape.model()
+            // Memory tight enough that policies matter: 60% of the even share of all-KEEP.
+            let keep = model.layers.reduce(0.0) { $0 + 4 * Double($1.profile.paramBytes) + Double(min(p, 2 * p)) * Double($1.profile.stashBytes) }
+            let cluster = ClusterSpec.uniform(
+                count: p, device: DeviceSpec(name: "gpu", memoryBytes: Int(keep / Double(p) * 0.6), hostBandwidth: 12e9),
+                link: LinkSpec(bandwidth: 10e9, latency: 1e-5))
+            var r = PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: .oneFOneB, microBatches: 2 * p, planner: .vpipe))
+            var times: [Double] = []
+            var policies = 0
+            for _ in 0..<7 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let plan = try? Planning.plan(r)
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                policies = plan?.stages.flatMap(\.policies).filter { $0 != .keep }.count ?? -1
+            }
+            r.options.planner = .timeBalanced
+            var tb: [Double] = []
+            for _ in 0..<3 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                _ = try? Planning.plan(r)
+                tb.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            }
+            times.sort()
+            tb.sort()
+            print("| \(model.layers.count) × \(p) | \(shape.name), \(policies) layers swapped/recomputed | \(formatSeconds(times[times.count / 2])) | \(formatSeconds(times.last!)) | \(formatSeconds(tb[tb.count / 2])) | \(target) |")
+        }
+    }
+
+    static func pct(_ g: Double) -> String { formatFixed(g * 100, decimals: 3) + "%" }
+}
