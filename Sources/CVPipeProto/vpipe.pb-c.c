@@ -97,6 +97,276 @@ void   vpipe__layer_spec__free_unpacked
   assert(message->base.descriptor == &vpipe__layer_spec__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__linear__init
+                     (Vpipe__Linear         *message)
+{
+  static const Vpipe__Linear init_value = VPIPE__LINEAR__INIT;
+  *message = init_value;
+}
+size_t vpipe__linear__get_packed_size
+                     (const Vpipe__Linear *message)
+{
+  assert(message->base.descriptor == &vpipe__linear__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__linear__pack
+                     (const Vpipe__Linear *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__linear__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__linear__pack_to_buffer
+                     (const Vpipe__Linear *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__linear__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__Linear *
+       vpipe__linear__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__Linear *)
+     protobuf_c_message_unpack (&vpipe__linear__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__linear__free_unpacked
+                     (Vpipe__Linear *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__linear__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__activation__init
+                     (Vpipe__Activation         *message)
+{
+  static const Vpipe__Activation init_value = VPIPE__ACTIVATION__INIT;
+  *message = init_value;
+}
+size_t vpipe__activation__get_packed_size
+                     (const Vpipe__Activation *message)
+{
+  assert(message->base.descriptor == &vpipe__activation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__activation__pack
+                     (const Vpipe__Activation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__activation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__activation__pack_to_buffer
+                     (const Vpipe__Activation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__activation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__Activation *
+       vpipe__activation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__Activation *)
+     protobuf_c_message_unpack (&vpipe__activation__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__activation__free_unpacked
+                     (Vpipe__Activation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__activation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__layer_norm__init
+                     (Vpipe__LayerNorm         *message)
+{
+  static const Vpipe__LayerNorm init_value = VPIPE__LAYER_NORM__INIT;
+  *message = init_value;
+}
+size_t vpipe__layer_norm__get_packed_size
+                     (const Vpipe__LayerNorm *message)
+{
+  assert(message->base.descriptor == &vpipe__layer_norm__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__layer_norm__pack
+                     (const Vpipe__LayerNorm *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__layer_norm__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__layer_norm__pack_to_buffer
+                     (const Vpipe__LayerNorm *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__layer_norm__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__LayerNorm *
+       vpipe__layer_norm__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__LayerNorm *)
+     protobuf_c_message_unpack (&vpipe__layer_norm__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__layer_norm__free_unpacked
+                     (Vpipe__LayerNorm *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__layer_norm__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__embedding__init
+                     (Vpipe__Embedding         *message)
+{
+  static const Vpipe__Embedding init_value = VPIPE__EMBEDDING__INIT;
+  *message = init_value;
+}
+size_t vpipe__embedding__get_packed_size
+                     (const Vpipe__Embedding *message)
+{
+  assert(message->base.descriptor == &vpipe__embedding__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__embedding__pack
+                     (const Vpipe__Embedding *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__embedding__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__embedding__pack_to_buffer
+                     (const Vpipe__Embedding *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__embedding__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__Embedding *
+       vpipe__embedding__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__Embedding *)
+     protobuf_c_message_unpack (&vpipe__embedding__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__embedding__free_unpacked
+                     (Vpipe__Embedding *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__embedding__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__transformer_block__init
+                     (Vpipe__TransformerBlock         *message)
+{
+  static const Vpipe__TransformerBlock init_value = VPIPE__TRANSFORMER_BLOCK__INIT;
+  *message = init_value;
+}
+size_t vpipe__transformer_block__get_packed_size
+                     (const Vpipe__TransformerBlock *message)
+{
+  assert(message->base.descriptor == &vpipe__transformer_block__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__transformer_block__pack
+                     (const Vpipe__TransformerBlock *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__transformer_block__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__transformer_block__pack_to_buffer
+                     (const Vpipe__TransformerBlock *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__transformer_block__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__TransformerBlock *
+       vpipe__transformer_block__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__TransformerBlock *)
+     protobuf_c_message_unpack (&vpipe__transformer_block__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__transformer_block__free_unpacked
+                     (Vpipe__TransformerBlock *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__transformer_block__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__softmax_cross_entropy__init
+                     (Vpipe__SoftmaxCrossEntropy         *message)
+{
+  static const Vpipe__SoftmaxCrossEntropy init_value = VPIPE__SOFTMAX_CROSS_ENTROPY__INIT;
+  *message = init_value;
+}
+size_t vpipe__softmax_cross_entropy__get_packed_size
+                     (const Vpipe__SoftmaxCrossEntropy *message)
+{
+  assert(message->base.descriptor == &vpipe__softmax_cross_entropy__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__softmax_cross_entropy__pack
+                     (const Vpipe__SoftmaxCrossEntropy *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__softmax_cross_entropy__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__softmax_cross_entropy__pack_to_buffer
+                     (const Vpipe__SoftmaxCrossEntropy *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__softmax_cross_entropy__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__SoftmaxCrossEntropy *
+       vpipe__softmax_cross_entropy__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__SoftmaxCrossEntropy *)
+     protobuf_c_message_unpack (&vpipe__softmax_cross_entropy__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__softmax_cross_entropy__free_unpacked
+                     (Vpipe__SoftmaxCrossEntropy *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__softmax_cross_entropy__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   vpipe__model_spec__init
                      (Vpipe__ModelSpec         *message)
 {
@@ -637,7 +907,7 @@ const ProtobufCMessageDescriptor vpipe__layer_profile__descriptor =
   (ProtobufCMessageInit) vpipe__layer_profile__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[2] =
+static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[8] =
 {
   {
     "name",
@@ -663,15 +933,94 @@ static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[2] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "linear",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, linear),
+    &vpipe__linear__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "activation",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, activation),
+    &vpipe__activation__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_norm",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, layer_norm),
+    &vpipe__layer_norm__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "embedding",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, embedding),
+    &vpipe__embedding__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "transformer_block",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, transformer_block),
+    &vpipe__transformer_block__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "softmax_cross_entropy",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, softmax_cross_entropy),
+    &vpipe__softmax_cross_entropy__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__layer_spec__field_indices_by_name[] = {
+  3,   /* field[3] = activation */
+  5,   /* field[5] = embedding */
+  4,   /* field[4] = layer_norm */
+  2,   /* field[2] = linear */
   0,   /* field[0] = name */
   1,   /* field[1] = profile */
+  7,   /* field[7] = softmax_cross_entropy */
+  6,   /* field[6] = transformer_block */
 };
-static const ProtobufCIntRange vpipe__layer_spec__number_ranges[1 + 1] =
+static const ProtobufCIntRange vpipe__layer_spec__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 16, 2 },
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor =
 {
@@ -681,11 +1030,297 @@ const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor =
   "Vpipe__LayerSpec",
   "vpipe",
   sizeof(Vpipe__LayerSpec),
-  2,
+  8,
   vpipe__layer_spec__field_descriptors,
   vpipe__layer_spec__field_indices_by_name,
-  1,  vpipe__layer_spec__number_ranges,
+  2,  vpipe__layer_spec__number_ranges,
   (ProtobufCMessageInit) vpipe__layer_spec__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__linear__field_descriptors[2] =
+{
+  {
+    "in_features",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Linear, in_features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "out_features",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Linear, out_features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__linear__field_indices_by_name[] = {
+  0,   /* field[0] = in_features */
+  1,   /* field[1] = out_features */
+};
+static const ProtobufCIntRange vpipe__linear__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor vpipe__linear__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.Linear",
+  "Linear",
+  "Vpipe__Linear",
+  "vpipe",
+  sizeof(Vpipe__Linear),
+  2,
+  vpipe__linear__field_descriptors,
+  vpipe__linear__field_indices_by_name,
+  1,  vpipe__linear__number_ranges,
+  (ProtobufCMessageInit) vpipe__linear__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__activation__field_descriptors[1] =
+{
+  {
+    "kind",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Activation, kind),
+    &vpipe__activation_kind__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__activation__field_indices_by_name[] = {
+  0,   /* field[0] = kind */
+};
+static const ProtobufCIntRange vpipe__activation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor vpipe__activation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.Activation",
+  "Activation",
+  "Vpipe__Activation",
+  "vpipe",
+  sizeof(Vpipe__Activation),
+  1,
+  vpipe__activation__field_descriptors,
+  vpipe__activation__field_indices_by_name,
+  1,  vpipe__activation__number_ranges,
+  (ProtobufCMessageInit) vpipe__activation__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__layer_norm__field_descriptors[1] =
+{
+  {
+    "features",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__LayerNorm, features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__layer_norm__field_indices_by_name[] = {
+  0,   /* field[0] = features */
+};
+static const ProtobufCIntRange vpipe__layer_norm__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor vpipe__layer_norm__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.LayerNorm",
+  "LayerNorm",
+  "Vpipe__LayerNorm",
+  "vpipe",
+  sizeof(Vpipe__LayerNorm),
+  1,
+  vpipe__layer_norm__field_descriptors,
+  vpipe__layer_norm__field_indices_by_name,
+  1,  vpipe__layer_norm__number_ranges,
+  (ProtobufCMessageInit) vpipe__layer_norm__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__embedding__field_descriptors[3] =
+{
+  {
+    "vocabulary",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Embedding, vocabulary),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "features",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Embedding, features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sequence_length",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Embedding, sequence_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__embedding__field_indices_by_name[] = {
+  1,   /* field[1] = features */
+  2,   /* field[2] = sequence_length */
+  0,   /* field[0] = vocabulary */
+};
+static const ProtobufCIntRange vpipe__embedding__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor vpipe__embedding__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.Embedding",
+  "Embedding",
+  "Vpipe__Embedding",
+  "vpipe",
+  sizeof(Vpipe__Embedding),
+  3,
+  vpipe__embedding__field_descriptors,
+  vpipe__embedding__field_indices_by_name,
+  1,  vpipe__embedding__number_ranges,
+  (ProtobufCMessageInit) vpipe__embedding__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__transformer_block__field_descriptors[4] =
+{
+  {
+    "features",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TransformerBlock, features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "heads",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TransformerBlock, heads),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sequence_length",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TransformerBlock, sequence_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mlp_ratio",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TransformerBlock, mlp_ratio),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__transformer_block__field_indices_by_name[] = {
+  0,   /* field[0] = features */
+  1,   /* field[1] = heads */
+  3,   /* field[3] = mlp_ratio */
+  2,   /* field[2] = sequence_length */
+};
+static const ProtobufCIntRange vpipe__transformer_block__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor vpipe__transformer_block__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.TransformerBlock",
+  "TransformerBlock",
+  "Vpipe__TransformerBlock",
+  "vpipe",
+  sizeof(Vpipe__TransformerBlock),
+  4,
+  vpipe__transformer_block__field_descriptors,
+  vpipe__transformer_block__field_indices_by_name,
+  1,  vpipe__transformer_block__number_ranges,
+  (ProtobufCMessageInit) vpipe__transformer_block__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define vpipe__softmax_cross_entropy__field_descriptors NULL
+#define vpipe__softmax_cross_entropy__field_indices_by_name NULL
+#define vpipe__softmax_cross_entropy__number_ranges NULL
+const ProtobufCMessageDescriptor vpipe__softmax_cross_entropy__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.SoftmaxCrossEntropy",
+  "SoftmaxCrossEntropy",
+  "Vpipe__SoftmaxCrossEntropy",
+  "vpipe",
+  sizeof(Vpipe__SoftmaxCrossEntropy),
+  0,
+  vpipe__softmax_cross_entropy__field_descriptors,
+  vpipe__softmax_cross_entropy__field_indices_by_name,
+  0,  vpipe__softmax_cross_entropy__number_ranges,
+  (ProtobufCMessageInit) vpipe__softmax_cross_entropy__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor vpipe__model_spec__field_descriptors[4] =
@@ -1509,6 +2144,36 @@ const ProtobufCMessageDescriptor vpipe__evaluation__descriptor =
   1,  vpipe__evaluation__number_ranges,
   (ProtobufCMessageInit) vpipe__evaluation__init,
   NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCEnumValue vpipe__activation_kind__enum_values_by_number[3] =
+{
+  { "ACTIVATION_UNSPECIFIED", "VPIPE__ACTIVATION_KIND__ACTIVATION_UNSPECIFIED", 0 },
+  { "ACTIVATION_RELU", "VPIPE__ACTIVATION_KIND__ACTIVATION_RELU", 1 },
+  { "ACTIVATION_GELU", "VPIPE__ACTIVATION_KIND__ACTIVATION_GELU", 2 },
+};
+static const ProtobufCIntRange vpipe__activation_kind__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex vpipe__activation_kind__enum_values_by_name[3] =
+{
+  { "ACTIVATION_GELU", 2 },
+  { "ACTIVATION_RELU", 1 },
+  { "ACTIVATION_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor vpipe__activation_kind__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "vpipe.ActivationKind",
+  "ActivationKind",
+  "Vpipe__ActivationKind",
+  "vpipe",
+  3,
+  vpipe__activation_kind__enum_values_by_number,
+  3,
+  vpipe__activation_kind__enum_values_by_name,
+  1,
+  vpipe__activation_kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue vpipe__schedule__enum_values_by_number[4] =
 {

@@ -22,10 +22,13 @@ public struct LayerProfile: Sendable, Equatable {
 public struct LayerSpec: Sendable, Equatable {
     public var name: String
     public var profile: LayerProfile
+    /// What the layer computes, when the runtime builds it; nil for a profile-only layer.
+    public var kind: LayerKind?
 
-    public init(name: String, profile: LayerProfile) {
+    public init(name: String, profile: LayerProfile, kind: LayerKind? = nil) {
         self.name = name
         self.profile = profile
+        self.kind = kind
     }
 }
 

@@ -17,6 +17,12 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Vpipe__LayerProfile Vpipe__LayerProfile;
 typedef struct Vpipe__LayerSpec Vpipe__LayerSpec;
+typedef struct Vpipe__Linear Vpipe__Linear;
+typedef struct Vpipe__Activation Vpipe__Activation;
+typedef struct Vpipe__LayerNorm Vpipe__LayerNorm;
+typedef struct Vpipe__Embedding Vpipe__Embedding;
+typedef struct Vpipe__TransformerBlock Vpipe__TransformerBlock;
+typedef struct Vpipe__SoftmaxCrossEntropy Vpipe__SoftmaxCrossEntropy;
 typedef struct Vpipe__ModelSpec Vpipe__ModelSpec;
 typedef struct Vpipe__DeviceSpec Vpipe__DeviceSpec;
 typedef struct Vpipe__LinkSpec Vpipe__LinkSpec;
@@ -31,6 +37,12 @@ typedef struct Vpipe__Evaluation Vpipe__Evaluation;
 
 /* --- enums --- */
 
+typedef enum _Vpipe__ActivationKind {
+  VPIPE__ACTIVATION_KIND__ACTIVATION_UNSPECIFIED = 0,
+  VPIPE__ACTIVATION_KIND__ACTIVATION_RELU = 1,
+  VPIPE__ACTIVATION_KIND__ACTIVATION_GELU = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__ACTIVATION_KIND)
+} Vpipe__ActivationKind;
 typedef enum _Vpipe__Schedule {
   /*
    * means SCHEDULE_1F1B
@@ -135,19 +147,119 @@ struct  Vpipe__LayerProfile
     , 0, 0, 0, 0, 0 }
 
 
+typedef enum {
+  VPIPE__LAYER_SPEC__KIND__NOT_SET = 0,
+  VPIPE__LAYER_SPEC__KIND_LINEAR = 16,
+  VPIPE__LAYER_SPEC__KIND_ACTIVATION = 17,
+  VPIPE__LAYER_SPEC__KIND_LAYER_NORM = 18,
+  VPIPE__LAYER_SPEC__KIND_EMBEDDING = 19,
+  VPIPE__LAYER_SPEC__KIND_TRANSFORMER_BLOCK = 20,
+  VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY = 21
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__LAYER_SPEC__KIND__CASE)
+} Vpipe__LayerSpec__KindCase;
+
 struct  Vpipe__LayerSpec
 {
   ProtobufCMessage base;
   char *name;
   /*
-   * Fields 3..15 are reserved for attributes common to every layer kind.
-   * Fields 16.. hold the `oneof kind` of layer configurations (the runtime issue).
+   * optional for layers with a kind: a session measures it
    */
   Vpipe__LayerProfile *profile;
+  Vpipe__LayerSpec__KindCase kind_case;
+  union {
+    Vpipe__Linear *linear;
+    Vpipe__Activation *activation;
+    Vpipe__LayerNorm *layer_norm;
+    Vpipe__Embedding *embedding;
+    Vpipe__TransformerBlock *transformer_block;
+    Vpipe__SoftmaxCrossEntropy *softmax_cross_entropy;
+  };
 };
 #define VPIPE__LAYER_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__layer_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL }
+    , (char *)protobuf_c_empty_string, NULL, VPIPE__LAYER_SPEC__KIND__NOT_SET, {0} }
+
+
+/*
+ * y = x W^T + b, W is [out_features, in_features].
+ */
+struct  Vpipe__Linear
+{
+  ProtobufCMessage base;
+  uint32_t in_features;
+  uint32_t out_features;
+};
+#define VPIPE__LINEAR__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__linear__descriptor) \
+    , 0, 0 }
+
+
+struct  Vpipe__Activation
+{
+  ProtobufCMessage base;
+  Vpipe__ActivationKind kind;
+};
+#define VPIPE__ACTIVATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__activation__descriptor) \
+    , VPIPE__ACTIVATION_KIND__ACTIVATION_UNSPECIFIED }
+
+
+struct  Vpipe__LayerNorm
+{
+  ProtobufCMessage base;
+  uint32_t features;
+};
+#define VPIPE__LAYER_NORM__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__layer_norm__descriptor) \
+    , 0 }
+
+
+/*
+ * Token ids (one per row) to vectors; with sequence_length > 0 a learned position
+ * embedding is added (row r is position r mod sequence_length).
+ */
+struct  Vpipe__Embedding
+{
+  ProtobufCMessage base;
+  uint32_t vocabulary;
+  uint32_t features;
+  uint32_t sequence_length;
+};
+#define VPIPE__EMBEDDING__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__embedding__descriptor) \
+    , 0, 0, 0 }
+
+
+/*
+ * Pre-LN block: x + Attn(LN(x)), then + MLP(LN(.)); causal multi-head self-attention.
+ */
+struct  Vpipe__TransformerBlock
+{
+  ProtobufCMessage base;
+  uint32_t features;
+  uint32_t heads;
+  uint32_t sequence_length;
+  /*
+   * 0 means 4
+   */
+  uint32_t mlp_ratio;
+};
+#define VPIPE__TRANSFORMER_BLOCK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__transformer_block__descriptor) \
+    , 0, 0, 0, 0 }
+
+
+/*
+ * Mean cross-entropy of softmax(logits) against integer class targets.
+ */
+struct  Vpipe__SoftmaxCrossEntropy
+{
+  ProtobufCMessage base;
+};
+#define VPIPE__SOFTMAX_CROSS_ENTROPY__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__softmax_cross_entropy__descriptor) \
+     }
 
 
 struct  Vpipe__ModelSpec
@@ -422,6 +534,120 @@ Vpipe__LayerSpec *
 void   vpipe__layer_spec__free_unpacked
                      (Vpipe__LayerSpec *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__Linear methods */
+void   vpipe__linear__init
+                     (Vpipe__Linear         *message);
+size_t vpipe__linear__get_packed_size
+                     (const Vpipe__Linear   *message);
+size_t vpipe__linear__pack
+                     (const Vpipe__Linear   *message,
+                      uint8_t             *out);
+size_t vpipe__linear__pack_to_buffer
+                     (const Vpipe__Linear   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__Linear *
+       vpipe__linear__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__linear__free_unpacked
+                     (Vpipe__Linear *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__Activation methods */
+void   vpipe__activation__init
+                     (Vpipe__Activation         *message);
+size_t vpipe__activation__get_packed_size
+                     (const Vpipe__Activation   *message);
+size_t vpipe__activation__pack
+                     (const Vpipe__Activation   *message,
+                      uint8_t             *out);
+size_t vpipe__activation__pack_to_buffer
+                     (const Vpipe__Activation   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__Activation *
+       vpipe__activation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__activation__free_unpacked
+                     (Vpipe__Activation *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__LayerNorm methods */
+void   vpipe__layer_norm__init
+                     (Vpipe__LayerNorm         *message);
+size_t vpipe__layer_norm__get_packed_size
+                     (const Vpipe__LayerNorm   *message);
+size_t vpipe__layer_norm__pack
+                     (const Vpipe__LayerNorm   *message,
+                      uint8_t             *out);
+size_t vpipe__layer_norm__pack_to_buffer
+                     (const Vpipe__LayerNorm   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__LayerNorm *
+       vpipe__layer_norm__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__layer_norm__free_unpacked
+                     (Vpipe__LayerNorm *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__Embedding methods */
+void   vpipe__embedding__init
+                     (Vpipe__Embedding         *message);
+size_t vpipe__embedding__get_packed_size
+                     (const Vpipe__Embedding   *message);
+size_t vpipe__embedding__pack
+                     (const Vpipe__Embedding   *message,
+                      uint8_t             *out);
+size_t vpipe__embedding__pack_to_buffer
+                     (const Vpipe__Embedding   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__Embedding *
+       vpipe__embedding__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__embedding__free_unpacked
+                     (Vpipe__Embedding *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__TransformerBlock methods */
+void   vpipe__transformer_block__init
+                     (Vpipe__TransformerBlock         *message);
+size_t vpipe__transformer_block__get_packed_size
+                     (const Vpipe__TransformerBlock   *message);
+size_t vpipe__transformer_block__pack
+                     (const Vpipe__TransformerBlock   *message,
+                      uint8_t             *out);
+size_t vpipe__transformer_block__pack_to_buffer
+                     (const Vpipe__TransformerBlock   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__TransformerBlock *
+       vpipe__transformer_block__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__transformer_block__free_unpacked
+                     (Vpipe__TransformerBlock *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__SoftmaxCrossEntropy methods */
+void   vpipe__softmax_cross_entropy__init
+                     (Vpipe__SoftmaxCrossEntropy         *message);
+size_t vpipe__softmax_cross_entropy__get_packed_size
+                     (const Vpipe__SoftmaxCrossEntropy   *message);
+size_t vpipe__softmax_cross_entropy__pack
+                     (const Vpipe__SoftmaxCrossEntropy   *message,
+                      uint8_t             *out);
+size_t vpipe__softmax_cross_entropy__pack_to_buffer
+                     (const Vpipe__SoftmaxCrossEntropy   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__SoftmaxCrossEntropy *
+       vpipe__softmax_cross_entropy__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__softmax_cross_entropy__free_unpacked
+                     (Vpipe__SoftmaxCrossEntropy *message,
+                      ProtobufCAllocator *allocator);
 /* Vpipe__ModelSpec methods */
 void   vpipe__model_spec__init
                      (Vpipe__ModelSpec         *message);
@@ -620,6 +846,24 @@ typedef void (*Vpipe__LayerProfile_Closure)
 typedef void (*Vpipe__LayerSpec_Closure)
                  (const Vpipe__LayerSpec *message,
                   void *closure_data);
+typedef void (*Vpipe__Linear_Closure)
+                 (const Vpipe__Linear *message,
+                  void *closure_data);
+typedef void (*Vpipe__Activation_Closure)
+                 (const Vpipe__Activation *message,
+                  void *closure_data);
+typedef void (*Vpipe__LayerNorm_Closure)
+                 (const Vpipe__LayerNorm *message,
+                  void *closure_data);
+typedef void (*Vpipe__Embedding_Closure)
+                 (const Vpipe__Embedding *message,
+                  void *closure_data);
+typedef void (*Vpipe__TransformerBlock_Closure)
+                 (const Vpipe__TransformerBlock *message,
+                  void *closure_data);
+typedef void (*Vpipe__SoftmaxCrossEntropy_Closure)
+                 (const Vpipe__SoftmaxCrossEntropy *message,
+                  void *closure_data);
 typedef void (*Vpipe__ModelSpec_Closure)
                  (const Vpipe__ModelSpec *message,
                   void *closure_data);
@@ -656,11 +900,18 @@ typedef void (*Vpipe__Evaluation_Closure)
 
 /* --- descriptors --- */
 
+extern const ProtobufCEnumDescriptor    vpipe__activation_kind__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__schedule__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__memory_policy__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__planner__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_profile__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__linear__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__activation__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__layer_norm__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__embedding__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__transformer_block__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__softmax_cross_entropy__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__model_spec__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__device_spec__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__link_spec__descriptor;

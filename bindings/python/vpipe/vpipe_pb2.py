@@ -13,41 +13,55 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bvpipe.proto\x12\x05vpipe\"x\n\x0cLayerProfile\x12\x13\n\x0b\x66wd_seconds\x18\x01 \x01(\x01\x12\x13\n\x0b\x62wd_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bstash_bytes\x18\x03 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x04 \x01(\x04\x12\x13\n\x0bparam_bytes\x18\x05 \x01(\x04\"?\n\tLayerSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x07profile\x18\x02 \x01(\x0b\x32\x13.vpipe.LayerProfile\"t\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x06layers\x18\x02 \x03(\x0b\x32\x10.vpipe.LayerSpec\x12\x13\n\x0binput_bytes\x18\x03 \x01(\x04\x12\"\n\x1astate_bytes_per_param_byte\x18\x04 \x01(\x01\"o\n\nDeviceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\r\n\x05speed\x18\x03 \x01(\x01\x12\x16\n\x0ehost_bandwidth\x18\x04 \x01(\x01\x12\x16\n\x0ereserved_bytes\x18\x05 \x01(\x04\".\n\x08LinkSpec\x12\x11\n\tbandwidth\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\"Q\n\x0b\x43lusterSpec\x12\"\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x11.vpipe.DeviceSpec\x12\x1e\n\x05links\x18\x02 \x03(\x0b\x32\x0f.vpipe.LinkSpec\"\x84\x01\n\x0bPlanOptions\x12!\n\x08schedule\x18\x01 \x01(\x0e\x32\x0f.vpipe.Schedule\x12\x15\n\rmicro_batches\x18\x02 \x01(\r\x12\x1f\n\x07planner\x18\x03 \x01(\x0e\x32\x0e.vpipe.Planner\x12\x1a\n\x12\x63ost_model_version\x18\x04 \x01(\r\"x\n\x0bPlanRequest\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.vpipe.ModelSpec\x12#\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x12.vpipe.ClusterSpec\x12#\n\x07options\x18\x03 \x01(\x0b\x32\x12.vpipe.PlanOptions\"\xf6\x01\n\tStagePlan\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_layer\x18\x02 \x01(\r\x12\x12\n\nlast_layer\x18\x03 \x01(\r\x12#\n\x06policy\x18\x04 \x03(\x0e\x32\x13.vpipe.MemoryPolicy\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cswap_seconds\x18\x06 \x01(\x01\x12\x15\n\rstage_seconds\x18\x07 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x08 \x01(\x04\x12\x14\n\x0clink_seconds\x18\t \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\n \x01(\x04\"\xf0\x01\n\x04Plan\x12 \n\x06stages\x18\x01 \x03(\x0b\x32\x10.vpipe.StagePlan\x12!\n\x08schedule\x18\x02 \x01(\x0e\x32\x0f.vpipe.Schedule\x12\x15\n\rmicro_batches\x18\x03 \x01(\r\x12\x1a\n\x12\x62ottleneck_seconds\x18\x04 \x01(\x01\x12\x19\n\x11iteration_seconds\x18\x05 \x01(\x01\x12\x1a\n\x12\x63ost_model_version\x18\x06 \x01(\r\x12\x1f\n\x07planner\x18\x07 \x01(\x0e\x32\x0e.vpipe.Planner\x12\x18\n\x10planning_seconds\x18\x08 \x01(\x01\"t\n\x11\x45valuationRequest\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.vpipe.ModelSpec\x12#\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x12.vpipe.ClusterSpec\x12\x19\n\x04plan\x18\x03 \x01(\x0b\x32\x0b.vpipe.Plan\"M\n\nEvaluation\x12\x19\n\x04plan\x18\x01 \x01(\x0b\x32\x0b.vpipe.Plan\x12\x10\n\x08\x66\x65\x61sible\x18\x02 \x01(\x08\x12\x12\n\nviolations\x18\x03 \x03(\t*i\n\x08Schedule\x12\x18\n\x14SCHEDULE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCHEDULE_GPIPE\x10\x01\x12\x11\n\rSCHEDULE_1F1B\x10\x02\x12\x1c\n\x18SCHEDULE_PIPEDREAM_ASYNC\x10\x03*z\n\x0cMemoryPolicy\x12\x1d\n\x19MEMORY_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12MEMORY_POLICY_KEEP\x10\x01\x12\x16\n\x12MEMORY_POLICY_SWAP\x10\x02\x12\x1b\n\x17MEMORY_POLICY_RECOMPUTE\x10\x03*\xa3\x01\n\x07Planner\x12\x17\n\x13PLANNER_UNSPECIFIED\x10\x00\x12\x11\n\rPLANNER_VPIPE\x10\x01\x12\x11\n\rPLANNER_EXACT\x10\x02\x12\x13\n\x0fPLANNER_UNIFORM\x10\x03\x12\x16\n\x12PLANNER_PARAMETERS\x10\x04\x12\x19\n\x15PLANNER_TIME_BALANCED\x10\x05\x12\x11\n\rPLANNER_GPIPE\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0bvpipe.proto\x12\x05vpipe\"x\n\x0cLayerProfile\x12\x13\n\x0b\x66wd_seconds\x18\x01 \x01(\x01\x12\x13\n\x0b\x62wd_seconds\x18\x02 \x01(\x01\x12\x13\n\x0bstash_bytes\x18\x03 \x01(\x04\x12\x14\n\x0coutput_bytes\x18\x04 \x01(\x04\x12\x13\n\x0bparam_bytes\x18\x05 \x01(\x04\"\xd3\x02\n\tLayerSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x07profile\x18\x02 \x01(\x0b\x32\x13.vpipe.LayerProfile\x12\x1f\n\x06linear\x18\x10 \x01(\x0b\x32\r.vpipe.LinearH\x00\x12\'\n\nactivation\x18\x11 \x01(\x0b\x32\x11.vpipe.ActivationH\x00\x12&\n\nlayer_norm\x18\x12 \x01(\x0b\x32\x10.vpipe.LayerNormH\x00\x12%\n\tembedding\x18\x13 \x01(\x0b\x32\x10.vpipe.EmbeddingH\x00\x12\x34\n\x11transformer_block\x18\x14 \x01(\x0b\x32\x17.vpipe.TransformerBlockH\x00\x12;\n\x15softmax_cross_entropy\x18\x15 \x01(\x0b\x32\x1a.vpipe.SoftmaxCrossEntropyH\x00\x42\x06\n\x04kind\"3\n\x06Linear\x12\x13\n\x0bin_features\x18\x01 \x01(\r\x12\x14\n\x0cout_features\x18\x02 \x01(\r\"1\n\nActivation\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.vpipe.ActivationKind\"\x1d\n\tLayerNorm\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x01(\r\"J\n\tEmbedding\x12\x12\n\nvocabulary\x18\x01 \x01(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x02 \x01(\r\x12\x17\n\x0fsequence_length\x18\x03 \x01(\r\"_\n\x10TransformerBlock\x12\x10\n\x08\x66\x65\x61tures\x18\x01 \x01(\r\x12\r\n\x05heads\x18\x02 \x01(\r\x12\x17\n\x0fsequence_length\x18\x03 \x01(\r\x12\x11\n\tmlp_ratio\x18\x04 \x01(\r\"\x15\n\x13SoftmaxCrossEntropy\"t\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x06layers\x18\x02 \x03(\x0b\x32\x10.vpipe.LayerSpec\x12\x13\n\x0binput_bytes\x18\x03 \x01(\x04\x12\"\n\x1astate_bytes_per_param_byte\x18\x04 \x01(\x01\"o\n\nDeviceSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\r\n\x05speed\x18\x03 \x01(\x01\x12\x16\n\x0ehost_bandwidth\x18\x04 \x01(\x01\x12\x16\n\x0ereserved_bytes\x18\x05 \x01(\x04\".\n\x08LinkSpec\x12\x11\n\tbandwidth\x18\x01 \x01(\x01\x12\x0f\n\x07latency\x18\x02 \x01(\x01\"Q\n\x0b\x43lusterSpec\x12\"\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x11.vpipe.DeviceSpec\x12\x1e\n\x05links\x18\x02 \x03(\x0b\x32\x0f.vpipe.LinkSpec\"\x84\x01\n\x0bPlanOptions\x12!\n\x08schedule\x18\x01 \x01(\x0e\x32\x0f.vpipe.Schedule\x12\x15\n\rmicro_batches\x18\x02 \x01(\r\x12\x1f\n\x07planner\x18\x03 \x01(\x0e\x32\x0e.vpipe.Planner\x12\x1a\n\x12\x63ost_model_version\x18\x04 \x01(\r\"x\n\x0bPlanRequest\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.vpipe.ModelSpec\x12#\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x12.vpipe.ClusterSpec\x12#\n\x07options\x18\x03 \x01(\x0b\x32\x12.vpipe.PlanOptions\"\xf6\x01\n\tStagePlan\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_layer\x18\x02 \x01(\r\x12\x12\n\nlast_layer\x18\x03 \x01(\r\x12#\n\x06policy\x18\x04 \x03(\x0e\x32\x13.vpipe.MemoryPolicy\x12\x17\n\x0f\x63ompute_seconds\x18\x05 \x01(\x01\x12\x14\n\x0cswap_seconds\x18\x06 \x01(\x01\x12\x15\n\rstage_seconds\x18\x07 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x08 \x01(\x04\x12\x14\n\x0clink_seconds\x18\t \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\n \x01(\x04\"\xf0\x01\n\x04Plan\x12 \n\x06stages\x18\x01 \x03(\x0b\x32\x10.vpipe.StagePlan\x12!\n\x08schedule\x18\x02 \x01(\x0e\x32\x0f.vpipe.Schedule\x12\x15\n\rmicro_batches\x18\x03 \x01(\r\x12\x1a\n\x12\x62ottleneck_seconds\x18\x04 \x01(\x01\x12\x19\n\x11iteration_seconds\x18\x05 \x01(\x01\x12\x1a\n\x12\x63ost_model_version\x18\x06 \x01(\r\x12\x1f\n\x07planner\x18\x07 \x01(\x0e\x32\x0e.vpipe.Planner\x12\x18\n\x10planning_seconds\x18\x08 \x01(\x01\"t\n\x11\x45valuationRequest\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.vpipe.ModelSpec\x12#\n\x07\x63luster\x18\x02 \x01(\x0b\x32\x12.vpipe.ClusterSpec\x12\x19\n\x04plan\x18\x03 \x01(\x0b\x32\x0b.vpipe.Plan\"M\n\nEvaluation\x12\x19\n\x04plan\x18\x01 \x01(\x0b\x32\x0b.vpipe.Plan\x12\x10\n\x08\x66\x65\x61sible\x18\x02 \x01(\x08\x12\x12\n\nviolations\x18\x03 \x03(\t*V\n\x0e\x41\x63tivationKind\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_GELU\x10\x02*i\n\x08Schedule\x12\x18\n\x14SCHEDULE_UNSPECIFIED\x10\x00\x12\x12\n\x0eSCHEDULE_GPIPE\x10\x01\x12\x11\n\rSCHEDULE_1F1B\x10\x02\x12\x1c\n\x18SCHEDULE_PIPEDREAM_ASYNC\x10\x03*z\n\x0cMemoryPolicy\x12\x1d\n\x19MEMORY_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12MEMORY_POLICY_KEEP\x10\x01\x12\x16\n\x12MEMORY_POLICY_SWAP\x10\x02\x12\x1b\n\x17MEMORY_POLICY_RECOMPUTE\x10\x03*\xa3\x01\n\x07Planner\x12\x17\n\x13PLANNER_UNSPECIFIED\x10\x00\x12\x11\n\rPLANNER_VPIPE\x10\x01\x12\x11\n\rPLANNER_EXACT\x10\x02\x12\x13\n\x0fPLANNER_UNIFORM\x10\x03\x12\x16\n\x12PLANNER_PARAMETERS\x10\x04\x12\x19\n\x15PLANNER_TIME_BALANCED\x10\x05\x12\x11\n\rPLANNER_GPIPE\x10\x06\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vpipe_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _SCHEDULE._serialized_start=1517
-  _SCHEDULE._serialized_end=1622
-  _MEMORYPOLICY._serialized_start=1624
-  _MEMORYPOLICY._serialized_end=1746
-  _PLANNER._serialized_start=1749
-  _PLANNER._serialized_end=1912
+  _ACTIVATIONKIND._serialized_start=2125
+  _ACTIVATIONKIND._serialized_end=2211
+  _SCHEDULE._serialized_start=2213
+  _SCHEDULE._serialized_end=2318
+  _MEMORYPOLICY._serialized_start=2320
+  _MEMORYPOLICY._serialized_end=2442
+  _PLANNER._serialized_start=2445
+  _PLANNER._serialized_end=2608
   _LAYERPROFILE._serialized_start=22
   _LAYERPROFILE._serialized_end=142
-  _LAYERSPEC._serialized_start=144
-  _LAYERSPEC._serialized_end=207
-  _MODELSPEC._serialized_start=209
-  _MODELSPEC._serialized_end=325
-  _DEVICESPEC._serialized_start=327
-  _DEVICESPEC._serialized_end=438
-  _LINKSPEC._serialized_start=440
-  _LINKSPEC._serialized_end=486
-  _CLUSTERSPEC._serialized_start=488
-  _CLUSTERSPEC._serialized_end=569
-  _PLANOPTIONS._serialized_start=572
-  _PLANOPTIONS._serialized_end=704
-  _PLANREQUEST._serialized_start=706
-  _PLANREQUEST._serialized_end=826
-  _STAGEPLAN._serialized_start=829
-  _STAGEPLAN._serialized_end=1075
-  _PLAN._serialized_start=1078
-  _PLAN._serialized_end=1318
-  _EVALUATIONREQUEST._serialized_start=1320
-  _EVALUATIONREQUEST._serialized_end=1436
-  _EVALUATION._serialized_start=1438
-  _EVALUATION._serialized_end=1515
+  _LAYERSPEC._serialized_start=145
+  _LAYERSPEC._serialized_end=484
+  _LINEAR._serialized_start=486
+  _LINEAR._serialized_end=537
+  _ACTIVATION._serialized_start=539
+  _ACTIVATION._serialized_end=588
+  _LAYERNORM._serialized_start=590
+  _LAYERNORM._serialized_end=619
+  _EMBEDDING._serialized_start=621
+  _EMBEDDING._serialized_end=695
+  _TRANSFORMERBLOCK._serialized_start=697
+  _TRANSFORMERBLOCK._serialized_end=792
+  _SOFTMAXCROSSENTROPY._serialized_start=794
+  _SOFTMAXCROSSENTROPY._serialized_end=815
+  _MODELSPEC._serialized_start=817
+  _MODELSPEC._serialized_end=933
+  _DEVICESPEC._serialized_start=935
+  _DEVICESPEC._serialized_end=1046
+  _LINKSPEC._serialized_start=1048
+  _LINKSPEC._serialized_end=1094
+  _CLUSTERSPEC._serialized_start=1096
+  _CLUSTERSPEC._serialized_end=1177
+  _PLANOPTIONS._serialized_start=1180
+  _PLANOPTIONS._serialized_end=1312
+  _PLANREQUEST._serialized_start=1314
+  _PLANREQUEST._serialized_end=1434
+  _STAGEPLAN._serialized_start=1437
+  _STAGEPLAN._serialized_end=1683
+  _PLAN._serialized_start=1686
+  _PLAN._serialized_end=1926
+  _EVALUATIONREQUEST._serialized_start=1928
+  _EVALUATIONREQUEST._serialized_end=2044
+  _EVALUATION._serialized_start=2046
+  _EVALUATION._serialized_end=2123
 # @@protoc_insertion_point(module_scope)

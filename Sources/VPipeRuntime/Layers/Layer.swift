@@ -1,0 +1,43 @@
+/// What a layer needs from its surroundings during one forward or backward.
+public struct LayerContext: @unchecked Sendable {
+    /// Where activations, stashes and gradients of this step are charged (the stage's device).
+    public var space: MemorySpace?
+    /// `layer 4 ("block2")`, for allocation labels and errors.
+    public var label: String
+    /// Class targets of this micro-batch (one per row), for the loss layer.
+    public var targets: [Int32]
+    /// 1 / (rows in the whole mini-batch): the loss layer scales by it, so the loss and the
+    /// gradients are those of the mini-batch mean whatever the micro-batch count.
+    public var lossScale: Float
+
+    public init(space: MemorySpace?, label: String, targets: [Int32] = [], lossScale: Float = 1) {
+        self.space = space
+        self.label = label
+        self.targets = targets
+        self.lossScale = lossScale
+    }
+}
+
+/// One layer of the chain: forward and backward side by side, parameters and their
+/// gradients as tensors of the stage's arena.
+///
+/// Contract the executor relies on:
+/// - `forward` returns the output and the tensors the backward needs (`saved`: the stash).
+///   It must not keep references to them itself: the memory policy decides whether they
+///   stay (KEEP), go to the host and come back (SWAP) or are dropped and recomputed by
+///   calling `forward` again on the same input (RECOMPUTE), so `forward` must be a pure
+///   function of its input and the parameters.
+/// - `backward` receives the output gradient and `saved`, ADDS the parameter gradients into
+///   `gradients` (micro-batches accumulate), and returns the input gradient (nil for a
+///   layer whose input is not differentiable, e.g. token ids).
+/// - Everything is float32, activations 2-D `[rows, features]`.
+public protocol Layer: AnyObject {
+    var name: String { get }
+    /// Parameters and gradients, same order and shapes.
+    var parameters: [Tensor] { get }
+    var gradients: [Tensor] { get }
+    func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor])
+    func backward(_ gradOutput: Tensor, saved: [Tensor], _ context: LayerContext) throws -> Tensor?
+    /// Moves parameters and gradients into `space` (placement on a stage, migration).
+    func place(in space: MemorySpace?) throws
+}

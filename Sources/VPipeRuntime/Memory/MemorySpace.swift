@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A region of memory with a hard capacity that every `Tensor` in it is charged to: a
+/// stage's device arena (a virtual GPU's memory) or the host pool swapped stashes go to.
+///
+/// An allocation that would exceed the capacity fails like a GPU out-of-memory, naming the
+/// stage, what was being allocated and the bytes; nothing is allocated then. Thread-safe:
+/// a stage's worker and its copy engine allocate and free concurrently.
+public final class MemorySpace: @unchecked Sendable {
+    public enum Kind: Sendable { case device, host }
+
+    public let name: String
+    public let kind: Kind
+    public let capacity: Int
+    private var lock = pthread_mutex_t()
+    private var used = 0
+    private var peak = 0
+
+    public init(name: String, kind: Kind, capacity: Int) {
+        self.name = name
+        self.kind = kind
+        self.capacity = capacity
+        pthread_mutex_init(&lock, nil)
+    }
+
+    deinit { pthread_mutex_destroy(&lock) }
+
+    /// Charges `bytes` for `label` (e.g. `layer 3 ("block1") output`); throws `RuntimeError.outOfMemory`.
+    public func reserve(_ bytes: Int, for label: @autoclosure () -> String) throws {
+        pthread_mutex_lock(&lock)
+        if used + bytes > capacity {
+            let inUse = used
+            pthread_mutex_unlock(&lock)
+            throw RuntimeError.outOfMemory(space: name, what: label(), requested: bytes, inUse: inUse, capacity: capacity)
+        }
+        used += bytes
+        if used > peak { peak = used }
+        pthread_mutex_unlock(&lock)
+    }
+
+    public func release(_ bytes: Int) {
+        pthread_mutex_lock(&lock)
+        used -= bytes
+        pthread_mutex_unlock(&lock)
+    }
+
+    public var bytesInUse: Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return used
+    }
+
+    public var peakBytes: Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return peak
+    }
+
+    /// Starts a new peak measurement from the current use.
+    public func resetPeak() {
+        pthread_mutex_lock(&lock)
+        peak = used
+        pthread_mutex_unlock(&lock)
+    }
+}
+
+/// Failures of the training runtime. Messages name the stage, layer and bytes.
+public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
+    case outOfMemory(space: String, what: String, requested: Int, inUse: Int, capacity: Int)
+    case invalidShape(String)
+    case failed(String)
+
+    public var description: String {
+        switch self {
+        case let .outOfMemory(space, what, requested, inUse, capacity):
+            return "\(space) out of memory allocating \(requested) bytes for \(what): \(inUse) of \(capacity) bytes in use, "
+                + "\(inUse + requested - capacity) bytes over"
+        case let .invalidShape(message): return "shape: \(message)"
+        case let .failed(message): return message
+        }
+    }
+}
