@@ -58,7 +58,8 @@ let package = Package(
             ],
             path: "Sources/vpipe"
         ),
-        .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"]),
+        // Golden/ holds schedule golden files, read from the source tree by the tests.
+        .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"], exclude: ["Golden"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),
         .testTarget(name: "VPipeRuntimeTests", dependencies: ["VPipeRuntime"]),
     ]
