@@ -187,7 +187,9 @@ public struct PipelineSchedule: Sendable, Equatable, CustomStringConvertible {
         }
         let rows = columns.map(\.count).max() ?? 0
         let widths = columns.enumerated().map { i, c in max(c.map(\.count).max() ?? 0, "stage \(i)".count) }
-        var out = pad("step", 5) + columns.indices.map { pad("stage \($0)", widths[$0] + 2) }.joined() + "\n"
+        var header = pad("step", 5) + columns.indices.map { pad("stage \($0)", widths[$0] + 2) }.joined()
+        while header.hasSuffix(" ") { header.removeLast() }
+        var out = header + "\n"
         for r in 0..<rows {
             var line = pad("\(r)", 5)
             for (i, c) in columns.enumerated() { line += pad(r < c.count ? c[r] : "", widths[i] + 2) }

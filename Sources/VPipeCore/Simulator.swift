@@ -29,11 +29,23 @@ public struct Simulator: Sendable {
         self.cluster = cluster
     }
 
-    /// Evaluates `plan`'s layout with the cost model, generates its schedule, validates it,
-    /// and plays it. Throws `invalidField` when the plan does not fit the model and cluster.
+    /// The most stage × micro-batch pairs one simulation plays (about ten actions each): far
+    /// above what a plan needs to be judged, low enough that a request cannot keep a host busy
+    /// for minutes or make gigabytes of trace.
+    public static let maxStageMicroBatches = 1 << 14
+
+    /// Evaluates `layout` with the cost model, generates its schedule, validates it, and
+    /// plays it. Throws `invalidField` when the layout is not a plan for the model and
+    /// cluster, or when p · m exceeds `maxStageMicroBatches`.
     public func simulate(_ layout: PlanLayout, schedule kind: Schedule, microBatches m: Int) throws -> SimulationReport {
         let costModel = CostModel(model: model, cluster: cluster, schedule: kind, microBatches: m)
         let plan = try costModel.evaluate(layout)
+        if plan.stages.count * m > Simulator.maxStageMicroBatches {
+            throw VPipeError.invalidField(
+                field: "plan.micro_batches",
+                message: "\(plan.stages.count) stages × \(m) micro-batches is more than the simulator plays "
+                    + "(\(Simulator.maxStageMicroBatches) stage-micro-batch pairs); simulate fewer micro-batches")
+        }
         let schedule = try ScheduleGenerator.generate(for: plan)
         var report = try run(schedule, layout: layout)
         report.costModelIterationSeconds = plan.iterationSeconds
