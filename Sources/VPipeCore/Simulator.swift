@@ -62,6 +62,15 @@ public struct Simulator: Sendable {
         }
         try ScheduleValidator.validate(schedule, stagePolicies: layout.ranges.map { Array(layout.policies[$0]) })
         let costs = (0..<p).map { StageCosts(costModel, stage: $0, of: p, layout: layout) }
+        for (i, c) in costs.enumerated() {
+            // Valid inputs can still overflow (2^53 bytes over a 1e-300 bytes/s copy engine).
+            for (value, field) in [(c.forward + c.backward + c.recompute, "model.layers (stage \(i)'s compute time)"),
+                                   (c.swap, "cluster.devices[\(i)].host_bandwidth"),
+                                   (c.sendActivation, "cluster.links[\(i)]"), (c.sendGradient, "cluster.links[\(i - 1)]")]
+            where !value.isFinite {
+                throw VPipeError.invalidField(field: field, message: "stage \(i): an action would take \(value) seconds; the simulator needs finite durations")
+            }
+        }
         var play = Playback(schedule: schedule, costs: costs, links: cluster.links.count)
         try play.run()
         return play.report()

@@ -80,6 +80,25 @@ import VPipeCore
         #expect(abs(fast.iterationSeconds - 6) < 1e-9, "got \(fast.iterationSeconds)")
     }
 
+    /// Valid but extreme numbers that overflow a duration are an error naming the field, and
+    /// an iteration of zero-length actions reports zeros, not NaN.
+    @Test func extremeInputsFailCleanly() throws {
+        let (model, layout) = uniform(1, policy: .swap)
+        var huge = model
+        huge.layers[0].profile.stashBytes = Validation.maxBytes
+        do {
+            _ = try simulate(huge, Fixtures.cluster(1, hostBandwidth: 1e-300), layout, .gpipe, m: 2)
+            Issue.record("expected an error")
+        } catch let VPipeError.invalidField(field, _) {
+            #expect(field == "cluster.devices[0].host_bandwidth")
+        }
+        var zero = Fixtures.model([(0, 0, 0, 0), (0, 0, 0, 0)])
+        zero.inputBytes = 0
+        let r = try simulate(zero, Fixtures.cluster(2), PlanLayout(ranges: [0..<1, 1..<2], policies: [.keep, .recompute]), .oneFOneB, m: 3)
+        #expect(r.iterationSeconds == 0 && r.stages.allSatisfy { $0.busyFraction == 0 && $0.bubbleFraction == 0 })
+        #expect(TraceExport.svg(r).hasSuffix("</svg>\n") && !TraceExport.chromeTrace(r).contains("nan"))
+    }
+
     /// Swap-ins wait for memory. One SWAP stage, f = 1, b = 2, a = 10 B, H = 10 B/s (1 s per
     /// swap), GPipe, m = 3; static bytes w 4·κ 2 + x 8 + o 0 = 16. With room for everything:
     /// SO0..SO2 end at 2, 3, 4; SI0..SI2 run 4–7 back to back; B0..B2 run 5–11: T = 11.
