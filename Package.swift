@@ -61,7 +61,8 @@ let package = Package(
         ),
         // Benchmarks behind docs/benchmarks.md (`make bench-planner`).
         .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore"], path: "Sources/VPipeBench"),
-        .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"]),
+        // Golden/ holds schedule golden files, read from the source tree by the tests.
+        .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"], exclude: ["Golden"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),
         .testTarget(name: "VPipeRuntimeTests", dependencies: ["VPipeRuntime"]),
     ]

@@ -96,6 +96,25 @@ vp_status vp_plan(const uint8_t *request, size_t request_len, vp_bytes *plan_out
  * Thread-safe. */
 vp_status vp_evaluate(const uint8_t *request, size_t request_len, vp_bytes *evaluation_out);
 
+/* Plays a plan's schedule in the discrete-event simulator (docs/simulator.md): every
+ * forward, backward, recompute, swap and transfer of one iteration as its own timed action
+ * on its own resource (each stage's compute and copy engine, each link), with durations
+ * from the layer profiles. A finer judge of a plan than the cost model's formula.
+ *
+ * request: a serialised vpipe.SimulationRequest {model, cluster, plan}; the plan's stage
+ *   ranges, policies, schedule and micro_batches are read, its numbers are ignored.
+ *   Read during the call only.
+ * report_out: receives a serialised vpipe.SimulationReport {iteration_seconds, per-stage
+ *   busy/idle/bubble fractions and peak memory, cost_model_iteration_seconds,
+ *   chrome_trace_json, svg, schedule}, owned by the host (vp_bytes_free). Left as {NULL, 0}
+ *   on failure. Must not be NULL.
+ * An infeasible plan is simulated all the same (peak memory then exceeds the device).
+ * Errors: VP_ERR_INVALID_ARGUMENT, VP_ERR_DECODE, VP_ERR_INVALID_REQUEST (names the field,
+ *   e.g. plan.stages[1].first_layer, or plan.micro_batches when stages x micro-batches
+ *   exceed 16384).
+ * Thread-safe: the simulation keeps no shared state. */
+vp_status vp_simulate(const uint8_t *request, size_t request_len, vp_bytes *report_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -817,6 +817,141 @@ void   vpipe__evaluation__free_unpacked
   assert(message->base.descriptor == &vpipe__evaluation__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__simulation_request__init
+                     (Vpipe__SimulationRequest         *message)
+{
+  static const Vpipe__SimulationRequest init_value = VPIPE__SIMULATION_REQUEST__INIT;
+  *message = init_value;
+}
+size_t vpipe__simulation_request__get_packed_size
+                     (const Vpipe__SimulationRequest *message)
+{
+  assert(message->base.descriptor == &vpipe__simulation_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__simulation_request__pack
+                     (const Vpipe__SimulationRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__simulation_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__simulation_request__pack_to_buffer
+                     (const Vpipe__SimulationRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__simulation_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__SimulationRequest *
+       vpipe__simulation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__SimulationRequest *)
+     protobuf_c_message_unpack (&vpipe__simulation_request__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__simulation_request__free_unpacked
+                     (Vpipe__SimulationRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__simulation_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__stage_simulation__init
+                     (Vpipe__StageSimulation         *message)
+{
+  static const Vpipe__StageSimulation init_value = VPIPE__STAGE_SIMULATION__INIT;
+  *message = init_value;
+}
+size_t vpipe__stage_simulation__get_packed_size
+                     (const Vpipe__StageSimulation *message)
+{
+  assert(message->base.descriptor == &vpipe__stage_simulation__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__stage_simulation__pack
+                     (const Vpipe__StageSimulation *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__stage_simulation__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__stage_simulation__pack_to_buffer
+                     (const Vpipe__StageSimulation *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__stage_simulation__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__StageSimulation *
+       vpipe__stage_simulation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__StageSimulation *)
+     protobuf_c_message_unpack (&vpipe__stage_simulation__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__stage_simulation__free_unpacked
+                     (Vpipe__StageSimulation *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__stage_simulation__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__simulation_report__init
+                     (Vpipe__SimulationReport         *message)
+{
+  static const Vpipe__SimulationReport init_value = VPIPE__SIMULATION_REPORT__INIT;
+  *message = init_value;
+}
+size_t vpipe__simulation_report__get_packed_size
+                     (const Vpipe__SimulationReport *message)
+{
+  assert(message->base.descriptor == &vpipe__simulation_report__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__simulation_report__pack
+                     (const Vpipe__SimulationReport *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__simulation_report__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__simulation_report__pack_to_buffer
+                     (const Vpipe__SimulationReport *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__simulation_report__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__SimulationReport *
+       vpipe__simulation_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__SimulationReport *)
+     protobuf_c_message_unpack (&vpipe__simulation_report__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__simulation_report__free_unpacked
+                     (Vpipe__SimulationReport *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__simulation_report__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor vpipe__layer_profile__field_descriptors[5] =
 {
   {
@@ -2143,6 +2278,263 @@ const ProtobufCMessageDescriptor vpipe__evaluation__descriptor =
   vpipe__evaluation__field_indices_by_name,
   1,  vpipe__evaluation__number_ranges,
   (ProtobufCMessageInit) vpipe__evaluation__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__simulation_request__field_descriptors[3] =
+{
+  {
+    "model",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationRequest, model),
+    &vpipe__model_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cluster",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationRequest, cluster),
+    &vpipe__cluster_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "plan",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationRequest, plan),
+    &vpipe__plan__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__simulation_request__field_indices_by_name[] = {
+  1,   /* field[1] = cluster */
+  0,   /* field[0] = model */
+  2,   /* field[2] = plan */
+};
+static const ProtobufCIntRange vpipe__simulation_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor vpipe__simulation_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.SimulationRequest",
+  "SimulationRequest",
+  "Vpipe__SimulationRequest",
+  "vpipe",
+  sizeof(Vpipe__SimulationRequest),
+  3,
+  vpipe__simulation_request__field_descriptors,
+  vpipe__simulation_request__field_indices_by_name,
+  1,  vpipe__simulation_request__number_ranges,
+  (ProtobufCMessageInit) vpipe__simulation_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__stage_simulation__field_descriptors[5] =
+{
+  {
+    "busy_fraction",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageSimulation, busy_fraction),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "idle_fraction",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageSimulation, idle_fraction),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bubble_fraction",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageSimulation, bubble_fraction),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peak_memory_bytes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageSimulation, peak_memory_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "swap_stall_fraction",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageSimulation, swap_stall_fraction),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__stage_simulation__field_indices_by_name[] = {
+  2,   /* field[2] = bubble_fraction */
+  0,   /* field[0] = busy_fraction */
+  1,   /* field[1] = idle_fraction */
+  3,   /* field[3] = peak_memory_bytes */
+  4,   /* field[4] = swap_stall_fraction */
+};
+static const ProtobufCIntRange vpipe__stage_simulation__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor vpipe__stage_simulation__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.StageSimulation",
+  "StageSimulation",
+  "Vpipe__StageSimulation",
+  "vpipe",
+  sizeof(Vpipe__StageSimulation),
+  5,
+  vpipe__stage_simulation__field_descriptors,
+  vpipe__stage_simulation__field_indices_by_name,
+  1,  vpipe__stage_simulation__number_ranges,
+  (ProtobufCMessageInit) vpipe__stage_simulation__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__simulation_report__field_descriptors[6] =
+{
+  {
+    "iteration_seconds",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationReport, iteration_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stages",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__SimulationReport, n_stages),
+    offsetof(Vpipe__SimulationReport, stages),
+    &vpipe__stage_simulation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cost_model_iteration_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationReport, cost_model_iteration_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "chrome_trace_json",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationReport, chrome_trace_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "svg",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SimulationReport, svg),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "schedule",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Vpipe__SimulationReport, n_schedule),
+    offsetof(Vpipe__SimulationReport, schedule),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__simulation_report__field_indices_by_name[] = {
+  3,   /* field[3] = chrome_trace_json */
+  2,   /* field[2] = cost_model_iteration_seconds */
+  0,   /* field[0] = iteration_seconds */
+  5,   /* field[5] = schedule */
+  1,   /* field[1] = stages */
+  4,   /* field[4] = svg */
+};
+static const ProtobufCIntRange vpipe__simulation_report__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 6 }
+};
+const ProtobufCMessageDescriptor vpipe__simulation_report__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.SimulationReport",
+  "SimulationReport",
+  "Vpipe__SimulationReport",
+  "vpipe",
+  sizeof(Vpipe__SimulationReport),
+  6,
+  vpipe__simulation_report__field_descriptors,
+  vpipe__simulation_report__field_indices_by_name,
+  1,  vpipe__simulation_report__number_ranges,
+  (ProtobufCMessageInit) vpipe__simulation_report__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue vpipe__activation_kind__enum_values_by_number[3] =

@@ -67,6 +67,8 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "Write the plan (a serialised vpipe.Plan) here.") var out: String?
     @Option(help: "Write the request (a serialised vpipe.PlanRequest) here.") var writeRequest: String?
     @Flag(help: "Do not compare with the other planners.") var noCompare = false
+    @Flag(help: "Play the plan in the discrete-event simulator (see `vpipe simulate`).") var simulate = false
+    @OptionGroup var simulation: SimulationOutput
 
     func validate() throws {
         guard (1...4096).contains(blocks), (1...65536).contains(hidden), (1...1024).contains(heads),
@@ -87,6 +89,12 @@ struct PlanCommand: ParsableCommand {
             let plan = try Planning.plan(planRequest)
             print(PlanTable.render(plan, model: planRequest.model, cluster: planRequest.cluster))
             if let out { try Data(WireEncode.plan(plan)).write(to: URL(fileURLWithPath: out)) }
+            if simulate || simulation.trace != nil || simulation.svg != nil {
+                let report = try Simulator(model: planRequest.model, cluster: planRequest.cluster)
+                    .simulate(plan.layout, schedule: plan.schedule, microBatches: plan.microBatches)
+                print("")
+                try simulation.emit(report, title: planRequest.model.name)
+            }
         } catch let error as VPipeError {
             print("planner \(planner.kind.name): \(error)")
             if noCompare { throw ExitCode(1) }

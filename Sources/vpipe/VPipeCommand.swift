@@ -8,8 +8,8 @@ import VPipeWire
 struct VPipeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpipe",
-        abstract: "Plan pipeline-parallel training with vPipe's cost model.",
-        subcommands: [PlanCommand.self, ImportCommand.self, VersionCommand.self])
+        abstract: "Plan pipeline-parallel training with vPipe's cost model and simulate the plans.",
+        subcommands: [PlanCommand.self, SimulateCommand.self, ImportCommand.self, VersionCommand.self])
 }
 
 struct VersionCommand: ParsableCommand {

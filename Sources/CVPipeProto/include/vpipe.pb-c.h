@@ -33,6 +33,9 @@ typedef struct Vpipe__StagePlan Vpipe__StagePlan;
 typedef struct Vpipe__Plan Vpipe__Plan;
 typedef struct Vpipe__EvaluationRequest Vpipe__EvaluationRequest;
 typedef struct Vpipe__Evaluation Vpipe__Evaluation;
+typedef struct Vpipe__SimulationRequest Vpipe__SimulationRequest;
+typedef struct Vpipe__StageSimulation Vpipe__StageSimulation;
+typedef struct Vpipe__SimulationReport Vpipe__SimulationReport;
 
 
 /* --- enums --- */
@@ -496,6 +499,88 @@ struct  Vpipe__Evaluation
     , NULL, 0, 0,NULL }
 
 
+/*
+ * vp_simulate: play a plan's schedule in the discrete-event simulator.
+ */
+struct  Vpipe__SimulationRequest
+{
+  ProtobufCMessage base;
+  Vpipe__ModelSpec *model;
+  Vpipe__ClusterSpec *cluster;
+  /*
+   * stages' ranges and policies, schedule, micro_batches
+   */
+  Vpipe__Plan *plan;
+};
+#define VPIPE__SIMULATION_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__simulation_request__descriptor) \
+    , NULL, NULL, NULL }
+
+
+/*
+ * What one stage did during the simulated iteration. Fractions are of iteration_seconds.
+ */
+struct  Vpipe__StageSimulation
+{
+  ProtobufCMessage base;
+  /*
+   * compute running F, B or R
+   */
+  double busy_fraction;
+  /*
+   * 1 - busy_fraction
+   */
+  double idle_fraction;
+  /*
+   * idle waiting for neighbours (fill, drain, links)
+   */
+  double bubble_fraction;
+  /*
+   * static part + in-flight stashes at their peak
+   */
+  uint64_t peak_memory_bytes;
+  /*
+   * idle waiting for the stage's own swap-ins
+   */
+  double swap_stall_fraction;
+};
+#define VPIPE__STAGE_SIMULATION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__stage_simulation__descriptor) \
+    , 0, 0, 0, 0, 0 }
+
+
+struct  Vpipe__SimulationReport
+{
+  ProtobufCMessage base;
+  /*
+   * when the iteration's last action ends
+   */
+  double iteration_seconds;
+  size_t n_stages;
+  Vpipe__StageSimulation **stages;
+  /*
+   * T_iter of cost model v1 for the same plan
+   */
+  double cost_model_iteration_seconds;
+  /*
+   * Chrome trace event format (Perfetto, chrome://tracing)
+   */
+  char *chrome_trace_json;
+  /*
+   * a timeline picture, one row per resource
+   */
+  char *svg;
+  /*
+   * per stage, its actions in string form ("0F0 0SEND_F0 ...")
+   */
+  size_t n_schedule;
+  char **schedule;
+};
+#define VPIPE__SIMULATION_REPORT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__simulation_report__descriptor) \
+    , 0, 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
+
+
 /* Vpipe__LayerProfile methods */
 void   vpipe__layer_profile__init
                      (Vpipe__LayerProfile         *message);
@@ -838,6 +923,63 @@ Vpipe__Evaluation *
 void   vpipe__evaluation__free_unpacked
                      (Vpipe__Evaluation *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__SimulationRequest methods */
+void   vpipe__simulation_request__init
+                     (Vpipe__SimulationRequest         *message);
+size_t vpipe__simulation_request__get_packed_size
+                     (const Vpipe__SimulationRequest   *message);
+size_t vpipe__simulation_request__pack
+                     (const Vpipe__SimulationRequest   *message,
+                      uint8_t             *out);
+size_t vpipe__simulation_request__pack_to_buffer
+                     (const Vpipe__SimulationRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__SimulationRequest *
+       vpipe__simulation_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__simulation_request__free_unpacked
+                     (Vpipe__SimulationRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__StageSimulation methods */
+void   vpipe__stage_simulation__init
+                     (Vpipe__StageSimulation         *message);
+size_t vpipe__stage_simulation__get_packed_size
+                     (const Vpipe__StageSimulation   *message);
+size_t vpipe__stage_simulation__pack
+                     (const Vpipe__StageSimulation   *message,
+                      uint8_t             *out);
+size_t vpipe__stage_simulation__pack_to_buffer
+                     (const Vpipe__StageSimulation   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__StageSimulation *
+       vpipe__stage_simulation__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__stage_simulation__free_unpacked
+                     (Vpipe__StageSimulation *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__SimulationReport methods */
+void   vpipe__simulation_report__init
+                     (Vpipe__SimulationReport         *message);
+size_t vpipe__simulation_report__get_packed_size
+                     (const Vpipe__SimulationReport   *message);
+size_t vpipe__simulation_report__pack
+                     (const Vpipe__SimulationReport   *message,
+                      uint8_t             *out);
+size_t vpipe__simulation_report__pack_to_buffer
+                     (const Vpipe__SimulationReport   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__SimulationReport *
+       vpipe__simulation_report__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__simulation_report__free_unpacked
+                     (Vpipe__SimulationReport *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Vpipe__LayerProfile_Closure)
@@ -894,6 +1036,15 @@ typedef void (*Vpipe__EvaluationRequest_Closure)
 typedef void (*Vpipe__Evaluation_Closure)
                  (const Vpipe__Evaluation *message,
                   void *closure_data);
+typedef void (*Vpipe__SimulationRequest_Closure)
+                 (const Vpipe__SimulationRequest *message,
+                  void *closure_data);
+typedef void (*Vpipe__StageSimulation_Closure)
+                 (const Vpipe__StageSimulation *message,
+                  void *closure_data);
+typedef void (*Vpipe__SimulationReport_Closure)
+                 (const Vpipe__SimulationReport *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -922,6 +1073,9 @@ extern const ProtobufCMessageDescriptor vpipe__stage_plan__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__plan__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__evaluation_request__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__evaluation__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__simulation_request__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__stage_simulation__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__simulation_report__descriptor;
 
 PROTOBUF_C__END_DECLS
 
