@@ -8,6 +8,8 @@ enum PlannerBench {
         quality()
         print("\n## Planner quality: analytic transformers, VPIPE vs the baselines\n")
         transformers()
+        print("\n## Cost model vs simulator (VPIPE plans)\n")
+        modelVersusSimulator()
         print("\n## Planner speed (release build)\n")
         speed()
     }
@@ -117,6 +119,38 @@ enum PlannerBench {
                     print("\(label) \(formatSeconds(vpipe.iterationSeconds)) | \(best.map { "\($0.0.name) \(formatSeconds($0.1))" } ?? "none fits") | \(ratio) | \(overGpipe) | \(counts[0])/\(counts[1])/\(counts[2]) |")
                 }
             }
+        }
+    }
+
+    /// T_iter of cost model v1 against the discrete-event simulator playing the same plan's
+    /// schedule, per schedule; the spread measures the model's roughness (docs/cost-model.md).
+    static func modelVersusSimulator() {
+        let gib = 1 << 30
+        print("| model | devices × memory | schedule | m | cost model T_iter | simulated | simulated / model |")
+        print("|---|---|---|---|---|---|---|")
+        var worst: [Schedule: (Double, Double)] = [:]
+        for (shape, p) in [(TransformerShape.bertLarge(), 4), (.gpt2XL(), 8), (.gpt3_2_7B(), 8)] {
+            for memory in [11, 24] {
+                for schedule in Schedule.allCases {
+                    let cluster = ClusterSpec.uniform(
+                        count: p, device: DeviceSpec(name: "gpu", memoryBytes: memory * gib, hostBandwidth: 12e9),
+                        link: LinkSpec(bandwidth: 10e9, latency: 1e-5))
+                    let r = PlanRequest(model: shape.model(), cluster: cluster,
+                                        options: PlanOptions(schedule: schedule, microBatches: 2 * p, planner: .vpipe))
+                    guard let plan = try? Planning.plan(r),
+                          let sim = try? Simulator(model: r.model, cluster: cluster).simulate(plan.layout, schedule: schedule, microBatches: 2 * p)
+                    else { continue }
+                    let ratio = sim.iterationSeconds / plan.iterationSeconds
+                    var w = worst[schedule] ?? (Double.infinity, 0)
+                    w = (min(w.0, ratio), max(w.1, ratio))
+                    worst[schedule] = w
+                    print("| \(shape.name) | \(p) × \(memory) GiB | \(schedule.name) | \(2 * p) | \(formatSeconds(plan.iterationSeconds)) | \(formatSeconds(sim.iterationSeconds)) | \(formatFixed(ratio, decimals: 3)) |")
+                }
+            }
+        }
+        print("")
+        for s in Schedule.allCases {
+            if let w = worst[s] { print("- \(s.name): simulated / model between \(formatFixed(w.0, decimals: 3)) and \(formatFixed(w.1, decimals: 3))") }
         }
     }
 

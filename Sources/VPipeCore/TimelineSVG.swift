@@ -79,7 +79,8 @@ extension TraceExport {
         for kind in [ScheduleAction.Kind.forward, .backward, .recompute, .swapOut, .swapIn, .sendActivation, .sendGradient] {
             out += #"<rect x="\#(n(lx))" y="\#(n(axisY + 30))" width="12" height="12" fill="\#(color(kind))" stroke="rgb(51,51,51)" stroke-width="0.5"/>"#
             out += #"<text x="\#(n(lx + 16))" y="\#(n(axisY + 40))">\#(kind.token) \#(kind.phrase)</text>"# + "\n"
-            lx += 130
+            // About 7 px per character of label at the default font size, plus the swatch.
+            lx += Double(28 + 7 * (kind.token.count + 1 + kind.phrase.count))
         }
         return out + "</svg>\n"
     }

@@ -220,3 +220,4 @@ def _parse(cls: Type[_M], data: bytes) -> _M:
         raise InternalError(
             ERR_INTERNAL, f"the library's reply ({len(data)} bytes) is not a {cls.DESCRIPTOR.full_name}: {e}"
         ) from None
+from .simulate import simulate, simulate_bytes  # noqa: E402,F401
