@@ -42,7 +42,9 @@ enum {
     VP_ERR_INVALID_REQUEST = 3,  /* the message decoded but a field's value is invalid */
     VP_ERR_INFEASIBLE = 4,       /* no plan fits the devices' memory; the message says where and by how much */
     VP_ERR_NOT_IMPLEMENTED = 5,  /* the requested feature (e.g. a planner) is not available yet */
-    VP_ERR_INTERNAL = 6          /* a bug in libvpipe; please report the message */
+    VP_ERR_INTERNAL = 6,         /* a bug in libvpipe; please report the message */
+    VP_ERR_RUNTIME = 7           /* training failed: out of device memory (names stage, layer, bytes),
+                                    a stage failed (names the stage), bad data (names the row) */
 };
 
 /* A buffer returned by the library. The host owns it after a successful call and must
@@ -114,6 +116,64 @@ vp_status vp_evaluate(const uint8_t *request, size_t request_len, vp_bytes *eval
  *   exceed 16384).
  * Thread-safe: the simulation keeps no shared state. */
 vp_status vp_simulate(const uint8_t *request, size_t request_len, vp_bytes *report_out);
+
+/* ------------------------------------------------------------------ training sessions
+ *
+ * A session trains a model (every layer with a kind: linear, activation, layer_norm,
+ * embedding, transformer_block, softmax_cross_entropy last) on pipeline stages: one thread
+ * per stage, a device arena of the stage's memory_bytes - reserved_bytes, a host pool and a
+ * copy engine for swaps. With a plan in the config it runs that plan; without one, the first
+ * training.profile_iterations steps run on one stage while every layer is measured, then
+ * the session plans with PLANNER_VPIPE and moves the layers (weights and optimizer state) to
+ * their stages. Those steps are real training steps.
+ *
+ * Thread safety: a session may be used from any thread, but calls on one session are
+ * serialised (a second caller waits). Different sessions are independent.
+ * Handles: a handle is valid from vp_session_open until vp_session_close; a closed or
+ * unknown handle gives VP_ERR_INVALID_ARGUMENT, never a crash. */
+typedef struct vp_session vp_session;
+
+/* Opens a session. config: a serialised vpipe.SessionConfig {model, cluster, plan?,
+ * training}. On VP_OK *session_out owns the session (close it with vp_session_close).
+ * Errors name the field (e.g. "model.layers[3].transformer_block.heads") or, when the model
+ * does not fit, the stage, layer and bytes. */
+vp_status vp_session_open(const uint8_t *config, size_t config_len, vp_session **session_out);
+
+/* One training iteration on a mini-batch of rows. inputs: rows x features float32 values
+ * (features = the first layer's input width), row-major; targets: one class per row (the
+ * loss layer's targets). The mini-batch splits into training.micro_batches equal parts.
+ * *loss_out receives the mean loss over the mini-batch (its gradients are those of that
+ * mean, so results do not depend on the micro-batch count). Inputs are read during the
+ * call only. If any stage fails, every stage stops, the error names the stage, and no
+ * weight changes. */
+vp_status vp_session_step(vp_session *session, const float *inputs, size_t input_count,
+                          const int32_t *targets, size_t target_count, float *loss_out);
+
+/* vp_session_step for token models (first layer: embedding): one token id per row. */
+vp_status vp_session_step_tokens(vp_session *session, const int32_t *tokens, size_t token_count,
+                                 const int32_t *targets, size_t target_count, float *loss_out);
+
+/* Measured statistics: a serialised vpipe.SessionStats (per stage peak device bytes,
+ * measured time, swapped bytes, recomputed layers; iteration times; measured layer
+ * profiles; the plan), owned by the host (vp_bytes_free). */
+vp_status vp_session_stats(vp_session *session, vp_bytes *stats_out);
+
+/* Writes the last iteration as measured: an SVG timeline when path ends in ".svg",
+ * otherwise a Chrome trace (JSON, for Perfetto or chrome://tracing). */
+vp_status vp_session_write_trace(vp_session *session, const char *path);
+
+/* Layer `layer`'s parameters as a serialised vpipe.LayerParameters (shapes and float32
+ * values), owned by the host (vp_bytes_free). For checkpoints and comparisons. */
+vp_status vp_session_get_parameters(vp_session *session, uint32_t layer, vp_bytes *parameters_out);
+
+/* Replaces layer `layer`'s parameters from a serialised vpipe.LayerParameters; every shape
+ * must match. On error nothing changes. */
+vp_status vp_session_set_parameters(vp_session *session, uint32_t layer, const uint8_t *parameters,
+                                    size_t parameters_len);
+
+/* Closes the session and frees everything it owns. NULL is accepted (VP_OK). Closing a
+ * handle twice gives VP_ERR_INVALID_ARGUMENT. */
+vp_status vp_session_close(vp_session *session);
 
 #ifdef __cplusplus
 }

@@ -952,6 +952,366 @@ void   vpipe__simulation_report__free_unpacked
   assert(message->base.descriptor == &vpipe__simulation_report__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__sgd_config__init
+                     (Vpipe__SgdConfig         *message)
+{
+  static const Vpipe__SgdConfig init_value = VPIPE__SGD_CONFIG__INIT;
+  *message = init_value;
+}
+size_t vpipe__sgd_config__get_packed_size
+                     (const Vpipe__SgdConfig *message)
+{
+  assert(message->base.descriptor == &vpipe__sgd_config__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__sgd_config__pack
+                     (const Vpipe__SgdConfig *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__sgd_config__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__sgd_config__pack_to_buffer
+                     (const Vpipe__SgdConfig *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__sgd_config__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__SgdConfig *
+       vpipe__sgd_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__SgdConfig *)
+     protobuf_c_message_unpack (&vpipe__sgd_config__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__sgd_config__free_unpacked
+                     (Vpipe__SgdConfig *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__sgd_config__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__adam_config__init
+                     (Vpipe__AdamConfig         *message)
+{
+  static const Vpipe__AdamConfig init_value = VPIPE__ADAM_CONFIG__INIT;
+  *message = init_value;
+}
+size_t vpipe__adam_config__get_packed_size
+                     (const Vpipe__AdamConfig *message)
+{
+  assert(message->base.descriptor == &vpipe__adam_config__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__adam_config__pack
+                     (const Vpipe__AdamConfig *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__adam_config__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__adam_config__pack_to_buffer
+                     (const Vpipe__AdamConfig *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__adam_config__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__AdamConfig *
+       vpipe__adam_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__AdamConfig *)
+     protobuf_c_message_unpack (&vpipe__adam_config__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__adam_config__free_unpacked
+                     (Vpipe__AdamConfig *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__adam_config__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__training_config__init
+                     (Vpipe__TrainingConfig         *message)
+{
+  static const Vpipe__TrainingConfig init_value = VPIPE__TRAINING_CONFIG__INIT;
+  *message = init_value;
+}
+size_t vpipe__training_config__get_packed_size
+                     (const Vpipe__TrainingConfig *message)
+{
+  assert(message->base.descriptor == &vpipe__training_config__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__training_config__pack
+                     (const Vpipe__TrainingConfig *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__training_config__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__training_config__pack_to_buffer
+                     (const Vpipe__TrainingConfig *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__training_config__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__TrainingConfig *
+       vpipe__training_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__TrainingConfig *)
+     protobuf_c_message_unpack (&vpipe__training_config__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__training_config__free_unpacked
+                     (Vpipe__TrainingConfig *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__training_config__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__session_config__init
+                     (Vpipe__SessionConfig         *message)
+{
+  static const Vpipe__SessionConfig init_value = VPIPE__SESSION_CONFIG__INIT;
+  *message = init_value;
+}
+size_t vpipe__session_config__get_packed_size
+                     (const Vpipe__SessionConfig *message)
+{
+  assert(message->base.descriptor == &vpipe__session_config__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__session_config__pack
+                     (const Vpipe__SessionConfig *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__session_config__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__session_config__pack_to_buffer
+                     (const Vpipe__SessionConfig *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__session_config__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__SessionConfig *
+       vpipe__session_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__SessionConfig *)
+     protobuf_c_message_unpack (&vpipe__session_config__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__session_config__free_unpacked
+                     (Vpipe__SessionConfig *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__session_config__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__stage_stats__init
+                     (Vpipe__StageStats         *message)
+{
+  static const Vpipe__StageStats init_value = VPIPE__STAGE_STATS__INIT;
+  *message = init_value;
+}
+size_t vpipe__stage_stats__get_packed_size
+                     (const Vpipe__StageStats *message)
+{
+  assert(message->base.descriptor == &vpipe__stage_stats__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__stage_stats__pack
+                     (const Vpipe__StageStats *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__stage_stats__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__stage_stats__pack_to_buffer
+                     (const Vpipe__StageStats *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__stage_stats__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__StageStats *
+       vpipe__stage_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__StageStats *)
+     protobuf_c_message_unpack (&vpipe__stage_stats__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__stage_stats__free_unpacked
+                     (Vpipe__StageStats *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__stage_stats__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__session_stats__init
+                     (Vpipe__SessionStats         *message)
+{
+  static const Vpipe__SessionStats init_value = VPIPE__SESSION_STATS__INIT;
+  *message = init_value;
+}
+size_t vpipe__session_stats__get_packed_size
+                     (const Vpipe__SessionStats *message)
+{
+  assert(message->base.descriptor == &vpipe__session_stats__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__session_stats__pack
+                     (const Vpipe__SessionStats *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__session_stats__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__session_stats__pack_to_buffer
+                     (const Vpipe__SessionStats *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__session_stats__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__SessionStats *
+       vpipe__session_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__SessionStats *)
+     protobuf_c_message_unpack (&vpipe__session_stats__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__session_stats__free_unpacked
+                     (Vpipe__SessionStats *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__session_stats__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__tensor_data__init
+                     (Vpipe__TensorData         *message)
+{
+  static const Vpipe__TensorData init_value = VPIPE__TENSOR_DATA__INIT;
+  *message = init_value;
+}
+size_t vpipe__tensor_data__get_packed_size
+                     (const Vpipe__TensorData *message)
+{
+  assert(message->base.descriptor == &vpipe__tensor_data__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__tensor_data__pack
+                     (const Vpipe__TensorData *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__tensor_data__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__tensor_data__pack_to_buffer
+                     (const Vpipe__TensorData *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__tensor_data__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__TensorData *
+       vpipe__tensor_data__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__TensorData *)
+     protobuf_c_message_unpack (&vpipe__tensor_data__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__tensor_data__free_unpacked
+                     (Vpipe__TensorData *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__tensor_data__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__layer_parameters__init
+                     (Vpipe__LayerParameters         *message)
+{
+  static const Vpipe__LayerParameters init_value = VPIPE__LAYER_PARAMETERS__INIT;
+  *message = init_value;
+}
+size_t vpipe__layer_parameters__get_packed_size
+                     (const Vpipe__LayerParameters *message)
+{
+  assert(message->base.descriptor == &vpipe__layer_parameters__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__layer_parameters__pack
+                     (const Vpipe__LayerParameters *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__layer_parameters__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__layer_parameters__pack_to_buffer
+                     (const Vpipe__LayerParameters *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__layer_parameters__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__LayerParameters *
+       vpipe__layer_parameters__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__LayerParameters *)
+     protobuf_c_message_unpack (&vpipe__layer_parameters__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__layer_parameters__free_unpacked
+                     (Vpipe__LayerParameters *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__layer_parameters__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor vpipe__layer_profile__field_descriptors[5] =
 {
   {
@@ -2535,6 +2895,739 @@ const ProtobufCMessageDescriptor vpipe__simulation_report__descriptor =
   vpipe__simulation_report__field_indices_by_name,
   1,  vpipe__simulation_report__number_ranges,
   (ProtobufCMessageInit) vpipe__simulation_report__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__sgd_config__field_descriptors[2] =
+{
+  {
+    "lr",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SgdConfig, lr),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "momentum",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SgdConfig, momentum),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__sgd_config__field_indices_by_name[] = {
+  0,   /* field[0] = lr */
+  1,   /* field[1] = momentum */
+};
+static const ProtobufCIntRange vpipe__sgd_config__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor vpipe__sgd_config__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.SgdConfig",
+  "SgdConfig",
+  "Vpipe__SgdConfig",
+  "vpipe",
+  sizeof(Vpipe__SgdConfig),
+  2,
+  vpipe__sgd_config__field_descriptors,
+  vpipe__sgd_config__field_indices_by_name,
+  1,  vpipe__sgd_config__number_ranges,
+  (ProtobufCMessageInit) vpipe__sgd_config__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__adam_config__field_descriptors[4] =
+{
+  {
+    "lr",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__AdamConfig, lr),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "beta1",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__AdamConfig, beta1),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "beta2",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__AdamConfig, beta2),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "eps",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__AdamConfig, eps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__adam_config__field_indices_by_name[] = {
+  1,   /* field[1] = beta1 */
+  2,   /* field[2] = beta2 */
+  3,   /* field[3] = eps */
+  0,   /* field[0] = lr */
+};
+static const ProtobufCIntRange vpipe__adam_config__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor vpipe__adam_config__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.AdamConfig",
+  "AdamConfig",
+  "Vpipe__AdamConfig",
+  "vpipe",
+  sizeof(Vpipe__AdamConfig),
+  4,
+  vpipe__adam_config__field_descriptors,
+  vpipe__adam_config__field_indices_by_name,
+  1,  vpipe__adam_config__number_ranges,
+  (ProtobufCMessageInit) vpipe__adam_config__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[10] =
+{
+  {
+    "schedule",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, schedule),
+    &vpipe__schedule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "micro_batches",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, micro_batches),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, seed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sgd",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__TrainingConfig, optimizer_case),
+    offsetof(Vpipe__TrainingConfig, sgd),
+    &vpipe__sgd_config__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "adam",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__TrainingConfig, optimizer_case),
+    offsetof(Vpipe__TrainingConfig, adam),
+    &vpipe__adam_config__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "throttle_copies",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, throttle_copies),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "profile_iterations",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, profile_iterations),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fail_iteration",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, fail_iteration),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fail_stage",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, fail_stage),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fail_micro_batch",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, fail_micro_batch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__training_config__field_indices_by_name[] = {
+  4,   /* field[4] = adam */
+  7,   /* field[7] = fail_iteration */
+  9,   /* field[9] = fail_micro_batch */
+  8,   /* field[8] = fail_stage */
+  1,   /* field[1] = micro_batches */
+  6,   /* field[6] = profile_iterations */
+  0,   /* field[0] = schedule */
+  2,   /* field[2] = seed */
+  3,   /* field[3] = sgd */
+  5,   /* field[5] = throttle_copies */
+};
+static const ProtobufCIntRange vpipe__training_config__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.TrainingConfig",
+  "TrainingConfig",
+  "Vpipe__TrainingConfig",
+  "vpipe",
+  sizeof(Vpipe__TrainingConfig),
+  10,
+  vpipe__training_config__field_descriptors,
+  vpipe__training_config__field_indices_by_name,
+  1,  vpipe__training_config__number_ranges,
+  (ProtobufCMessageInit) vpipe__training_config__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__session_config__field_descriptors[4] =
+{
+  {
+    "model",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionConfig, model),
+    &vpipe__model_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cluster",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionConfig, cluster),
+    &vpipe__cluster_spec__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "plan",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionConfig, plan),
+    &vpipe__plan__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "training",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionConfig, training),
+    &vpipe__training_config__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__session_config__field_indices_by_name[] = {
+  1,   /* field[1] = cluster */
+  0,   /* field[0] = model */
+  2,   /* field[2] = plan */
+  3,   /* field[3] = training */
+};
+static const ProtobufCIntRange vpipe__session_config__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor vpipe__session_config__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.SessionConfig",
+  "SessionConfig",
+  "Vpipe__SessionConfig",
+  "vpipe",
+  sizeof(Vpipe__SessionConfig),
+  4,
+  vpipe__session_config__field_descriptors,
+  vpipe__session_config__field_indices_by_name,
+  1,  vpipe__session_config__number_ranges,
+  (ProtobufCMessageInit) vpipe__session_config__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__stage_stats__field_descriptors[10] =
+{
+  {
+    "stage",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, stage),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "first_layer",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, first_layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_layer",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, last_layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peak_device_bytes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, peak_device_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "capacity_bytes",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, capacity_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "predicted_peak_bytes",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, predicted_peak_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "compute_seconds",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, compute_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stage_seconds_per_micro_batch",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, stage_seconds_per_micro_batch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "swapped_bytes",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, swapped_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "recomputed_layers",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__StageStats, recomputed_layers),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__stage_stats__field_indices_by_name[] = {
+  4,   /* field[4] = capacity_bytes */
+  6,   /* field[6] = compute_seconds */
+  1,   /* field[1] = first_layer */
+  2,   /* field[2] = last_layer */
+  3,   /* field[3] = peak_device_bytes */
+  5,   /* field[5] = predicted_peak_bytes */
+  9,   /* field[9] = recomputed_layers */
+  0,   /* field[0] = stage */
+  7,   /* field[7] = stage_seconds_per_micro_batch */
+  8,   /* field[8] = swapped_bytes */
+};
+static const ProtobufCIntRange vpipe__stage_stats__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor vpipe__stage_stats__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.StageStats",
+  "StageStats",
+  "Vpipe__StageStats",
+  "vpipe",
+  sizeof(Vpipe__StageStats),
+  10,
+  vpipe__stage_stats__field_descriptors,
+  vpipe__stage_stats__field_indices_by_name,
+  1,  vpipe__stage_stats__number_ranges,
+  (ProtobufCMessageInit) vpipe__stage_stats__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__session_stats__field_descriptors[7] =
+{
+  {
+    "iterations",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionStats, iterations),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_iteration_seconds",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionStats, last_iteration_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mean_iteration_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionStats, mean_iteration_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_loss",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionStats, last_loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stages",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__SessionStats, n_stages),
+    offsetof(Vpipe__SessionStats, stages),
+    &vpipe__stage_stats__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "measured_profiles",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__SessionStats, n_measured_profiles),
+    offsetof(Vpipe__SessionStats, measured_profiles),
+    &vpipe__layer_profile__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "plan",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__SessionStats, plan),
+    &vpipe__plan__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__session_stats__field_indices_by_name[] = {
+  0,   /* field[0] = iterations */
+  1,   /* field[1] = last_iteration_seconds */
+  3,   /* field[3] = last_loss */
+  2,   /* field[2] = mean_iteration_seconds */
+  5,   /* field[5] = measured_profiles */
+  6,   /* field[6] = plan */
+  4,   /* field[4] = stages */
+};
+static const ProtobufCIntRange vpipe__session_stats__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor vpipe__session_stats__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.SessionStats",
+  "SessionStats",
+  "Vpipe__SessionStats",
+  "vpipe",
+  sizeof(Vpipe__SessionStats),
+  7,
+  vpipe__session_stats__field_descriptors,
+  vpipe__session_stats__field_indices_by_name,
+  1,  vpipe__session_stats__number_ranges,
+  (ProtobufCMessageInit) vpipe__session_stats__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__tensor_data__field_descriptors[2] =
+{
+  {
+    "shape",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Vpipe__TensorData, n_shape),
+    offsetof(Vpipe__TensorData, shape),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "values",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_FLOAT,
+    offsetof(Vpipe__TensorData, n_values),
+    offsetof(Vpipe__TensorData, values),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__tensor_data__field_indices_by_name[] = {
+  0,   /* field[0] = shape */
+  1,   /* field[1] = values */
+};
+static const ProtobufCIntRange vpipe__tensor_data__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor vpipe__tensor_data__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.TensorData",
+  "TensorData",
+  "Vpipe__TensorData",
+  "vpipe",
+  sizeof(Vpipe__TensorData),
+  2,
+  vpipe__tensor_data__field_descriptors,
+  vpipe__tensor_data__field_indices_by_name,
+  1,  vpipe__tensor_data__number_ranges,
+  (ProtobufCMessageInit) vpipe__tensor_data__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__layer_parameters__field_descriptors[2] =
+{
+  {
+    "layer",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__LayerParameters, layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tensors",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerParameters, n_tensors),
+    offsetof(Vpipe__LayerParameters, tensors),
+    &vpipe__tensor_data__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__layer_parameters__field_indices_by_name[] = {
+  0,   /* field[0] = layer */
+  1,   /* field[1] = tensors */
+};
+static const ProtobufCIntRange vpipe__layer_parameters__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor vpipe__layer_parameters__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.LayerParameters",
+  "LayerParameters",
+  "Vpipe__LayerParameters",
+  "vpipe",
+  sizeof(Vpipe__LayerParameters),
+  2,
+  vpipe__layer_parameters__field_descriptors,
+  vpipe__layer_parameters__field_indices_by_name,
+  1,  vpipe__layer_parameters__number_ranges,
+  (ProtobufCMessageInit) vpipe__layer_parameters__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue vpipe__activation_kind__enum_values_by_number[3] =

@@ -17,7 +17,7 @@ public enum WireDecode {
             guard let options = req.pointee.options else {
                 throw VPipeError.invalidField(field: "options", message: "missing: a PlanRequest needs options (at least micro_batches)")
             }
-            return PlanRequest(model: try modelSpec(model), cluster: try clusterSpec(cluster),
+            return PlanRequest(model: try modelSpec(model, requireProfiles: true), cluster: try clusterSpec(cluster),
                                options: try planOptions(options, field: "options"))
         }
     }
@@ -94,25 +94,80 @@ public enum WireDecode {
         return (schedule, m, PlanLayout(ranges: ranges, policies: policies), planner)
     }
 
-    static func modelSpec(_ m: UnsafeMutablePointer<Vpipe__ModelSpec>) throws -> ModelSpec {
+    /// `requireProfiles`: planning needs every profile; a training session measures them.
+    static func modelSpec(_ m: UnsafeMutablePointer<Vpipe__ModelSpec>, requireProfiles: Bool = true) throws -> ModelSpec {
         var layers: [LayerSpec] = []
         let specs = try repeated(m.pointee.layers, m.pointee.n_layers, field: "model.layers")
         layers.reserveCapacity(specs.count)
         for (l, spec) in specs.enumerated() {
             let path = "model.layers[\(l)]"
-            guard let p = spec.pointee.profile else {
-                throw VPipeError.invalidField(field: "\(path).profile", message: "missing: every layer needs a profile to be planned")
+            let kind = try layerKind(spec, path: path)
+            let profile: LayerProfile
+            if let p = spec.pointee.profile {
+                profile = LayerProfile(
+                    fwdSeconds: p.pointee.fwd_seconds, bwdSeconds: p.pointee.bwd_seconds,
+                    stashBytes: try bytes(p.pointee.stash_bytes, "\(path).profile.stash_bytes"),
+                    outputBytes: try bytes(p.pointee.output_bytes, "\(path).profile.output_bytes"),
+                    paramBytes: try bytes(p.pointee.param_bytes, "\(path).profile.param_bytes"))
+            } else if requireProfiles || kind == nil {
+                throw VPipeError.invalidField(field: "\(path).profile", message: requireProfiles
+                    ? "missing: every layer needs a profile to be planned"
+                    : "missing: a layer without a kind needs a profile")
+            } else {
+                profile = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
             }
-            let profile = LayerProfile(
-                fwdSeconds: p.pointee.fwd_seconds, bwdSeconds: p.pointee.bwd_seconds,
-                stashBytes: try bytes(p.pointee.stash_bytes, "\(path).profile.stash_bytes"),
-                outputBytes: try bytes(p.pointee.output_bytes, "\(path).profile.output_bytes"),
-                paramBytes: try bytes(p.pointee.param_bytes, "\(path).profile.param_bytes"))
-            layers.append(LayerSpec(name: string(spec.pointee.name), profile: profile))
+            layers.append(LayerSpec(name: string(spec.pointee.name), profile: profile, kind: kind))
         }
         return ModelSpec(name: string(m.pointee.name), layers: layers,
                          inputBytes: try bytes(m.pointee.input_bytes, "model.input_bytes"),
                          stateBytesPerParamByte: m.pointee.state_bytes_per_param_byte)
+    }
+
+    /// The layer's `oneof kind`, range-checked (widths up to 65536, vocabularies up to 2^24
+    /// so that token ids are exact in float32).
+    static func layerKind(_ spec: UnsafeMutablePointer<Vpipe__LayerSpec>, path: String) throws -> LayerKind? {
+        func dim(_ v: UInt32, _ field: String, max: Int = 65536) throws -> Int {
+            guard v >= 1 && Int(v) <= max else {
+                throw VPipeError.invalidField(field: "\(path).\(field)", message: "must be between 1 and \(max), got \(v)")
+            }
+            return Int(v)
+        }
+        switch spec.pointee.kind_case {
+        case VPIPE__LAYER_SPEC__KIND_LINEAR:
+            guard let c = spec.pointee.linear else { return nil }
+            return .linear(inFeatures: try dim(c.pointee.in_features, "linear.in_features"),
+                           outFeatures: try dim(c.pointee.out_features, "linear.out_features"))
+        case VPIPE__LAYER_SPEC__KIND_ACTIVATION:
+            guard let c = spec.pointee.activation else { return nil }
+            let raw = Int(c.pointee.kind.rawValue)
+            guard let a = LayerKind.Activation(rawValue: raw) else {
+                throw VPipeError.invalidField(field: "\(path).activation.kind", message: "expected ACTIVATION_RELU (1) or ACTIVATION_GELU (2), got \(raw)")
+            }
+            return .activation(a)
+        case VPIPE__LAYER_SPEC__KIND_LAYER_NORM:
+            guard let c = spec.pointee.layer_norm else { return nil }
+            return .layerNorm(features: try dim(c.pointee.features, "layer_norm.features"))
+        case VPIPE__LAYER_SPEC__KIND_EMBEDDING:
+            guard let c = spec.pointee.embedding else { return nil }
+            return .embedding(vocabulary: try dim(c.pointee.vocabulary, "embedding.vocabulary", max: 1 << 24),
+                              features: try dim(c.pointee.features, "embedding.features"),
+                              sequenceLength: Int(min(c.pointee.sequence_length, 1 << 20)))
+        case VPIPE__LAYER_SPEC__KIND_TRANSFORMER_BLOCK:
+            guard let c = spec.pointee.transformer_block else { return nil }
+            let features = try dim(c.pointee.features, "transformer_block.features")
+            let heads = try dim(c.pointee.heads, "transformer_block.heads", max: 1024)
+            guard features % heads == 0 else {
+                throw VPipeError.invalidField(field: "\(path).transformer_block.heads", message: "\(heads) heads do not divide \(features) features")
+            }
+            let ratio = c.pointee.mlp_ratio == 0 ? 4 : try dim(c.pointee.mlp_ratio, "transformer_block.mlp_ratio", max: 64)
+            return .transformerBlock(features: features, heads: heads,
+                                     sequenceLength: try dim(c.pointee.sequence_length, "transformer_block.sequence_length", max: 1 << 20),
+                                     mlpRatio: ratio)
+        case VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY:
+            return .softmaxCrossEntropy
+        default:
+            return nil
+        }
     }
 
     static func clusterSpec(_ c: UnsafeMutablePointer<Vpipe__ClusterSpec>) throws -> ClusterSpec {

@@ -101,6 +101,7 @@ public enum WireEncode {
             profile.pointee.output_bytes = UInt64(clamping: layer.profile.outputBytes)
             profile.pointee.param_bytes = UInt64(clamping: layer.profile.paramBytes)
             spec.pointee.profile = profile
+            fillKind(layer.kind, spec, arena)
             layers[l] = spec
         }
         message.pointee.n_layers = model.layers.count
@@ -137,6 +138,53 @@ public enum WireEncode {
         message.pointee.n_links = cluster.links.count
         message.pointee.links = links
         return message
+    }
+
+    static func fillKind(_ kind: LayerKind?, _ spec: UnsafeMutablePointer<Vpipe__LayerSpec>, _ arena: CArena) {
+        guard let kind else { return }
+        switch kind {
+        case let .linear(i, o):
+            let c = arena.allocate(Vpipe__Linear.self, count: 1)
+            vpipe__linear__init(c)
+            c.pointee.in_features = UInt32(clamping: i)
+            c.pointee.out_features = UInt32(clamping: o)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_LINEAR
+            spec.pointee.linear = c
+        case let .activation(a):
+            let c = arena.allocate(Vpipe__Activation.self, count: 1)
+            vpipe__activation__init(c)
+            c.pointee.kind = Vpipe__ActivationKind(rawValue: .init(a.rawValue))
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_ACTIVATION
+            spec.pointee.activation = c
+        case let .layerNorm(f):
+            let c = arena.allocate(Vpipe__LayerNorm.self, count: 1)
+            vpipe__layer_norm__init(c)
+            c.pointee.features = UInt32(clamping: f)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_LAYER_NORM
+            spec.pointee.layer_norm = c
+        case let .embedding(v, f, t):
+            let c = arena.allocate(Vpipe__Embedding.self, count: 1)
+            vpipe__embedding__init(c)
+            c.pointee.vocabulary = UInt32(clamping: v)
+            c.pointee.features = UInt32(clamping: f)
+            c.pointee.sequence_length = UInt32(clamping: t)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_EMBEDDING
+            spec.pointee.embedding = c
+        case let .transformerBlock(f, h, t, r):
+            let c = arena.allocate(Vpipe__TransformerBlock.self, count: 1)
+            vpipe__transformer_block__init(c)
+            c.pointee.features = UInt32(clamping: f)
+            c.pointee.heads = UInt32(clamping: h)
+            c.pointee.sequence_length = UInt32(clamping: t)
+            c.pointee.mlp_ratio = UInt32(clamping: r)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_TRANSFORMER_BLOCK
+            spec.pointee.transformer_block = c
+        case .softmaxCrossEntropy:
+            let c = arena.allocate(Vpipe__SoftmaxCrossEntropy.self, count: 1)
+            vpipe__softmax_cross_entropy__init(c)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY
+            spec.pointee.softmax_cross_entropy = c
+        }
     }
 
     // MARK: - helpers

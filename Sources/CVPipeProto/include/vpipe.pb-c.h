@@ -36,6 +36,14 @@ typedef struct Vpipe__Evaluation Vpipe__Evaluation;
 typedef struct Vpipe__SimulationRequest Vpipe__SimulationRequest;
 typedef struct Vpipe__StageSimulation Vpipe__StageSimulation;
 typedef struct Vpipe__SimulationReport Vpipe__SimulationReport;
+typedef struct Vpipe__SgdConfig Vpipe__SgdConfig;
+typedef struct Vpipe__AdamConfig Vpipe__AdamConfig;
+typedef struct Vpipe__TrainingConfig Vpipe__TrainingConfig;
+typedef struct Vpipe__SessionConfig Vpipe__SessionConfig;
+typedef struct Vpipe__StageStats Vpipe__StageStats;
+typedef struct Vpipe__SessionStats Vpipe__SessionStats;
+typedef struct Vpipe__TensorData Vpipe__TensorData;
+typedef struct Vpipe__LayerParameters Vpipe__LayerParameters;
 
 
 /* --- enums --- */
@@ -581,6 +589,193 @@ struct  Vpipe__SimulationReport
     , 0, 0,NULL, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
+struct  Vpipe__SgdConfig
+{
+  ProtobufCMessage base;
+  float lr;
+  /*
+   * 0: plain SGD
+   */
+  float momentum;
+};
+#define VPIPE__SGD_CONFIG__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__sgd_config__descriptor) \
+    , 0, 0 }
+
+
+struct  Vpipe__AdamConfig
+{
+  ProtobufCMessage base;
+  float lr;
+  /*
+   * 0 means 0.9
+   */
+  float beta1;
+  /*
+   * 0 means 0.999
+   */
+  float beta2;
+  /*
+   * 0 means 1e-8
+   */
+  float eps;
+};
+#define VPIPE__ADAM_CONFIG__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__adam_config__descriptor) \
+    , 0, 0, 0, 0 }
+
+
+typedef enum {
+  VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET = 0,
+  VPIPE__TRAINING_CONFIG__OPTIMIZER_SGD = 4,
+  VPIPE__TRAINING_CONFIG__OPTIMIZER_ADAM = 5
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__TRAINING_CONFIG__OPTIMIZER__CASE)
+} Vpipe__TrainingConfig__OptimizerCase;
+
+struct  Vpipe__TrainingConfig
+{
+  ProtobufCMessage base;
+  /*
+   * GPIPE or 1F1B (UNSPECIFIED means 1F1B)
+   */
+  Vpipe__Schedule schedule;
+  /*
+   * m >= 1
+   */
+  uint32_t micro_batches;
+  /*
+   * weights are a function of (seed, layer index) alone
+   */
+  uint64_t seed;
+  /*
+   * Copies between device and host take bytes / host_bandwidth at least (a realistic copy
+   * engine); off, they run at memcpy speed.
+   */
+  protobuf_c_boolean throttle_copies;
+  /*
+   * Iterations a session opened without a plan profiles before planning (0 means 2).
+   */
+  uint32_t profile_iterations;
+  /*
+   * Testing: make `fail_stage` fail at micro-batch `fail_micro_batch` of iteration
+   * `fail_iteration` (1-based; 0 = never), to check that errors end the step everywhere.
+   */
+  uint32_t fail_iteration;
+  uint32_t fail_stage;
+  uint32_t fail_micro_batch;
+  Vpipe__TrainingConfig__OptimizerCase optimizer_case;
+  union {
+    Vpipe__SgdConfig *sgd;
+    Vpipe__AdamConfig *adam;
+  };
+};
+#define VPIPE__TRAINING_CONFIG__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__training_config__descriptor) \
+    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
+
+
+struct  Vpipe__SessionConfig
+{
+  ProtobufCMessage base;
+  /*
+   * every layer needs a kind; profiles are optional
+   */
+  Vpipe__ModelSpec *model;
+  Vpipe__ClusterSpec *cluster;
+  /*
+   * optional: without one the session profiles, then plans
+   */
+  Vpipe__Plan *plan;
+  Vpipe__TrainingConfig *training;
+};
+#define VPIPE__SESSION_CONFIG__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__session_config__descriptor) \
+    , NULL, NULL, NULL, NULL }
+
+
+struct  Vpipe__StageStats
+{
+  ProtobufCMessage base;
+  uint32_t stage;
+  uint32_t first_layer;
+  uint32_t last_layer;
+  /*
+   * measured in the stage's arena over the last step
+   */
+  uint64_t peak_device_bytes;
+  uint64_t capacity_bytes;
+  /*
+   * cost model v1 for this plan with the measured profiles
+   */
+  uint64_t predicted_peak_bytes;
+  /*
+   * measured forward + backward + recompute, last step
+   */
+  double compute_seconds;
+  double stage_seconds_per_micro_batch;
+  /*
+   * device -> host in the last step
+   */
+  uint64_t swapped_bytes;
+  /*
+   * layer forwards re-run in the last step
+   */
+  uint32_t recomputed_layers;
+};
+#define VPIPE__STAGE_STATS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__stage_stats__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
+struct  Vpipe__SessionStats
+{
+  ProtobufCMessage base;
+  uint64_t iterations;
+  double last_iteration_seconds;
+  double mean_iteration_seconds;
+  float last_loss;
+  size_t n_stages;
+  Vpipe__StageStats **stages;
+  /*
+   * one per layer, from the online profiler
+   */
+  size_t n_measured_profiles;
+  Vpipe__LayerProfile **measured_profiles;
+  /*
+   * the plan the session runs
+   */
+  Vpipe__Plan *plan;
+};
+#define VPIPE__SESSION_STATS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__session_stats__descriptor) \
+    , 0, 0, 0, 0, 0,NULL, 0,NULL, NULL }
+
+
+struct  Vpipe__TensorData
+{
+  ProtobufCMessage base;
+  size_t n_shape;
+  uint32_t *shape;
+  size_t n_values;
+  float *values;
+};
+#define VPIPE__TENSOR_DATA__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__tensor_data__descriptor) \
+    , 0,NULL, 0,NULL }
+
+
+struct  Vpipe__LayerParameters
+{
+  ProtobufCMessage base;
+  uint32_t layer;
+  size_t n_tensors;
+  Vpipe__TensorData **tensors;
+};
+#define VPIPE__LAYER_PARAMETERS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__layer_parameters__descriptor) \
+    , 0, 0,NULL }
+
+
 /* Vpipe__LayerProfile methods */
 void   vpipe__layer_profile__init
                      (Vpipe__LayerProfile         *message);
@@ -980,6 +1175,158 @@ Vpipe__SimulationReport *
 void   vpipe__simulation_report__free_unpacked
                      (Vpipe__SimulationReport *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__SgdConfig methods */
+void   vpipe__sgd_config__init
+                     (Vpipe__SgdConfig         *message);
+size_t vpipe__sgd_config__get_packed_size
+                     (const Vpipe__SgdConfig   *message);
+size_t vpipe__sgd_config__pack
+                     (const Vpipe__SgdConfig   *message,
+                      uint8_t             *out);
+size_t vpipe__sgd_config__pack_to_buffer
+                     (const Vpipe__SgdConfig   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__SgdConfig *
+       vpipe__sgd_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__sgd_config__free_unpacked
+                     (Vpipe__SgdConfig *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__AdamConfig methods */
+void   vpipe__adam_config__init
+                     (Vpipe__AdamConfig         *message);
+size_t vpipe__adam_config__get_packed_size
+                     (const Vpipe__AdamConfig   *message);
+size_t vpipe__adam_config__pack
+                     (const Vpipe__AdamConfig   *message,
+                      uint8_t             *out);
+size_t vpipe__adam_config__pack_to_buffer
+                     (const Vpipe__AdamConfig   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__AdamConfig *
+       vpipe__adam_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__adam_config__free_unpacked
+                     (Vpipe__AdamConfig *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__TrainingConfig methods */
+void   vpipe__training_config__init
+                     (Vpipe__TrainingConfig         *message);
+size_t vpipe__training_config__get_packed_size
+                     (const Vpipe__TrainingConfig   *message);
+size_t vpipe__training_config__pack
+                     (const Vpipe__TrainingConfig   *message,
+                      uint8_t             *out);
+size_t vpipe__training_config__pack_to_buffer
+                     (const Vpipe__TrainingConfig   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__TrainingConfig *
+       vpipe__training_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__training_config__free_unpacked
+                     (Vpipe__TrainingConfig *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__SessionConfig methods */
+void   vpipe__session_config__init
+                     (Vpipe__SessionConfig         *message);
+size_t vpipe__session_config__get_packed_size
+                     (const Vpipe__SessionConfig   *message);
+size_t vpipe__session_config__pack
+                     (const Vpipe__SessionConfig   *message,
+                      uint8_t             *out);
+size_t vpipe__session_config__pack_to_buffer
+                     (const Vpipe__SessionConfig   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__SessionConfig *
+       vpipe__session_config__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__session_config__free_unpacked
+                     (Vpipe__SessionConfig *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__StageStats methods */
+void   vpipe__stage_stats__init
+                     (Vpipe__StageStats         *message);
+size_t vpipe__stage_stats__get_packed_size
+                     (const Vpipe__StageStats   *message);
+size_t vpipe__stage_stats__pack
+                     (const Vpipe__StageStats   *message,
+                      uint8_t             *out);
+size_t vpipe__stage_stats__pack_to_buffer
+                     (const Vpipe__StageStats   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__StageStats *
+       vpipe__stage_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__stage_stats__free_unpacked
+                     (Vpipe__StageStats *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__SessionStats methods */
+void   vpipe__session_stats__init
+                     (Vpipe__SessionStats         *message);
+size_t vpipe__session_stats__get_packed_size
+                     (const Vpipe__SessionStats   *message);
+size_t vpipe__session_stats__pack
+                     (const Vpipe__SessionStats   *message,
+                      uint8_t             *out);
+size_t vpipe__session_stats__pack_to_buffer
+                     (const Vpipe__SessionStats   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__SessionStats *
+       vpipe__session_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__session_stats__free_unpacked
+                     (Vpipe__SessionStats *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__TensorData methods */
+void   vpipe__tensor_data__init
+                     (Vpipe__TensorData         *message);
+size_t vpipe__tensor_data__get_packed_size
+                     (const Vpipe__TensorData   *message);
+size_t vpipe__tensor_data__pack
+                     (const Vpipe__TensorData   *message,
+                      uint8_t             *out);
+size_t vpipe__tensor_data__pack_to_buffer
+                     (const Vpipe__TensorData   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__TensorData *
+       vpipe__tensor_data__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__tensor_data__free_unpacked
+                     (Vpipe__TensorData *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__LayerParameters methods */
+void   vpipe__layer_parameters__init
+                     (Vpipe__LayerParameters         *message);
+size_t vpipe__layer_parameters__get_packed_size
+                     (const Vpipe__LayerParameters   *message);
+size_t vpipe__layer_parameters__pack
+                     (const Vpipe__LayerParameters   *message,
+                      uint8_t             *out);
+size_t vpipe__layer_parameters__pack_to_buffer
+                     (const Vpipe__LayerParameters   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__LayerParameters *
+       vpipe__layer_parameters__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__layer_parameters__free_unpacked
+                     (Vpipe__LayerParameters *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Vpipe__LayerProfile_Closure)
@@ -1045,6 +1392,30 @@ typedef void (*Vpipe__StageSimulation_Closure)
 typedef void (*Vpipe__SimulationReport_Closure)
                  (const Vpipe__SimulationReport *message,
                   void *closure_data);
+typedef void (*Vpipe__SgdConfig_Closure)
+                 (const Vpipe__SgdConfig *message,
+                  void *closure_data);
+typedef void (*Vpipe__AdamConfig_Closure)
+                 (const Vpipe__AdamConfig *message,
+                  void *closure_data);
+typedef void (*Vpipe__TrainingConfig_Closure)
+                 (const Vpipe__TrainingConfig *message,
+                  void *closure_data);
+typedef void (*Vpipe__SessionConfig_Closure)
+                 (const Vpipe__SessionConfig *message,
+                  void *closure_data);
+typedef void (*Vpipe__StageStats_Closure)
+                 (const Vpipe__StageStats *message,
+                  void *closure_data);
+typedef void (*Vpipe__SessionStats_Closure)
+                 (const Vpipe__SessionStats *message,
+                  void *closure_data);
+typedef void (*Vpipe__TensorData_Closure)
+                 (const Vpipe__TensorData *message,
+                  void *closure_data);
+typedef void (*Vpipe__LayerParameters_Closure)
+                 (const Vpipe__LayerParameters *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1076,6 +1447,14 @@ extern const ProtobufCMessageDescriptor vpipe__evaluation__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__simulation_request__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__stage_simulation__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__simulation_report__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__sgd_config__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__adam_config__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__training_config__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__session_config__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__stage_stats__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__session_stats__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__tensor_data__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__layer_parameters__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -1,0 +1,161 @@
+import VPipeCore
+
+/// The layers of a model placed on stages, and one training iteration over them.
+///
+/// An iteration: every stage runs its action list of the schedule IR on its own thread
+/// (activations and gradients through the `Transport`, swaps on the stage's copy engine);
+/// after all stages finish without error, each stage applies the optimizer to its layers.
+/// If any stage fails, the transport is aborted so every other stage stops waiting, the
+/// step reports the first error, and no weight changes: the optimizer runs only after a
+/// clean flush.
+final class Pipeline: @unchecked Sendable {
+    let model: ModelSpec
+    let cluster: ClusterSpec
+    let options: TrainingOptions
+    let layers: [Layer]
+    let optimizer: Optimizer
+    var stages: [Stage]
+    var optimizerState: [[[Tensor]]]
+    let transport: Transport
+    private(set) var iteration = 0
+    /// Successful optimizer steps (Adam's bias correction counts these, not attempts).
+    private(set) var optimizerSteps = 0
+    private var scheduleCache: PipelineSchedule?
+
+    /// Places the model on stages per `layout`. `existing` layers and optimizer state (from a
+    /// profiling run or a previous placement) are moved into the stages' arenas instead of
+    /// being built anew, so training continues where it was.
+    init(model: ModelSpec, cluster: ClusterSpec, options: TrainingOptions, layout: PlanLayout,
+         existing: (layers: [Layer], state: [[[Tensor]]], optimizerSteps: Int)? = nil,
+         transport: Transport = InProcessTransport()) throws {
+        self.model = model
+        self.cluster = cluster
+        self.options = options
+        self.transport = transport
+        optimizer = options.makeOptimizer()
+        var stages: [Stage] = []
+        for (i, range) in layout.ranges.enumerated() {
+            let d = cluster.devices[i]
+            let device = MemorySpace(name: "stage \(i) (device \"\(d.name)\")", kind: .device, capacity: max(0, d.memoryBytes - d.reservedBytes))
+            let host = MemorySpace(name: "stage \(i) host pool", kind: .host, capacity: Int.max / 2)
+            let engine = CopyEngine(bandwidth: options.throttleCopies ? d.hostBandwidth : nil)
+            stages.append(Stage(index: i, device: device, host: host, copyEngine: engine, layers: range,
+                                policies: Array(layout.policies[range])))
+        }
+        self.stages = stages
+        var layers: [Layer] = []
+        var state: [[[Tensor]]] = []
+        do {
+            for (l, spec) in model.layers.enumerated() {
+                guard let kind = spec.kind else {
+                    throw VPipeError.invalidField(field: "model.layers[\(l)]", message: "has no kind (linear, activation, ...): a session can only train layers it can build")
+                }
+                guard let stage = stages.first(where: { $0.layers.contains(l) }) else {
+                    throw VPipeError.invalidField(field: "plan.stages", message: "no stage owns layer \(l)")
+                }
+                if let existing, l < existing.layers.count {
+                    let layer = existing.layers[l]
+                    try layer.place(in: stage.device)
+                    layers.append(layer)
+                    state.append(try existing.state[l].map { try $0.map { try $0.copy(to: stage.device, for: "stage \(stage.index) layer \(l) optimizer state") } })
+                } else {
+                    let layer = try makeLayer(kind: kind, name: spec.name, index: l, seed: options.seed, in: stage.device)
+                    layers.append(layer)
+                    state.append(try optimizer.makeState(for: layer.parameters, in: stage.device, label: "stage \(stage.index) layer \(l) optimizer state"))
+                }
+            }
+        } catch {
+            for s in stages { s.copyEngine.shutdown() }
+            throw error
+        }
+        self.layers = layers
+        optimizerState = state
+        optimizerSteps = existing?.optimizerSteps ?? 0
+    }
+
+    func shutdown() { for s in stages { s.copyEngine.shutdown() } }
+
+    var layout: PlanLayout { PlanLayout(ranges: stages.map(\.layers), policies: stages.flatMap(\.policies)) }
+
+    func schedule() throws -> PipelineSchedule {
+        if let scheduleCache { return scheduleCache }
+        let s = try ScheduleGenerators.generate(options.schedule, microBatches: options.microBatches, stagePolicies: stages.map(\.policies))
+        scheduleCache = s
+        return s
+    }
+
+    struct StepResult {
+        var loss: Float
+        var seconds: Double
+        var measurements: [StageMeasurement]
+        var peaks: [Int]
+        var epoch: Double
+    }
+
+    /// One iteration on a mini-batch of `rows` rows: `inputs` holds rows × features values,
+    /// `targets` one class per row.
+    func step(inputs: UnsafeBufferPointer<Float>, features: Int, targets: UnsafeBufferPointer<Int32>) throws -> StepResult {
+        let m = options.microBatches
+        guard features > 0, inputs.count % features == 0 else {
+            throw VPipeError.invalidField(field: "inputs", message: "\(inputs.count) values is not a whole number of rows of \(features) features")
+        }
+        let rows = inputs.count / features
+        guard rows > 0, rows % m == 0 else {
+            throw VPipeError.invalidField(field: "inputs", message: "\(rows) rows do not split into \(m) equal micro-batches")
+        }
+        guard targets.count == rows else {
+            throw VPipeError.invalidField(field: "targets", message: "expected one target per row (\(rows)), got \(targets.count)")
+        }
+        let per = rows / m
+        var mbInputs: [[Float]] = []
+        var mbTargets: [[Int32]] = []
+        for k in 0..<m {
+            mbInputs.append(Array(inputs[(k * per * features)..<((k + 1) * per * features)]))
+            mbTargets.append(Array(targets[(k * per)..<((k + 1) * per)]))
+        }
+        let schedule = try schedule()
+        iteration += 1
+        let epoch = monotonicSeconds()
+        let input = IterationInput(
+            microBatches: m, inputs: mbInputs, inputShape: features == 1 ? [per, 1] : [per, features], targets: mbTargets,
+            lossScale: 1 / Float(rows), iteration: iteration, failure: options.failure, epoch: epoch)
+        transport.reset()
+        for s in stages { s.device.resetPeak() }
+        let p = stages.count
+        final class Results: @unchecked Sendable {
+            var measurements: [StageMeasurement?]
+            init(_ p: Int) { measurements = Array(repeating: nil, count: p) }
+        }
+        let results = Results(p)
+        let monitor = Monitor()
+        runOnThreads(p) { [self] i in
+            let worker = StageWorker(stage: stages[i], stageCount: p, layers: layers, transport: transport, actions: schedule.stages[i])
+            do {
+                let r = try worker.run(input)
+                monitor.locked { results.measurements[i] = r }
+            } catch {
+                transport.abort(error)
+            }
+        }
+        if let error = transport.abortError {
+            for layer in layers { for g in layer.gradients { g.zero() } }
+            throw error
+        }
+        // A clean flush: every stage applies the optimizer to its own layers, in parallel.
+        optimizerSteps += 1
+        let step = optimizerSteps
+        runOnThreads(p) { [self] i in
+            for l in stages[i].layers {
+                optimizer.step(parameters: layers[l].parameters, gradients: layers[l].gradients, state: optimizerState[l], iteration: step)
+                for g in layers[l].gradients { g.zero() }
+            }
+        }
+        let measurements = results.measurements.map { $0 ?? StageMeasurement() }
+        var loss: Float = 0
+        if let lastStage = measurements.last {
+            for k in 0..<m { loss += lastStage.losses[k] ?? .nan }
+        }
+        return StepResult(loss: loss, seconds: monotonicSeconds() - epoch, measurements: measurements,
+                          peaks: stages.map { $0.device.peakBytes }, epoch: epoch)
+    }
+}

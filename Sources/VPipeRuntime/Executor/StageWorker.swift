@@ -1,0 +1,255 @@
+import VPipeCore
+
+/// One stage of the pipeline: its device arena, copy engine, the layers it owns and their
+/// policies. `run` executes the stage's action list of one iteration (the schedule IR).
+final class Stage: @unchecked Sendable {
+    let index: Int
+    let device: MemorySpace
+    let host: MemorySpace
+    let copyEngine: CopyEngine
+    var layers: Range<Int>
+    /// One policy per layer of the stage.
+    var policies: [MemoryPolicy]
+
+    init(index: Int, device: MemorySpace, host: MemorySpace, copyEngine: CopyEngine, layers: Range<Int>, policies: [MemoryPolicy]) {
+        self.index = index
+        self.device = device
+        self.host = host
+        self.copyEngine = copyEngine
+        self.layers = layers
+        self.policies = policies
+    }
+
+    /// Local index ranges of the stage's RECOMPUTE segments.
+    var segments: [Range<Int>] {
+        var out: [Range<Int>] = []
+        var j = 0
+        while j < policies.count {
+            if policies[j] == .recompute {
+                var e = j
+                while e < policies.count && policies[e] == .recompute { e += 1 }
+                out.append(j..<e)
+                j = e
+            } else { j += 1 }
+        }
+        return out
+    }
+}
+
+/// What a stage measured during one iteration.
+struct StageMeasurement {
+    var computeSeconds = 0.0
+    var swappedBytes = 0
+    var recomputedLayers = 0
+    /// Per layer of the stage: forward seconds (first forward only), backward seconds, count.
+    var forwardSeconds: [Double] = []
+    var backwardSeconds: [Double] = []
+    var stashBytes: [Int] = []
+    var outputBytes: [Int] = []
+    var events: [SimulationReport.Event] = []
+    var losses: [Int: Float] = [:]
+}
+
+/// The per-iteration inputs every stage reads.
+struct IterationInput: @unchecked Sendable {
+    let microBatches: Int
+    /// Stage 0's input of each micro-batch: values and shape.
+    let inputs: [[Float]]
+    let inputShape: [Int]
+    let targets: [[Int32]]
+    let lossScale: Float
+    let iteration: Int
+    let failure: TrainingOptions.Failure?
+    let epoch: Double
+}
+
+/// Runs one stage's action list for one iteration.
+struct StageWorker {
+    let stage: Stage
+    let stageCount: Int
+    let layers: [Layer]
+    let transport: Transport
+    let actions: [ScheduleAction]
+
+    /// Live state of one micro-batch on this stage.
+    final class MicroBatch {
+        var input: Tensor?
+        var saved: [Int: [Tensor]] = [:]
+        var segmentInputs: [Int: Tensor] = [:]
+        var swaps: [Int: SwapSlot] = [:]
+        var output: Tensor?
+        var gradientIn: Tensor?
+        var gradientOut: Tensor?
+    }
+
+    func run(_ input: IterationInput) throws -> StageMeasurement {
+        var m = StageMeasurement()
+        let n = stage.layers.count
+        m.forwardSeconds = Array(repeating: 0, count: n)
+        m.backwardSeconds = Array(repeating: 0, count: n)
+        m.stashBytes = Array(repeating: 0, count: n)
+        m.outputBytes = Array(repeating: 0, count: n)
+        var states: [Int: MicroBatch] = [:]
+        func state(_ mb: Int) -> MicroBatch {
+            if let s = states[mb] { return s }
+            let s = MicroBatch()
+            states[mb] = s
+            return s
+        }
+        let last = stage.index == stageCount - 1
+        let segments = stage.segments
+        let backwardOrder = actions.filter { $0.kind == .backward }.map(\.microBatch)
+
+        func record(_ kind: ScheduleAction.Kind, _ mb: Int, _ start: Double, _ end: Double, copy: Bool = false) {
+            m.events.append(SimulationReport.Event(
+                action: ScheduleAction(stage: stage.index, kind: kind, microBatch: mb),
+                resource: copy ? .copy(stage.index) : .compute(stage.index), start: start - input.epoch, end: end - input.epoch))
+        }
+
+        func context(_ j: Int, _ mb: Int) -> LayerContext {
+            let l = stage.layers.lowerBound + j
+            return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(layers[l].name)\") micro-batch \(mb)",
+                                targets: last ? input.targets[mb] : [], lossScale: input.lossScale)
+        }
+
+        func submitSwapIns(_ mb: Int) {
+            guard let s = states[mb] else { return }
+            for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) where slot.claimSwapIn() {
+                let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
+                let engine = stage.copyEngine, device = stage.device
+                stage.copyEngine.submit { slot.swapIn(engine, device: device, label: label) }
+            }
+        }
+
+        for action in actions {
+            let mb = action.microBatch
+            switch action.kind {
+            case .recvActivation:
+                state(mb).input = try transport.receiveActivation(at: stage.index, microBatch: mb, into: stage.device)
+            case .forward:
+                if let f = input.failure, f.iteration == input.iteration, f.stage == stage.index, f.microBatch == mb {
+                    throw RuntimeError.failed("stage \(stage.index): injected failure in the forward of micro-batch \(mb), iteration \(input.iteration)")
+                }
+                let s = state(mb)
+                var x: Tensor
+                if stage.index == 0 {
+                    x = try Tensor(shape: input.inputShape, in: stage.device, for: "stage 0 micro-batch \(mb) input")
+                    x.fill(from: input.inputs[mb])
+                } else {
+                    guard let received = s.input else { throw RuntimeError.failed("stage \(stage.index): forward of micro-batch \(mb) without its activation") }
+                    x = received
+                }
+                s.input = nil
+                let t0 = monotonicSeconds()
+                for j in 0..<n {
+                    let l = stage.layers.lowerBound + j
+                    let start = monotonicSeconds()
+                    let (y, saved) = try layers[l].forward(x, context(j, mb))
+                    m.forwardSeconds[j] += monotonicSeconds() - start
+                    m.stashBytes[j] = uniqueBytes(saved)
+                    m.outputBytes[j] = y.bytes
+                    switch stage.policies[j] {
+                    case .keep: s.saved[j] = saved
+                    case .swap: s.swaps[j] = SwapSlot(device: saved)
+                    case .recompute:
+                        if segments.contains(where: { $0.lowerBound == j }) { s.segmentInputs[j] = x }
+                    }
+                    x = y
+                }
+                let t1 = monotonicSeconds()
+                m.computeSeconds += t1 - t0
+                record(.forward, mb, t0, t1)
+                if last { m.losses[mb] = x.data[0] }
+                s.output = x
+            case .sendActivation:
+                guard let out = states[mb]?.output else { throw RuntimeError.failed("stage \(stage.index): nothing to send for micro-batch \(mb)") }
+                try transport.sendActivation(from: stage.index, microBatch: mb, out)
+                states[mb]?.output = nil
+            case .swapOut:
+                guard let s = states[mb] else { continue }
+                for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) {
+                    let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
+                    let engine = stage.copyEngine, host = stage.host
+                    m.swappedBytes += slot.deviceBytes
+                    stage.copyEngine.submit { slot.swapOut(engine, host: host, label: label) }
+                }
+            case .swapIn:
+                submitSwapIns(mb)
+            case .recompute:
+                break  // done segment by segment inside the backward, so one segment is live at a time
+            case .recvGradient:
+                state(mb).gradientIn = try transport.receiveGradient(at: stage.index, microBatch: mb, into: stage.device)
+            case .backward:
+                let s = state(mb)
+                // Prefetch the next micro-batch's swapped stashes while this one computes.
+                if let k = backwardOrder.firstIndex(of: mb), k + 1 < backwardOrder.count { submitSwapIns(backwardOrder[k + 1]) }
+                submitSwapIns(mb)
+                var g: Tensor
+                if last {
+                    g = try Tensor(shape: [1], in: stage.device, for: "stage \(stage.index) loss gradient")
+                    g.data[0] = 1
+                } else {
+                    guard let received = s.gradientIn else { throw RuntimeError.failed("stage \(stage.index): backward of micro-batch \(mb) without its gradient") }
+                    g = received
+                }
+                s.gradientIn = nil
+                let t0 = monotonicSeconds()
+                var recomputeSeconds = 0.0
+                for j in stride(from: n - 1, through: 0, by: -1) {
+                    let l = stage.layers.lowerBound + j
+                    let saved: [Tensor]
+                    switch stage.policies[j] {
+                    case .keep:
+                        saved = s.saved[j] ?? []
+                    case .swap:
+                        guard let slot = s.swaps[j] else { throw RuntimeError.failed("stage \(stage.index): layer \(l) has no stash for micro-batch \(mb)") }
+                        saved = try slot.waitOnDevice(aborted: { transport.abortError })
+                    case .recompute:
+                        if s.saved[j] == nil, let segment = segments.first(where: { $0.contains(j) }) {
+                            let r0 = monotonicSeconds()
+                            guard var x = s.segmentInputs[segment.lowerBound] else {
+                                throw RuntimeError.failed("stage \(stage.index): recompute segment at layer \(l) lost its input")
+                            }
+                            for k in segment {
+                                let (y, kept) = try layers[stage.layers.lowerBound + k].forward(x, context(k, mb))
+                                s.saved[k] = kept
+                                x = y
+                                m.recomputedLayers += 1
+                            }
+                            s.segmentInputs[segment.lowerBound] = nil
+                            let r1 = monotonicSeconds()
+                            recomputeSeconds += r1 - r0
+                            record(.recompute, mb, r0, r1)
+                        }
+                        saved = s.saved[j] ?? []
+                    }
+                    let start = monotonicSeconds()
+                    let gIn = try layers[l].backward(g, saved: saved, context(j, mb))
+                    m.backwardSeconds[j] += monotonicSeconds() - start
+                    s.saved[j] = nil
+                    s.swaps[j] = nil
+                    if let gIn { g = gIn } else if j > 0 || stage.index > 0 {
+                        throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(layers[l].name)\") returned no input gradient but is not the first layer")
+                    }
+                }
+                let t1 = monotonicSeconds()
+                m.computeSeconds += t1 - t0
+                record(.backward, mb, t0 + recomputeSeconds, t1)
+                if stage.index > 0 { s.gradientOut = g }
+            case .sendGradient:
+                guard let g = states[mb]?.gradientOut else { throw RuntimeError.failed("stage \(stage.index): no gradient to send for micro-batch \(mb)") }
+                try transport.sendGradient(from: stage.index, microBatch: mb, g)
+                states[mb] = nil
+            }
+        }
+        return m
+    }
+
+    /// Bytes of the distinct tensors in a stash (a tensor saved twice counts once).
+    func uniqueBytes(_ tensors: [Tensor]) -> Int {
+        var seen = Set<ObjectIdentifier>()
+        var bytes = 0
+        for t in tensors where seen.insert(ObjectIdentifier(t)).inserted { bytes += t.bytes }
+        return bytes
+    }
+}

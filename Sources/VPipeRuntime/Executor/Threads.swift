@@ -1,0 +1,73 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs `body(i)` for i in 0..<count on `count` new threads and waits for all of them.
+/// Pipeline stages are long-running and block on each other, so they need real threads,
+/// not a pool that could run them one after another.
+func runOnThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
+    final class Job: @unchecked Sendable {
+        let index: Int
+        let body: (Int) -> Void
+        init(_ index: Int, _ body: @escaping (Int) -> Void) { self.index = index; self.body = body }
+    }
+    var threads: [pthread_t] = []
+    for i in 0..<count {
+        let job = Unmanaged.passRetained(Job(i, body)).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
+            job.body(job.index)
+            return nil
+        }, job)
+        if rc != 0 {
+            // No thread: run inline rather than lose the stage (slower, never wrong).
+            let j = Unmanaged<Job>.fromOpaque(job).takeRetainedValue()
+            j.body(j.index)
+        } else {
+            threads.append(thread)
+        }
+    }
+    for t in threads { pthread_join(t, nil) }
+}
+
+/// A mutex and a condition variable, for the few hand-offs the executor has (one per
+/// micro-batch and stage boundary, never per layer).
+final class Monitor: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+
+    /// Waits (the mutex held by the caller, inside `locked`) until signalled.
+    func wait() { pthread_cond_wait(&cond, &mutex) }
+
+    func broadcast() { pthread_cond_broadcast(&cond) }
+}
+
+/// Seconds on a monotonic clock.
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+func sleepSeconds(_ s: Double) {
+    guard s > 0 else { return }
+    var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - Double(Int(s))) * 1e9))
+    nanosleep(&ts, nil)
+}

@@ -1,0 +1,47 @@
+import VPipeCore
+
+/// How a session trains: schedule, micro-batches, optimizer, and testing knobs.
+public struct TrainingOptions: Sendable, Equatable {
+    public enum OptimizerChoice: Sendable, Equatable {
+        case sgd(learningRate: Float, momentum: Float)
+        case adam(learningRate: Float, beta1: Float, beta2: Float, epsilon: Float)
+    }
+
+    /// An injected failure, for testing error propagation: `stage` fails in the forward of
+    /// `microBatch` during iteration `iteration` (1-based).
+    public struct Failure: Sendable, Equatable {
+        public var iteration: Int, stage: Int, microBatch: Int
+        public init(iteration: Int, stage: Int, microBatch: Int) {
+            self.iteration = iteration
+            self.stage = stage
+            self.microBatch = microBatch
+        }
+    }
+
+    public var schedule: Schedule
+    public var microBatches: Int
+    public var seed: UInt64
+    public var optimizer: OptimizerChoice
+    public var throttleCopies: Bool
+    public var profileIterations: Int
+    public var failure: Failure?
+
+    public init(schedule: Schedule = .oneFOneB, microBatches: Int, seed: UInt64 = 0,
+                optimizer: OptimizerChoice = .sgd(learningRate: 0.01, momentum: 0), throttleCopies: Bool = false,
+                profileIterations: Int = 2, failure: Failure? = nil) {
+        self.schedule = schedule
+        self.microBatches = microBatches
+        self.seed = seed
+        self.optimizer = optimizer
+        self.throttleCopies = throttleCopies
+        self.profileIterations = profileIterations
+        self.failure = failure
+    }
+
+    func makeOptimizer() -> Optimizer {
+        switch optimizer {
+        case let .sgd(lr, momentum): return SGD(learningRate: lr, momentum: momentum)
+        case let .adam(lr, b1, b2, eps): return Adam(learningRate: lr, beta1: b1, beta2: b2, epsilon: eps)
+        }
+    }
+}
