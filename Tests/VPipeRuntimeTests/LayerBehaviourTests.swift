@@ -177,3 +177,26 @@ import VPipeRuntime
         }
     }
 }
+
+/// Sizes a host can pass that must throw, not trap.
+@Suite struct OversizeTests {
+    @Test func hugeSizesThrow() throws {
+        let kinds: [LayerKind] = [
+            .linear(inFeatures: Int.max / 2, outFeatures: 4),
+            .linear(inFeatures: 1 << 30, outFeatures: 1 << 30),
+            .embedding(vocabulary: 10, features: 4, sequenceLength: -1),
+            .transformerBlock(features: 1 << 40, heads: 1, sequenceLength: 4, mlpRatio: 0),
+            .transformerBlock(features: 8, heads: 2, sequenceLength: 4, mlpRatio: -3),
+        ]
+        // Charged to a space, as the executor always does: sizes that fit in an Int but not
+        // in the space are refused by its capacity before anything is allocated.
+        let space = MemorySpace(name: "d0", kind: .device, capacity: 1 << 30)
+        for kind in kinds {
+            #expect(throws: RuntimeError.self, "\(kind)") {
+                _ = try makeLayer(kind: kind, name: "big", index: 0, seed: 1, in: space)
+            }
+        }
+        #expect(space.bytesInUse == 0)
+        #expect(throws: RuntimeError.self) { _ = try Tensor(shape: [1 << 40, 1 << 40], in: nil, for: "huge") }
+    }
+}

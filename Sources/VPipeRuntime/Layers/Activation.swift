@@ -31,6 +31,12 @@ public final class Activation: Layer {
     private static let geluScale = Float((2 / Double.pi).squareRoot())
     private static let geluCubic: Float = 0.044715
 
+    /// tanh(u) and du/dx for GELU's u = √(2/π)(x + 0.044715x³).
+    @inline(__always) private static func geluTanh(_ x: Float) -> (tanh: Float, du: Float) {
+        let u = geluScale * (x + geluCubic * x * x * x)
+        return (tanhf(u), geluScale * (1 + 3 * geluCubic * x * x))
+    }
+
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let output = try context.allocate(input.shape, "output")  // same shape as x
         let x = input.data, y = output.data, n = input.count
@@ -38,11 +44,7 @@ public final class Activation: Layer {
         case .relu:
             for i in 0..<n { y[i] = x[i] > 0 ? x[i] : 0 }
         case .gelu:
-            for i in 0..<n {
-                let v = x[i]
-                let u = Activation.geluScale * (v + Activation.geluCubic * v * v * v)
-                y[i] = 0.5 * v * (1 + tanhf(u))
-            }
+            for i in 0..<n { y[i] = 0.5 * x[i] * (1 + Activation.geluTanh(x[i]).tanh) }
         }
         return (output, [input])
     }
@@ -58,11 +60,8 @@ public final class Activation: Layer {
             for i in 0..<n { dx[i] = x[i] > 0 ? dy[i] : 0 }
         case .gelu:
             for i in 0..<n {
-                let v = x[i]
-                let u = Activation.geluScale * (v + Activation.geluCubic * v * v * v)
-                let t = tanhf(u)
-                let du = Activation.geluScale * (1 + 3 * Activation.geluCubic * v * v)
-                dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * du)
+                let (t, du) = Activation.geluTanh(x[i])
+                dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * x[i] * (1 - t * t) * du)
             }
         }
         return gradInput

@@ -22,9 +22,7 @@ public final class Embedding: Layer {
                 rng: inout RNG, in space: MemorySpace?) throws {
         let label = label ?? "\"\(name)\""
         try ShapeCheck.positive(["vocabulary": vocabulary, "features": features], label)
-        guard sequenceLength >= 0 else {
-            throw RuntimeError.invalidShape("\(label): sequenceLength must be >= 0, got \(sequenceLength)")
-        }
+        if sequenceLength != 0 { try ShapeCheck.positive(["sequenceLength": sequenceLength], label) }
         self.name = name
         self.vocabulary = vocabulary
         self.features = features

@@ -41,10 +41,14 @@ enum ShapeCheck {
         }
     }
 
-    /// Layer sizes given at construction must be positive.
+    /// Largest size accepted for one dimension of a layer (so that 3·C, r·C, T·T and the
+    /// like cannot overflow before `Tensor` checks the total).
+    static let maximumSize = 1 << 30
+
+    /// Layer sizes given at construction must be in 1...maximumSize.
     static func positive(_ sizes: KeyValuePairs<String, Int>, _ label: String) throws {
-        for (name, size) in sizes where size <= 0 {
-            throw RuntimeError.invalidShape("\(label): \(name) must be positive, got \(size)")
+        for (name, size) in sizes where size <= 0 || size > maximumSize {
+            throw RuntimeError.invalidShape("\(label): \(name) must be in 1...\(maximumSize), got \(size)")
         }
     }
 }
