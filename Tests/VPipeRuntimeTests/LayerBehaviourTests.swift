@@ -101,6 +101,7 @@ import VPipeRuntime
         let space = MemorySpace(name: "d0", kind: .device, capacity: 1 << 24)
         let layer = try makeLayer(kind: .transformerBlock(features: 8, heads: 2, sequenceLength: 4, mlpRatio: 0),
                                   name: "block", index: 1, seed: 1, in: space)
+        #expect(layer.parameters[8].shape == [32, 8], "mlpRatio 0 means 4: fc is [4C, C]")
         let weights = space.bytesInUse
         let ctx = LayerContext(space: space, label: "layer 1 (\"block\")")
         do {
