@@ -12,8 +12,16 @@ public final class Tensor: @unchecked Sendable {
 
     /// Zero-filled storage for `shape` in `space` (nil: an uncharged host temporary).
     public init(shape: [Int], in space: MemorySpace?, for label: @autoclosure () -> String) throws {
-        let count = shape.reduce(1, *)
         guard shape.allSatisfy({ $0 >= 0 }) else { throw RuntimeError.invalidShape("negative dimension in \(shape) for \(label())") }
+        // Checked: a host-given size must not overflow (and trap) on its way to the allocator.
+        var count = 1
+        for d in shape {
+            let (product, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow, product <= Int.max / MemoryLayout<Float>.stride else {
+                throw RuntimeError.invalidShape("\(shape) is too large to allocate for \(label())")
+            }
+            count = product
+        }
         try space?.reserve(count * MemoryLayout<Float>.stride, for: label())
         self.shape = shape
         self.count = count

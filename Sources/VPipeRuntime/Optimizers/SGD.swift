@@ -1,0 +1,39 @@
+/// Stochastic gradient descent with (PyTorch-style) momentum:
+///
+///     v = μ·v + g;  p −= lr·v          (μ = 0: p −= lr·g, and no state)
+///
+/// State: one velocity tensor per parameter when μ > 0, none otherwise.
+public struct SGD: Optimizer {
+    public var learningRate: Float
+    public var momentum: Float
+
+    public init(learningRate: Float, momentum: Float = 0) {
+        self.learningRate = learningRate
+        self.momentum = momentum
+    }
+
+    /// Weights + gradients + velocity (or just weights + gradients without momentum).
+    public var stateBytesPerParamByte: Double { momentum == 0 ? 2 : 3 }
+
+    public func makeState(for parameters: [Tensor], in space: MemorySpace?, label: String) throws -> [[Tensor]] {
+        guard momentum != 0 else { return parameters.map { _ in [] } }
+        return try parameters.map { [try Tensor(shape: $0.shape, in: space, for: "\(label) momentum")] }
+    }
+
+    /// Parameters whose gradient or state does not match in size are left untouched.
+    public func step(parameters: [Tensor], gradients: [Tensor], state: [[Tensor]], iteration: Int) {
+        for (i, (p, g)) in zip(parameters, gradients).enumerated() where p.count == g.count {
+            let w = p.data, dw = g.data, lr = learningRate
+            if momentum == 0 {
+                for j in 0..<p.count { w[j] -= lr * dw[j] }
+            } else {
+                guard i < state.count, let v = state[i].first, v.count == p.count else { continue }
+                let vel = v.data, mu = momentum
+                for j in 0..<p.count {
+                    vel[j] = mu * vel[j] + dw[j]
+                    w[j] -= lr * vel[j]
+                }
+            }
+        }
+    }
+}
