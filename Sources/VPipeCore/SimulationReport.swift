@@ -26,6 +26,13 @@ public struct SimulationReport: Sendable, Equatable {
         public var resource: Resource
         public var start: Double
         public var end: Double
+
+        public init(action: ScheduleAction, resource: Resource, start: Double, end: Double) {
+            self.action = action
+            self.resource = resource
+            self.start = start
+            self.end = end
+        }
     }
 
     /// Stage i's memory from `time` on, until the next point (a step series).
@@ -57,6 +64,22 @@ public struct SimulationReport: Sendable, Equatable {
         /// The step series of the stage's bytes, starting at time 0 (after the actions that
         /// start at 0 have allocated); one point per change.
         public var memory: [MemoryPoint]
+
+        public init(busySeconds: Double, idleSeconds: Double, bubbleSeconds: Double, swapStallSeconds: Double,
+                    busyFraction: Double, idleFraction: Double, bubbleFraction: Double, peakMemoryBytes: Double,
+                    staticBytes: Double, memoryBytes: Int, memory: [MemoryPoint]) {
+            self.busySeconds = busySeconds
+            self.idleSeconds = idleSeconds
+            self.bubbleSeconds = bubbleSeconds
+            self.swapStallSeconds = swapStallSeconds
+            self.busyFraction = busyFraction
+            self.idleFraction = idleFraction
+            self.bubbleFraction = bubbleFraction
+            self.peakMemoryBytes = peakMemoryBytes
+            self.staticBytes = staticBytes
+            self.memoryBytes = memoryBytes
+            self.memory = memory
+        }
     }
 
     public var schedule: PipelineSchedule
@@ -67,4 +90,13 @@ public struct SimulationReport: Sendable, Equatable {
     public var stages: [StageReport]
     /// Every action with a duration, in start order.
     public var events: [Event]
+
+    public init(schedule: PipelineSchedule, iterationSeconds: Double, costModelIterationSeconds: Double,
+                stages: [StageReport], events: [Event]) {
+        self.schedule = schedule
+        self.iterationSeconds = iterationSeconds
+        self.costModelIterationSeconds = costModelIterationSeconds
+        self.stages = stages
+        self.events = events
+    }
 }

@@ -79,7 +79,7 @@ final class Pipeline: @unchecked Sendable {
 
     func schedule() throws -> PipelineSchedule {
         if let scheduleCache { return scheduleCache }
-        let s = try ScheduleGenerators.generate(options.schedule, microBatches: options.microBatches, stagePolicies: stages.map(\.policies))
+        let s = try ScheduleGenerator.generate(options.schedule, microBatches: options.microBatches, stagePolicies: stages.map(\.policies))
         scheduleCache = s
         return s
     }

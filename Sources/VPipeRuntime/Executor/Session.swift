@@ -252,6 +252,6 @@ public final class TrainingSession: @unchecked Sendable {
         let schedule = (try? pipeline.schedule()) ?? PipelineSchedule(kind: config.training.schedule, microBatches: config.training.microBatches, stages: [])
         let report = SimulationReport(schedule: schedule, iterationSeconds: r.seconds,
                                       costModelIterationSeconds: plan?.iterationSeconds ?? 0, stages: stages, events: events)
-        return (TraceExport.chromeTrace(report), TimelineSVG.svg(report, title: "\(config.model.name): measured iteration \(iterations)"))
+        return (TraceExport.chromeTrace(report), TraceExport.svg(report, title: "\(config.model.name): measured iteration \(iterations)"))
     }
 }

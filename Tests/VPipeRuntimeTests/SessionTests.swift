@@ -1,0 +1,153 @@
+import Testing
+import VPipeCore
+import VPipeRuntime
+
+/// The training runtime end to end: pipelines of 1, 2 and 4 stages, GPipe and 1F1B, any mix
+/// of KEEP/SWAP/RECOMPUTE, must train exactly like one stage.
+///
+/// Tolerance: 0 (bit-identical) within a schedule. Every layer computes each micro-batch
+/// with the same kernels on the same rows whatever the placement, gradients accumulate in
+/// micro-batch order in both schedules (both generators run backwards in order 0..m-1),
+/// the loss is summed in micro-batch order, and the optimizer runs once after the flush;
+/// stage boundaries only copy tensors. So nothing reorders a floating-point sum.
+@Suite struct SessionTests {
+    static let gib = 1 << 30
+
+    /// Linear(8→16) ReLU Linear(16→16) GELU Linear(16→4) loss: 6 layers.
+    static func mlp() -> ModelSpec {
+        let kinds: [LayerKind] = [.linear(inFeatures: 8, outFeatures: 16), .activation(.relu), .linear(inFeatures: 16, outFeatures: 16),
+                                  .activation(.gelu), .linear(inFeatures: 16, outFeatures: 4), .softmaxCrossEntropy]
+        return model("mlp", kinds)
+    }
+
+    /// Embedding(V 13, C 16, T 4) Block Block LayerNorm Linear(16→13) loss: 6 layers.
+    static func gpt() -> ModelSpec {
+        let kinds: [LayerKind] = [.embedding(vocabulary: 13, features: 16, sequenceLength: 4),
+                                  .transformerBlock(features: 16, heads: 2, sequenceLength: 4, mlpRatio: 2),
+                                  .transformerBlock(features: 16, heads: 2, sequenceLength: 4, mlpRatio: 2),
+                                  .layerNorm(features: 16), .linear(inFeatures: 16, outFeatures: 13), .softmaxCrossEntropy]
+        return model("gpt", kinds)
+    }
+
+    static func model(_ name: String, _ kinds: [LayerKind]) -> ModelSpec {
+        ModelSpec(name: name, layers: kinds.enumerated().map { i, k in
+            LayerSpec(name: "l\(i)", profile: LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0), kind: k)
+        }, inputBytes: 0)
+    }
+
+    static func cluster(_ p: Int, memory: Int = gib) -> ClusterSpec {
+        .uniform(count: p, device: DeviceSpec(name: "cpu", memoryBytes: memory, hostBandwidth: 1e10), link: LinkSpec(bandwidth: 1e10))
+    }
+
+    /// Deterministic data: rows × features inputs (or token ids) and one target per row.
+    static func batch(rows: Int, features: Int, classes: Int, tokens: Bool, seed: Int) -> ([Float], [Int32]) {
+        var state = UInt64(seed + 1) &* 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state >> 33 }
+        let inputs: [Float] = (0..<(rows * features)).map { _ in tokens ? Float(next() % 13) : Float(Int(next() % 2000) - 1000) / 1000 }
+        let targets: [Int32] = (0..<rows).map { _ in Int32(next() % UInt64(classes)) }
+        return (inputs, targets)
+    }
+
+    static func train(_ model: ModelSpec, stages p: Int, policies: [MemoryPolicy]? = nil, schedule: Schedule, steps: Int = 6,
+                      tokens: Bool = false, plan: Bool = true) throws -> (losses: [Float], session: TrainingSession) {
+        let L = model.layers.count
+        var starts: [Int] = []
+        for i in 0..<p { starts.append(i * L / p) }
+        let layout = PlanLayout(stageStarts: starts, layerCount: L, policies: policies ?? Array(repeating: .keep, count: L))
+        let session = try TrainingSession(SessionConfig(
+            model: model, cluster: cluster(plan ? p : max(p, 1)), plan: plan ? layout : nil,
+            training: TrainingOptions(schedule: schedule, microBatches: 4, seed: 7, optimizer: .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8))))
+        var losses: [Float] = []
+        for s in 0..<steps {
+            let (x, y) = batch(rows: 32, features: tokens ? 1 : 8, classes: tokens ? 13 : 4, tokens: tokens, seed: s % 2)
+            let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } }
+            losses.append(loss)
+        }
+        return (losses, session)
+    }
+
+    @Test(arguments: [Schedule.gpipe, .oneFOneB])
+    func pipelinesTrainLikeOneStage(schedule: Schedule) throws {
+        for (model, tokens) in [(Self.mlp(), false), (Self.gpt(), true)] {
+            let reference = try Self.train(model, stages: 1, schedule: schedule, tokens: tokens).losses
+            #expect(reference.last! < reference.first!, "\(model.name): loss did not fall: \(reference)")
+            let mixes: [[MemoryPolicy]] = [
+                Array(repeating: .keep, count: 6),
+                [.keep, .swap, .recompute, .recompute, .swap, .keep],
+                [.recompute, .recompute, .swap, .keep, .recompute, .swap],
+            ]
+            for p in [2, 4] {
+                for mix in mixes {
+                    let losses = try Self.train(model, stages: p, policies: mix, schedule: schedule, tokens: tokens).losses
+                    #expect(losses == reference, "\(model.name) \(schedule.name) p=\(p) \(PlanTable.policyString(mix)): \(losses) vs one stage \(reference)")
+                }
+            }
+        }
+    }
+
+    @Test func measuredPeakWithinCapacityAndNearTheCostModel() throws {
+        let (_, session) = try Self.train(Self.gpt(), stages: 2, policies: [.keep, .swap, .recompute, .keep, .keep, .keep],
+                                          schedule: .oneFOneB, tokens: true)
+        let stats = session.statistics()
+        for s in stats.stages {
+            #expect(s.peakDeviceBytes <= s.capacityBytes)
+            let ratio = Double(s.peakDeviceBytes) / s.predictedPeakBytes
+            print("stage \(s.stage): measured peak \(s.peakDeviceBytes) B, cost model \(Int(s.predictedPeakBytes)) B, ratio \(ratio)")
+            #expect(abs(ratio - 1) <= 0.10, "stage \(s.stage): measured \(s.peakDeviceBytes) vs predicted \(s.predictedPeakBytes)")
+        }
+        #expect(stats.stages[0].swappedBytes > 0)
+        #expect(stats.stages[1].recomputedLayers > 0 || stats.stages[0].recomputedLayers > 0)
+    }
+
+    @Test func injectedFailureStopsEveryStage() throws {
+        let model = Self.mlp()
+        let session = try TrainingSession(SessionConfig(
+            model: model, cluster: Self.cluster(3), plan: PlanLayout(stageStarts: [0, 2, 4], layerCount: 6, policies: Array(repeating: .keep, count: 6)),
+            training: TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 1, optimizer: .sgd(learningRate: 0.1, momentum: 0.9),
+                                      failure: .init(iteration: 2, stage: 1, microBatch: 2))))
+        let (x, y) = Self.batch(rows: 16, features: 8, classes: 4, tokens: false, seed: 0)
+        func step() throws -> Float { try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } } }
+        _ = try step()
+        let before = try session.parameters(layer: 0)
+        do {
+            _ = try step()
+            Issue.record("expected the injected failure")
+        } catch {
+            #expect("\(error)".contains("stage 1") && "\(error)".contains("micro-batch 2"), "error: \(error)")
+        }
+        #expect(try session.parameters(layer: 0).map(\.values) == before.map(\.values), "a failed step changed weights")
+        _ = try step()  // iteration 3 runs normally
+        session.close()
+    }
+
+    @Test func outOfMemoryNamesStageAndLayer() {
+        do {
+            _ = try Self.train(Self.mlp(), stages: 2, schedule: .gpipe, steps: 1, plan: true, memory: 2000)
+            Issue.record("expected out of memory")
+        } catch {
+            #expect("\(error)".contains("stage") && "\(error)".contains("bytes"), "error: \(error)")
+        }
+    }
+
+    @Test func withoutAPlanItProfilesThenPlans() throws {
+        let reference = try Self.train(Self.gpt(), stages: 1, schedule: .oneFOneB, steps: 5, tokens: true).losses
+        let (losses, session) = try Self.train(Self.gpt(), stages: 2, schedule: .oneFOneB, steps: 5, tokens: true, plan: false)
+        #expect(!session.isProfiling)
+        #expect(session.plan?.stages.count == 2)
+        #expect(losses == reference, "profiled-then-planned \(losses) vs one stage \(reference)")
+        let profiles = session.statistics().measuredProfiles
+        #expect(profiles.allSatisfy { $0.fwdSeconds > 0 && $0.bwdSeconds > 0 }, "profiles \(profiles)")
+        #expect(profiles[1].paramBytes > 0 && profiles[1].stashBytes > 0)
+    }
+}
+
+extension SessionTests {
+    static func train(_ model: ModelSpec, stages p: Int, schedule: Schedule, steps: Int, plan: Bool, memory: Int) throws -> [Float] {
+        let L = model.layers.count
+        let layout = PlanLayout(stageStarts: (0..<p).map { $0 * L / p }, layerCount: L, policies: Array(repeating: .keep, count: L))
+        let session = try TrainingSession(SessionConfig(model: model, cluster: cluster(p, memory: memory), plan: layout,
+                                                        training: TrainingOptions(schedule: schedule, microBatches: 4)))
+        let (x, y) = batch(rows: 32, features: 8, classes: 4, tokens: false, seed: 0)
+        return [try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } }]
+    }
+}
