@@ -79,9 +79,10 @@ test-python: install-stage
 install-stage:
 	@$(MAKE) --no-print-directory install PREFIX=$(STAGE) >/dev/null
 
-## demo: plan an analytic 24-block GPT on 4 virtual devices and print the plan.
+## demo: train a character-level GPT on data/ through 4 memory-tight virtual devices:
+## the plan (vs every baseline), a progress bar, the measured timeline in build/demo/.
 demo: build
-	bin/vpipe plan --model gpt --blocks 24 --devices 4 --memory-gib 12 --micro-batches 8 --planner gpipe
+	bin/vpipe demo --steps 300 --memory-fraction 0.7
 
 ## bench-planner: planner quality (VPIPE vs EXACT, vs baselines) and speed; see docs/benchmarks.md.
 bench-planner: deps

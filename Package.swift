@@ -54,7 +54,7 @@ let package = Package(
         .executableTarget(
             name: "VPipeCLI",
             dependencies: [
-                "VPipeCore", "VPipeWire",
+                "VPipeCore", "VPipeWire", "VPipeRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/vpipe"

@@ -129,8 +129,10 @@ struct PlanCommand: ParsableCommand {
                            options: PlanOptions(schedule: schedule.schedule, microBatches: microBatches, planner: planner.kind))
     }
 
+    func comparison(_ request: PlanRequest) -> String { PlanCommand.comparison(request) }
+
     /// What every planner gives on the same request: iteration time and feasibility.
-    func comparison(_ request: PlanRequest) -> String {
+    static func comparison(_ request: PlanRequest) -> String {
         var lines = ["planner         iteration    bottleneck   peak memory (max stage)   speed-up vs GPIPE"]
         var results: [(PlannerKind, Result<Plan, VPipeError>)] = []
         for kind in PlannerKind.allCases {

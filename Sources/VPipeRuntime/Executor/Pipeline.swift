@@ -36,13 +36,16 @@ final class Pipeline: @unchecked Sendable {
         var stages: [Stage] = []
         for (i, range) in layout.ranges.enumerated() {
             let d = cluster.devices[i]
-            let device = MemorySpace(name: "stage \(i) (device \"\(d.name)\")", kind: .device, capacity: max(0, d.memoryBytes - d.reservedBytes))
+            // The arena is the whole device: reserved_bytes (R_i) is the part the runtime's own
+            // workspace (temporaries of a layer call) uses, which the planner sets aside.
+            let device = MemorySpace(name: "stage \(i) (device \"\(d.name)\")", kind: .device, capacity: d.memoryBytes)
             let host = MemorySpace(name: "stage \(i) host pool", kind: .host, capacity: Int.max / 2)
             let engine = CopyEngine(bandwidth: options.throttleCopies ? d.hostBandwidth : nil)
             stages.append(Stage(index: i, device: device, host: host, copyEngine: engine, layers: range,
                                 policies: Array(layout.policies[range])))
         }
         self.stages = stages
+        if stages.count > 1 { BLASThreads.set(1) }
         var layers: [Layer] = []
         var state: [[[Tensor]]] = []
         do {

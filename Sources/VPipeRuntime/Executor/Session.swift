@@ -53,6 +53,10 @@ public final class TrainingSession: @unchecked Sendable {
     private var profiling: Bool
     private var profileSums: [LayerProfile]
     private var profiledIterations = 0
+    /// The largest transient workspace any layer call needed so far (bytes).
+    public private(set) var workspaceBytes = 0
+    /// The same, per stage of the current placement.
+    private var stageWorkspace: [Int] = []
     private var lastResult: Pipeline.StepResult?
     private var iterations = 0
     private var totalSeconds = 0.0
@@ -122,6 +126,9 @@ public final class TrainingSession: @unchecked Sendable {
         totalSeconds += result.seconds
         lastLoss = result.loss
         accumulateProfiles(result)
+        workspaceBytes = max(workspaceBytes, result.measurements.map(\.workspaceBytes).max() ?? 0)
+        if stageWorkspace.count != result.measurements.count { stageWorkspace = Array(repeating: 0, count: result.measurements.count) }
+        for (i, m) in result.measurements.enumerated() { stageWorkspace[i] = max(stageWorkspace[i], m.workspaceBytes) }
         if profiling && profiledIterations >= max(1, config.training.profileIterations) {
             try planFromProfiles()
         }
@@ -175,18 +182,38 @@ public final class TrainingSession: @unchecked Sendable {
     /// Ends profiling: plan with VPIPE on the measured model and move the layers.
     private func planFromProfiles() throws {
         let model = measuredModel
-        let request = PlanRequest(model: model, cluster: config.cluster,
+        let request = PlanRequest(model: model, cluster: clusterWithWorkspace,
                                   options: PlanOptions(schedule: config.training.schedule, microBatches: config.training.microBatches, planner: .vpipe))
         let plan = try Planning.plan(request)
         let old = pipeline
         pipeline = try Pipeline(model: config.model, cluster: config.cluster, options: config.training, layout: plan.layout,
                                 existing: (old.layers, old.optimizerState, old.optimizerSteps))
         old.shutdown()
+        stageWorkspace = []
         self.plan = plan
         profiling = false
     }
 
     public var isProfiling: Bool { profiling }
+
+    /// The cluster with every device's reserved_bytes raised to the measured workspace, so
+    /// that a plan made from it leaves room for the runtime's temporaries.
+    public var clusterWithWorkspace: ClusterSpec {
+        var c = config.cluster
+        for i in c.devices.indices { c.devices[i].reservedBytes = max(c.devices[i].reservedBytes, workspaceBytes) }
+        return c
+    }
+
+    /// The running plan evaluated with cost model v1 on the measured profiles (once some
+    /// exist; before, on the profiles the host gave).
+    public var currentPlan: Plan? {
+        let model = profiledIterations > 0 ? measuredModel : config.model
+        let cm = CostModel(model: model, cluster: config.cluster, schedule: config.training.schedule, microBatches: config.training.microBatches)
+        guard var p = try? cm.evaluate(pipeline.layout) else { return plan }
+        p.planner = plan?.planner
+        p.planningSeconds = plan?.planningSeconds ?? 0
+        return p
+    }
 
     public func statistics() -> SessionStatistics {
         let profiles = measuredProfiles
@@ -195,7 +222,8 @@ public final class TrainingSession: @unchecked Sendable {
             let model = measuredModel
             let cm = CostModel(model: model, cluster: config.cluster, schedule: config.training.schedule, microBatches: config.training.microBatches)
             if let p = try? cm.evaluate(pipeline.layout) {
-                predicted = p.stages.map { $0.peakMemoryBytes - Double(config.cluster.devices[$0.device].reservedBytes) }
+                // Mem_i without R_i, plus the workspace actually measured: what the arena holds.
+                predicted = p.stages.map { $0.peakMemoryBytes - Double(config.cluster.devices[$0.device].reservedBytes) + Double($0.device < stageWorkspace.count ? stageWorkspace[$0.device] : workspaceBytes) }
             }
         }
         let stages = pipeline.stages.enumerated().map { i, s in
@@ -209,7 +237,7 @@ public final class TrainingSession: @unchecked Sendable {
         return SessionStatistics(
             iterations: iterations, lastIterationSeconds: lastResult?.seconds ?? 0,
             meanIterationSeconds: iterations > 0 ? totalSeconds / Double(iterations) : 0, lastLoss: lastLoss,
-            stages: stages, measuredProfiles: profiles, plan: plan)
+            stages: stages, measuredProfiles: profiles, plan: profiling ? nil : currentPlan)
     }
 
 
@@ -251,7 +279,7 @@ public final class TrainingSession: @unchecked Sendable {
         }
         let schedule = (try? pipeline.schedule()) ?? PipelineSchedule(kind: config.training.schedule, microBatches: config.training.microBatches, stages: [])
         let report = SimulationReport(schedule: schedule, iterationSeconds: r.seconds,
-                                      costModelIterationSeconds: plan?.iterationSeconds ?? 0, stages: stages, events: events)
+                                      costModelIterationSeconds: currentPlan?.iterationSeconds ?? 0, stages: stages, events: events)
         return (TraceExport.chromeTrace(report), TraceExport.svg(report, title: "\(config.model.name): measured iteration \(iterations)"))
     }
 }

@@ -46,6 +46,9 @@ struct StageMeasurement {
     var backwardSeconds: [Double] = []
     var stashBytes: [Int] = []
     var outputBytes: [Int] = []
+    /// The most bytes any layer call of the stage held transiently beyond what it returned
+    /// (temporaries of a forward, gradient buffers of a backward): the runtime's workspace.
+    var workspaceBytes = 0
     var events: [SimulationReport.Event] = []
     var losses: [Int: Float] = [:]
 }
@@ -144,8 +147,10 @@ struct StageWorker {
                 for j in 0..<n {
                     let l = stage.layers.lowerBound + j
                     let start = monotonicSeconds()
+                    let before = stage.device.beginWindow()
                     let (y, saved) = try layers[l].forward(x, context(j, mb))
                     m.forwardSeconds[j] += monotonicSeconds() - start
+                    m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
                     m.stashBytes[j] = uniqueBytes(saved)
                     m.outputBytes[j] = y.bytes
                     switch stage.policies[j] {
@@ -224,8 +229,10 @@ struct StageWorker {
                         saved = s.saved[j] ?? []
                     }
                     let start = monotonicSeconds()
+                    let before = stage.device.beginWindow()
                     let gIn = try layers[l].backward(g, saved: saved, context(j, mb))
                     m.backwardSeconds[j] += monotonicSeconds() - start
+                    m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
                     s.swaps[j] = nil
                     if let gIn { g = gIn } else if j > 0 || stage.index > 0 {

@@ -17,6 +17,7 @@ public final class MemorySpace: @unchecked Sendable {
     private var lock = pthread_mutex_t()
     private var used = 0
     private var peak = 0
+    private var windowPeak = 0
 
     public init(name: String, kind: Kind, capacity: Int) {
         self.name = name
@@ -37,6 +38,7 @@ public final class MemorySpace: @unchecked Sendable {
         }
         used += bytes
         if used > peak { peak = used }
+        if used > windowPeak { windowPeak = used }
         pthread_mutex_unlock(&lock)
     }
 
@@ -56,6 +58,21 @@ public final class MemorySpace: @unchecked Sendable {
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
         return peak
+    }
+
+    /// Starts a measurement window (one layer call) and returns the bytes in use now; read
+    /// the window's peak with `windowPeakBytes`. Independent of the step-level peak.
+    public func beginWindow() -> Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        windowPeak = used
+        return used
+    }
+
+    public var windowPeakBytes: Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return windowPeak
     }
 
     /// Starts a new peak measurement from the current use.

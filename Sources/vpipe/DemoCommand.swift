@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import VPipeCore
+import VPipeRuntime
+
+/// `vpipe demo` (`make demo`): trains a character-level GPT on a public-domain text through
+/// 4 pipeline stages whose memory is too small to keep every activation, so the plan must
+/// swap or recompute. Prints the plan, a progress bar, and writes the measured timeline.
+struct DemoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "demo", abstract: "Train a small GPT through 4 memory-tight pipeline stages.")
+
+    @Option(help: "Text to train on.") var text = "data/us-founding-texts.txt"
+    @Option(help: "Training steps.") var steps = 300
+    @Option(help: "Transformer blocks.") var blocks = 4
+    @Option(help: "Width of the model.") var features = 64
+    @Option(help: "Tokens per sequence.") var sequenceLength = 32
+    @Option(help: "Micro-batches per step.") var microBatches = 8
+    @Option(help: "Sequences per micro-batch.") var sequencesPerMicroBatch = 2
+    @Option(help: "Device memory as a fraction of what the all-KEEP balanced plan needs.") var memoryFraction = 0.8
+    @Option(help: "Where to write trace.json and timeline.svg.") var out = "build/demo"
+
+    func validate() throws {
+        guard (1...64).contains(blocks), (8...1024).contains(features), features % 4 == 0, (2...512).contains(sequenceLength),
+              (1...64).contains(microBatches), (1...64).contains(sequencesPerMicroBatch), steps >= 1,
+              memoryFraction > 0.1 && memoryFraction <= 1 else {
+            throw ValidationError("sizes out of range")
+        }
+    }
+
+    func run() throws {
+        let corpus = try String(contentsOfFile: text, encoding: .utf8)
+        let alphabet = Array(Set(corpus)).sorted()
+        let index = Dictionary(uniqueKeysWithValues: alphabet.enumerated().map { ($1, Int32($0)) })
+        let tokens = corpus.map { index[$0]! }
+        let V = alphabet.count, T = sequenceLength
+        print("data: \(text), \(tokens.count) characters, vocabulary \(V)")
+
+        var kinds: [LayerKind] = [.embedding(vocabulary: V, features: features, sequenceLength: T)]
+        kinds += Array(repeating: .transformerBlock(features: features, heads: 4, sequenceLength: T, mlpRatio: 4), count: blocks)
+        kinds += [.layerNorm(features: features), .linear(inFeatures: features, outFeatures: V), .softmaxCrossEntropy]
+        let names = ["embedding"] + (0..<blocks).map { "block\($0)" } + ["ln_f", "lm_head", "loss"]
+        let zero = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
+        let model = ModelSpec(name: "char-gpt-\(blocks)x\(features)",
+                              layers: zip(names, kinds).map { LayerSpec(name: $0, profile: zero, kind: $1) }, inputBytes: 0)
+        let training = TrainingOptions(schedule: .oneFOneB, microBatches: microBatches, seed: 1234,
+                                       optimizer: .adam(learningRate: 3e-3, beta1: 0.9, beta2: 0.99, epsilon: 1e-8), profileIterations: 3)
+        let rowsPerStep = microBatches * sequencesPerMicroBatch * T
+        var rng = SystemRandomNumberGenerator()
+        _ = rng
+        var state: UInt64 = 42
+        func batch() -> ([Float], [Int32]) {
+            var x: [Float] = [], y: [Int32] = []
+            for _ in 0..<(microBatches * sequencesPerMicroBatch) {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                let o = Int(state >> 33) % (tokens.count - T - 1)
+                x += tokens[o..<(o + T)].map { Float($0) }
+                y += tokens[(o + 1)...(o + T)]
+            }
+            return (x, y)
+        }
+        func step(_ s: TrainingSession, _ b: ([Float], [Int32])) throws -> Float {
+            try b.0.withUnsafeBufferPointer { xs in try b.1.withUnsafeBufferPointer { ys in try s.step(inputs: xs, targets: ys) } }
+        }
+
+        // 1. Measure: a few steps on one roomy stage give every layer's profile.
+        let roomy = ClusterSpec.uniform(count: 4, device: DeviceSpec(name: "vdev", memoryBytes: 1 << 34, hostBandwidth: 4e9),
+                                        link: LinkSpec(bandwidth: 8e9, latency: 2e-5))
+        let probe = try TrainingSession(SessionConfig(model: model, cluster: roomy, plan: nil, training: training))
+        for _ in 0..<3 { _ = try step(probe, batch()) }
+        let measured = probe.measuredModel
+        let workspace = probe.workspaceBytes
+        probe.close()
+
+        // 2. Make memory tight: a fraction of what the all-KEEP time-balanced plan needs.
+        let keep = try Planning.plan(PlanRequest(model: measured, cluster: roomy,
+                                                 options: PlanOptions(schedule: .oneFOneB, microBatches: microBatches, planner: .timeBalanced)))
+        let need = keep.stages.map(\.peakMemoryBytes).max() ?? 0
+        var cluster = roomy
+        for i in cluster.devices.indices {
+            cluster.devices[i].memoryBytes = Int(need * memoryFraction)
+            cluster.devices[i].reservedBytes = workspace  // the runtime's measured temporaries
+        }
+        let request = PlanRequest(model: measured, cluster: cluster,
+                                  options: PlanOptions(schedule: .oneFOneB, microBatches: microBatches, planner: .vpipe))
+        let plan = try Planning.plan(request)
+        print("\nmeasured workspace of the largest layer call: \(formatBytes(Double(workspace))) (reserved on every device)")
+        print("All-KEEP needs \(formatBytes(need)) on its fullest stage; each virtual device gets \(formatBytes(Double(cluster.devices[0].memoryBytes))).\n")
+        print(PlanTable.render(plan, model: measured, cluster: cluster))
+        print("")
+        print(PlanCommand.comparison(request))
+
+        // 3. Train on the plan.
+        state = 42
+        let session = try TrainingSession(SessionConfig(model: model, cluster: cluster, plan: plan.layout, training: training))
+        print("\ntraining \(steps) steps, \(rowsPerStep) tokens per step, 4 stages, schedule 1F1B, \(microBatches) micro-batches")
+        let start = Date()
+        var first: Float = .nan, last: Float = .nan
+        for s in 1...steps {
+            let loss = try step(session, batch())
+            if s == 1 { first = loss }
+            last = loss
+            if s % 10 == 0 || s == steps || s == 1 {
+                let elapsed = Date().timeIntervalSince(start)
+                let width = 30, done = width * s / steps
+                let bar = String(repeating: "#", count: done) + String(repeating: ".", count: width - done)
+                let line = "[\(bar)] step \(s)/\(steps)  loss \(formatFixed(Double(loss), decimals: 3))  \(Int(Double(s * rowsPerStep) / elapsed)) tokens/s"
+                print("\r" + line, terminator: "")
+                fflush(nil)  // all streams: the bar redraws in place
+            }
+        }
+        print("\nloss \(formatFixed(Double(first), decimals: 3)) -> \(formatFixed(Double(last), decimals: 3)) (uniform guess: \(formatFixed(log(Double(V)), decimals: 3)))")
+        let stats = session.statistics()
+        print("\nstage  layers   peak / capacity            swapped/step   recomputed/step   compute/step")
+        for st in stats.stages {
+            print("\(st.stage)      \(st.layers.lowerBound)-\(st.layers.upperBound - 1)      \(formatBytes(Double(st.peakDeviceBytes))) / \(formatBytes(Double(st.capacityBytes)))      "
+                + "\(formatBytes(Double(st.swappedBytes)))       \(st.recomputedLayers)                 \(formatSeconds(st.computeSeconds))")
+        }
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        let trace = session.trace()
+        try trace.json.write(toFile: "\(out)/trace.json", atomically: true, encoding: .utf8)
+        try trace.svg.write(toFile: "\(out)/timeline.svg", atomically: true, encoding: .utf8)
+        print("\nmeasured timeline of the last step: \(out)/timeline.svg, Chrome trace: \(out)/trace.json")
+        session.close()
+        if !(last < first) { throw ExitCode(1) }
+    }
+}
