@@ -60,7 +60,7 @@ let package = Package(
             path: "Sources/vpipe"
         ),
         // Benchmarks behind docs/benchmarks.md (`make bench-planner`).
-        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore"], path: "Sources/VPipeBench"),
+        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore", "VPipeRuntime"], path: "Sources/VPipeBench"),
         // Golden/ holds schedule golden files, read from the source tree by the tests.
         .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"], exclude: ["Golden"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),

@@ -3,5 +3,6 @@
 let what = CommandLine.arguments.dropFirst().first ?? "planner"
 switch what {
 case "planner": PlannerBench.run()
-default: print("usage: vpipe-bench planner")
+case "runtime": RuntimeBench.run(Array(CommandLine.arguments.dropFirst(2)))
+default: print("usage: vpipe-bench planner|runtime")
 }

@@ -101,7 +101,11 @@ struct StageWorker {
         }
         let last = stage.index == stageCount - 1
         let segments = stage.segments
-        let backwardOrder = actions.filter { $0.kind == .backward }.map(\.microBatch)
+        // nextBackward[k]: the micro-batch of the first backward after action k (nil: none).
+        var nextBackward = [Int?](repeating: nil, count: actions.count + 1)
+        for k in stride(from: actions.count - 1, through: 0, by: -1) {
+            nextBackward[k] = actions[k].kind == .backward ? actions[k].microBatch : nextBackward[k + 1]
+        }
 
         func record(_ kind: ScheduleAction.Kind, _ mb: Int, _ start: Double, _ end: Double, copy: Bool = false) {
             m.events.append(SimulationReport.Event(
@@ -124,8 +128,12 @@ struct StageWorker {
             }
         }
 
-        for action in actions {
+        for (k, action) in actions.enumerated() {
             let mb = action.microBatch
+            // Prefetch: while this compute action runs, bring back the stash of the next
+            // backward's micro-batch (swap-ins as early as one micro-batch ahead, which is
+            // the double buffer the cost model charges).
+            if action.kind == .forward || action.kind == .backward, let next = nextBackward[k + 1] { submitSwapIns(next) }
             switch action.kind {
             case .recvActivation:
                 state(mb).input = try transport.receiveActivation(at: stage.index, microBatch: mb, into: stage.device)
@@ -186,8 +194,6 @@ struct StageWorker {
                 state(mb).gradientIn = try transport.receiveGradient(at: stage.index, microBatch: mb, into: stage.device)
             case .backward:
                 let s = state(mb)
-                // Prefetch the next micro-batch's swapped stashes while this one computes.
-                if let k = backwardOrder.firstIndex(of: mb), k + 1 < backwardOrder.count { submitSwapIns(backwardOrder[k + 1]) }
                 submitSwapIns(mb)
                 var g: Tensor
                 if last {

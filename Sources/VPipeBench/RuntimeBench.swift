@@ -1,0 +1,122 @@
+import Foundation
+import VPipeCore
+import VPipeRuntime
+
+/// `make bench-runtime`: the training runtime's targets (docs/benchmarks.md).
+enum RuntimeBench {
+    static func run(_ args: [String]) {
+        let threads = Int(ProcessInfo.processInfo.environment["VPIPE_BENCH_THREADS"] ?? "") ?? 1
+        print("## Runtime: one training step of a 3-layer MLP, 1024 wide, batch 256, one stage\n")
+        oneStageMLP(threads: threads)
+        print("\n## Runtime: 2-stage 1F1B pipeline vs 1 stage (one BLAS thread per stage), m = 8\n")
+        pipelineSpeedup()
+        print("\n## Runtime: swap that hides behind compute vs KEEP\n")
+        hiddenSwap()
+    }
+
+    static let zero = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
+
+    static func model(_ kinds: [LayerKind]) -> ModelSpec {
+        ModelSpec(name: "mlp", layers: kinds.enumerated().map { LayerSpec(name: "l\($0)", profile: zero, kind: $1) }, inputBytes: 0)
+    }
+
+    /// Linear 1024→1024, ReLU, Linear 1024→1024, ReLU, Linear 1024→16, loss.
+    static let mlp = model([.linear(inFeatures: 1024, outFeatures: 1024), .activation(.relu), .linear(inFeatures: 1024, outFeatures: 1024),
+                            .activation(.relu), .linear(inFeatures: 1024, outFeatures: 16), .softmaxCrossEntropy])
+
+    static func data(rows: Int, features: Int, classes: Int) -> ([Float], [Int32]) {
+        var s: UInt64 = 99
+        func next() -> UInt64 { s = s &* 6364136223846793005 &+ 1442695040888963407; return s >> 33 }
+        return ((0..<(rows * features)).map { _ in Float(Int(next() % 2001) - 1000) / 1000 }, (0..<rows).map { _ in Int32(next() % UInt64(classes)) })
+    }
+
+    static func cluster(_ p: Int, hostBandwidth: Double = 1e10) -> ClusterSpec {
+        .uniform(count: p, device: DeviceSpec(name: "cpu", memoryBytes: 1 << 32, hostBandwidth: hostBandwidth), link: LinkSpec(bandwidth: 2e10, latency: 2e-5))
+    }
+
+    /// Median seconds per step over `steps` after `warmup`.
+    static func time(_ session: TrainingSession, _ d: ([Float], [Int32]), warmup: Int = 3, steps: Int = 15) -> Double {
+        var times: [Double] = []
+        for i in 0..<(warmup + steps) {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try? d.0.withUnsafeBufferPointer { x in try d.1.withUnsafeBufferPointer { y in try session.step(inputs: x, targets: y) } }
+            if i >= warmup { times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9) }
+        }
+        times.sort()
+        return times[times.count / 2]
+    }
+
+    static func oneStageMLP(threads: Int) {
+        BLASThreads.set(threads)
+        let d = data(rows: 256, features: 1024, classes: 16)
+        guard let s = try? TrainingSession(SessionConfig(
+            model: mlp, cluster: cluster(1), plan: PlanLayout(ranges: [0..<6], policies: Array(repeating: .keep, count: 6)),
+            training: TrainingOptions(schedule: .gpipe, microBatches: 1, optimizer: .sgd(learningRate: 0.01, momentum: 0)))) else { return }
+        let t = time(s, d, steps: 20)
+        print("{\"framework\":\"libvpipe\",\"threads\":\(threads),\"median_ms\":\(formatFixed(t * 1e3, decimals: 3))}")
+    }
+
+    static func pipelineSpeedup() {
+        let m = 8
+        let d = data(rows: 512, features: 1024, classes: 16)
+        let policies = Array(repeating: MemoryPolicy.keep, count: 6)
+        func session(_ p: Int) -> TrainingSession? {
+            // Two stages of one 1024×1024 linear each (the 1024→16 head is small).
+            let layout = p == 1 ? PlanLayout(ranges: [0..<6], policies: policies) : PlanLayout(ranges: [0..<2, 2..<6], policies: policies)
+            return try? TrainingSession(SessionConfig(model: mlp, cluster: cluster(p), plan: layout,
+                                                      training: TrainingOptions(schedule: .oneFOneB, microBatches: m, optimizer: .sgd(learningRate: 0.01, momentum: 0))))
+        }
+        BLASThreads.set(1)
+        guard let one = session(1), let two = session(2) else { print("could not open sessions"); return }
+        BLASThreads.set(1)
+        let t1 = time(one, d), t2 = time(two, d)
+        let ideal = 2.0 * Double(m) / Double(m + 1)
+        print("| stages | median step | speed-up | ideal 2m/(m+1) | fraction of ideal |")
+        print("|---|---|---|---|---|")
+        print("| 1 | \(formatSeconds(t1)) | 1.00 | | |")
+        print("| 2 | \(formatSeconds(t2)) | \(formatFixed(t1 / t2, decimals: 2)) | \(formatFixed(ideal, decimals: 2)) | \(formatFixed(t1 / t2 / ideal * 100, decimals: 1))% |")
+        // Measured vs simulator on the measured profiles.
+        let stats = two.statistics()
+        var measuredModel = mlp
+        for l in measuredModel.layers.indices { measuredModel.layers[l].profile = stats.measuredProfiles[l] }
+        measuredModel.inputBytes = 1024 * 4 * 512 / m
+        if let sim = try? Simulator(model: measuredModel, cluster: cluster(2)).simulate(
+            PlanLayout(ranges: [0..<2, 2..<6], policies: policies), schedule: .oneFOneB, microBatches: m) {
+            print("\nmeasured iteration (2 stages) \(formatSeconds(t2)) vs simulator on measured profiles \(formatSeconds(sim.iterationSeconds)): "
+                + "ratio \(formatFixed(t2 / sim.iterationSeconds, decimals: 3)) (optimizer step not simulated)")
+        }
+        one.close(); two.close()
+    }
+
+    /// One stage, m = 4, copies throttled to a bandwidth at which cost model v1 says the
+    /// swap of the first linear's stash hides behind the stage's compute (S < C).
+    static func hiddenSwap() {
+        BLASThreads.set(1)
+        let m = 4
+        let d = data(rows: 512, features: 1024, classes: 16)
+        func session(_ policies: [MemoryPolicy], bandwidth: Double) -> TrainingSession? {
+            try? TrainingSession(SessionConfig(model: mlp, cluster: cluster(1, hostBandwidth: bandwidth),
+                                               plan: PlanLayout(ranges: [0..<6], policies: policies),
+                                               training: TrainingOptions(schedule: .gpipe, microBatches: m, optimizer: .sgd(learningRate: 0.01, momentum: 0),
+                                                                         throttleCopies: true)))
+        }
+        guard let keep = session(Array(repeating: .keep, count: 6), bandwidth: 4e9) else { return }
+        let tKeep = time(keep, d)
+        let stats = keep.statistics()
+        let stash = Double(stats.measuredProfiles[0].stashBytes + stats.measuredProfiles[2].stashBytes)
+        let compute = stats.measuredProfiles.reduce(0.0) { $0 + $1.fwdSeconds + $1.bwdSeconds }
+        // Bandwidth at which the swap traffic 2·a takes half the compute time: hidden by the model.
+        let bandwidth = 2 * stash / (0.5 * compute)
+        keep.close()
+        var policies = Array(repeating: MemoryPolicy.keep, count: 6)
+        policies[0] = .swap
+        policies[2] = .swap
+        guard let swap = session(policies, bandwidth: bandwidth) else { return }
+        let tSwap = time(swap, d)
+        print("| policy | median step | vs KEEP |")
+        print("|---|---|---|")
+        print("| KEEP | \(formatSeconds(tKeep)) | |")
+        print("| SWAP layers 0 and 2 (copy engine throttled to \(formatFixed(bandwidth / 1e9, decimals: 2)) GB/s, S = C/2 in the model) | \(formatSeconds(tSwap)) | \(formatFixed((tSwap / tKeep - 1) * 100, decimals: 1))% |")
+        swap.close()
+    }
+}
