@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CVPipeABI
 import VPipeCore
+import VPipeRuntime
 import VPipeWire
 
 // The C ABI (include/vpipe.h). Each function is thin: check pointers, decode, call into
@@ -90,6 +91,8 @@ func withOutput(_ out: UnsafeMutablePointer<vp_bytes>?, name: String, _ body: ()
         return fail(Int32(VP_ERR_DECODE), error.description)
     } catch let error as VPipeError {
         return fail(status(of: error), error.description)
+    } catch let error as RuntimeError {
+        return fail(Int32(VP_ERR_RUNTIME), error.description)
     } catch {
         return fail(Int32(VP_ERR_INTERNAL), "unexpected error: \(error)")
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VPipeCore
 import VPipeRuntime
@@ -151,3 +152,124 @@ extension SessionTests {
         return [try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } }]
     }
 }
+
+/// Live migration: layers move between stages while training continues, and training
+/// computes exactly what it would have without the move.
+@Suite struct MigrationTests {
+    typealias S = SessionTests
+
+    func session(_ layout: PlanLayout, schedule: Schedule = .oneFOneB, optimizer: TrainingOptions.OptimizerChoice = .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8)) throws -> TrainingSession {
+        try TrainingSession(SessionConfig(model: S.gpt(), cluster: S.cluster(layout.ranges.count), plan: layout,
+                                          training: TrainingOptions(schedule: schedule, microBatches: 4, seed: 7, optimizer: optimizer)))
+    }
+
+    func step(_ s: TrainingSession, _ k: Int) throws -> Float {
+        let (x, y) = S.batch(rows: 32, features: 1, classes: 13, tokens: true, seed: k % 2)
+        return try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try s.step(inputs: xs, targets: ys) } }
+    }
+
+    static let keep = Array(repeating: MemoryPolicy.keep, count: 6)
+    static let a = PlanLayout(stageStarts: [0, 3], layerCount: 6, policies: keep)
+    static let b = PlanLayout(stageStarts: [0, 2], layerCount: 6, policies: [.keep, .swap, .recompute, .recompute, .keep, .keep])
+    static let c = PlanLayout(stageStarts: [0, 5], layerCount: 6, policies: [.recompute, .recompute, .keep, .swap, .keep, .keep])
+
+    @Test(arguments: [Schedule.gpipe, .oneFOneB])
+    func migrationsKeepTheLossTrajectory(schedule: Schedule) throws {
+        let still = try session(Self.a, schedule: schedule)
+        let moving = try session(Self.a, schedule: schedule)
+        var expected: [Float] = [], got: [Float] = []
+        for k in 0..<8 {
+            expected.append(try step(still, k))
+            if k == 1 { try moving.applyPlan(Self.b) }
+            if k == 3 { try moving.applyPlan(Self.c) }
+            if k == 5 { try moving.applyPlan(Self.a) }
+            got.append(try step(moving, k))
+        }
+        #expect(got == expected, "with migrations \(got) vs without \(expected)")
+        for l in 0..<6 {
+            #expect(try moving.parameters(layer: l).map(\.values) == still.parameters(layer: l).map(\.values), "layer \(l) weights differ")
+        }
+        let decisions = moving.statistics().decisions
+        #expect(decisions.count == 3 && decisions.allSatisfy { $0.applied }, "decisions: \(decisions.map(\.note))")
+        #expect(decisions[0].layersMoved == [2], "first migration moved \(decisions[0].layersMoved)")
+        #expect(decisions.allSatisfy { $0.bytesMoved > 0 && $0.stallSeconds >= 0 })
+    }
+
+    @Test func samePlanTwiceAndMidIterationRequests() throws {
+        let still = try session(Self.a)
+        let moving = try session(Self.a)
+        var expected: [Float] = [], got: [Float] = []
+        for k in 0..<6 {
+            expected.append(try step(still, k))
+            if k == 0 {
+                try moving.applyPlan(Self.a)  // the same plan: nothing moves
+                try moving.applyPlan(Self.b)  // twice in a row: the later one wins
+            }
+            if k == 2 {
+                // A request arriving while the step runs on another thread.
+                let box = ErrorBox()
+                let done = DispatchSemaphore(value: 0)
+                let mover = moving
+                Thread {
+                    usleep(200)
+                    do { try mover.applyPlan(Self.c) } catch { box.error = error }
+                    done.signal()
+                }.start()
+                got.append(try step(moving, k))
+                done.wait()
+                #expect(box.error == nil)
+                continue
+            }
+            got.append(try step(moving, k))
+        }
+        #expect(got == expected, "\(got) vs \(expected)")
+        #expect(moving.statistics().decisions.contains { $0.note.contains("replaced") })
+    }
+
+    @Test func plansThatCannotApplyAreRejected() throws {
+        let s = try session(Self.a)
+        _ = try step(s, 0)
+        #expect(throws: VPipeError.self) { try s.applyPlan(PlanLayout(stageStarts: [0], layerCount: 6, policies: Self.keep)) }
+        #expect(throws: VPipeError.self) { try s.applyPlan(PlanLayout(stageStarts: [0, 3], layerCount: 5, policies: Array(Self.keep.prefix(5)))) }
+        #expect(throws: VPipeError.self) { try s.applyPlan(Self.b, schedule: .gpipe) }
+        // Too little memory for the new placement: rejected, with the stage and bytes. The
+        // capacity is chosen between what the two placements need by cost model v1 on the
+        // measured profiles (what applyPlan checks against).
+        let heavy = PlanLayout(stageStarts: [0, 5], layerCount: 6, policies: Self.keep)
+        let probe = CostModel(model: s.measuredModel, cluster: s.clusterWithWorkspace, schedule: .oneFOneB, microBatches: 4)
+        let needNow = try probe.evaluate(Self.a).stages.map(\.peakMemoryBytes).max()!
+        let needHeavy = try probe.evaluate(heavy).stages.map(\.peakMemoryBytes).max()!
+        #expect(needHeavy > needNow)
+        let tight = try TrainingSession(SessionConfig(model: S.gpt(), cluster: S.cluster(2, memory: Int((needNow + needHeavy) / 2)), plan: Self.a,
+                                                      training: TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 7,
+                                                                                optimizer: .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8))))
+        _ = try step(tight, 0)
+        do {
+            try tight.applyPlan(heavy)
+            Issue.record("expected the plan to be rejected")
+        } catch let VPipeError.infeasible(message) {
+            #expect(message.contains("stage 0") && message.contains("bytes"), "message: \(message)")
+        }
+        _ = try step(tight, 1)  // still trains on the old plan
+        #expect(tight.statistics().stages.map(\.layers) == [0..<3, 3..<6])
+    }
+
+    @Test func slowdownTriggersOnlineReplanning() throws {
+        var options = TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 7, optimizer: .sgd(learningRate: 0.05, momentum: 0.9))
+        options.replanEvery = 3
+        options.replanThreshold = 0.05
+        options.slowdown = .init(stage: 0, factor: 4, fromIteration: 4)
+        let s = try TrainingSession(SessionConfig(model: S.gpt(), cluster: S.cluster(2), plan: PlanLayout(stageStarts: [0, 2], layerCount: 6, policies: Self.keep), training: options))
+        for k in 0..<12 { _ = try step(s, k) }
+        let decisions = s.statistics().decisions
+        #expect(decisions.count >= 3, "decisions: \(decisions.map(\.note))")
+        let moved = decisions.first { $0.applied && $0.iteration >= 6 }
+        #expect(moved != nil, "no migration after the slowdown: \(decisions.map { "\($0.iteration): \($0.note)" })")
+        if let moved { #expect(moved.newPredictedSeconds < moved.oldPredictedSeconds) }
+        // Stage 0 (the slow device) ends with fewer layers than it started with.
+        #expect(s.statistics().stages[0].layers.count < 2 || s.statistics().stages[0].layers.count == 1,
+                "stage 0 owns \(s.statistics().stages[0].layers)")
+    }
+}
+
+final class ErrorBox: @unchecked Sendable { var error: Error? }

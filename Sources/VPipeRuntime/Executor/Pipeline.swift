@@ -93,11 +93,55 @@ final class Pipeline: @unchecked Sendable {
         var measurements: [StageMeasurement]
         var peaks: [Int]
         var epoch: Double
+        var migration: MigrationOutcome?
+        /// The stages' layer ranges during the iteration (before any migration it ended with).
+        var ranges: [Range<Int>]
+    }
+
+    /// What a live migration did (or why it did not happen).
+    public struct MigrationOutcome: Sendable {
+        public var layersMoved: [Int]
+        public var bytesMoved: Int
+        /// Seconds between the end of the iteration's compute and the new placement being in
+        /// place, beyond the optimizer step itself: waiting for the pre-copy, handing over the
+        /// gradients, switching ownership.
+        public var stallSeconds: Double
+        /// nil when applied; the reason when the old plan stayed.
+        public var failure: String?
+    }
+
+    /// The weights and optimizer state of a moving layer, copied to its new stage during
+    /// the iteration (they are read-only until the optimizer step).
+    final class PreCopy: @unchecked Sendable {
+        let monitor = Monitor()
+        var values: [Tensor]?
+        var state: [[Tensor]]?
+        var failure: Error?
+        var done = false
+
+        func wait() throws -> (values: [Tensor], state: [[Tensor]]) {
+            try monitor.locked {
+                while !done { monitor.wait() }
+                if let failure { throw failure }
+                return (values ?? [], state ?? [])
+            }
+        }
+
+        func finish(_ v: [Tensor]?, _ s: [[Tensor]]?, _ e: Error?) {
+            monitor.locked {
+                values = v
+                state = s
+                failure = e
+                done = true
+                monitor.broadcast()
+            }
+        }
     }
 
     /// One iteration on a mini-batch of `rows` rows: `inputs` holds rows × features values,
     /// `targets` one class per row.
-    func step(inputs: UnsafeBufferPointer<Float>, features: Int, targets: UnsafeBufferPointer<Int32>) throws -> StepResult {
+    func step(inputs: UnsafeBufferPointer<Float>, features: Int, targets: UnsafeBufferPointer<Int32>,
+              migrateTo target: PlanLayout? = nil, calibrate: Bool = false) throws -> StepResult {
         let m = options.microBatches
         guard features > 0, inputs.count % features == 0 else {
             throw VPipeError.invalidField(field: "inputs", message: "\(inputs.count) values is not a whole number of rows of \(features) features")
@@ -121,9 +165,34 @@ final class Pipeline: @unchecked Sendable {
         let epoch = monotonicSeconds()
         let input = IterationInput(
             microBatches: m, inputs: mbInputs, inputShape: features == 1 ? [per, 1] : [per, features], targets: mbTargets,
-            lossScale: 1 / Float(rows), iteration: iteration, failure: options.failure, epoch: epoch)
+            lossScale: 1 / Float(rows), iteration: iteration, failure: options.failure, epoch: epoch,
+            slowdown: stages.indices.map { i in
+                if let s = options.slowdown, s.stage == i, iteration >= s.fromIteration { return s.factor }
+                return 1
+            }, calibrate: calibrate)
         transport.reset()
         for s in stages { s.device.resetPeak() }
+        let ranges = stages.map(\.layers)
+        // Live migration, phase 1: pre-copy the moving layers' weights and optimizer state
+        // on the destination stages' copy engines while the iteration computes.
+        var moves: [(layer: Int, from: Int, to: Int, copy: PreCopy)] = []
+        if let target {
+            for (to, range) in target.ranges.enumerated() {
+                for l in range {
+                    guard let from = stages.firstIndex(where: { $0.layers.contains(l) }), from != to else { continue }
+                    let copy = PreCopy()
+                    let layer = layers[l], state = optimizerState[l], dest = stages[to]
+                    dest.copyEngine.submit {
+                        do {
+                            let v = try layer.parameters.map { try $0.copy(to: dest.device, for: "stage \(to) layer \(l) migrated weights") }
+                            let s = try state.map { try $0.map { try $0.copy(to: dest.device, for: "stage \(to) layer \(l) migrated optimizer state") } }
+                            copy.finish(v, s, nil)
+                        } catch { copy.finish(nil, nil, error) }
+                    }
+                    moves.append((l, from, to, copy))
+                }
+            }
+        }
         let p = stages.count
         final class Results: @unchecked Sendable {
             var measurements: [StageMeasurement?]
@@ -141,16 +210,67 @@ final class Pipeline: @unchecked Sendable {
             }
         }
         if let error = transport.abortError {
+            for m in moves { _ = try? m.copy.wait() }  // let the pre-copies finish, then drop them
             for layer in layers { for g in layer.gradients { g.zero() } }
             throw error
         }
-        // A clean flush: every stage applies the optimizer to its own layers, in parallel.
+        // Live migration, phase 2 (at the flush): the pre-copies must be complete; the
+        // accumulated gradients are handed over instead of re-sending weights.
+        let flush = monotonicSeconds()
+        var migration: MigrationOutcome?
+        var arrived: [Int: (values: [Tensor], gradients: [Tensor], state: [[Tensor]])] = [:]
+        if let target {
+            var bytes = 0
+            do {
+                for m in moves {
+                    let (values, state) = try m.copy.wait()
+                    let grads = try layers[m.layer].gradients.map {
+                        try $0.copy(to: stages[m.to].device, for: "stage \(m.to) layer \(m.layer) handed-over gradients")
+                    }
+                    bytes += values.reduce(0) { $0 + $1.bytes } + grads.reduce(0) { $0 + $1.bytes } + state.joined().reduce(0) { $0 + $1.bytes }
+                    arrived[m.layer] = (values, grads, state)
+                }
+                migration = MigrationOutcome(layersMoved: moves.map(\.layer), bytesMoved: bytes, stallSeconds: 0, failure: nil)
+            } catch {
+                arrived = [:]  // the old placement stays; the copies are dropped
+                migration = MigrationOutcome(layersMoved: [], bytesMoved: 0, stallSeconds: monotonicSeconds() - flush,
+                                             failure: "migration abandoned, training continues on the old plan: \(error)")
+            }
+        }
+        let handover = monotonicSeconds() - flush
+        // A clean flush: every stage applies the optimizer to the layers it owns from now on,
+        // in parallel; a moved layer's receiver steps its copy, which therefore equals what
+        // the sender would have produced.
         optimizerSteps += 1
         let step = optimizerSteps
+        let owners: [Range<Int>] = arrived.isEmpty ? stages.map(\.layers) : (target?.ranges ?? stages.map(\.layers))
         runOnThreads(p) { [self] i in
-            for l in stages[i].layers {
-                optimizer.step(parameters: layers[l].parameters, gradients: layers[l].gradients, state: optimizerState[l], iteration: step)
-                for g in layers[l].gradients { g.zero() }
+            for l in owners[i] {
+                if let a = arrived[l] {
+                    optimizer.step(parameters: a.values, gradients: a.gradients, state: a.state, iteration: step)
+                    for g in a.gradients { g.zero() }
+                } else {
+                    optimizer.step(parameters: layers[l].parameters, gradients: layers[l].gradients, state: optimizerState[l], iteration: step)
+                    for g in layers[l].gradients { g.zero() }
+                }
+            }
+        }
+        // Phase 3: switch ownership; the senders' copies are released with their last reference.
+        if let target, migration?.failure == nil {
+            let switchStart = monotonicSeconds()
+            do {
+                for (l, a) in arrived.sorted(by: { $0.key < $1.key }) {
+                    try layers[l].adopt(values: a.values, gradients: a.gradients)
+                    optimizerState[l] = a.state
+                }
+                for (i, range) in target.ranges.enumerated() {
+                    stages[i].layers = range
+                    stages[i].policies = Array(target.policies[range])
+                }
+                scheduleCache = nil
+                migration?.stallSeconds = handover + (monotonicSeconds() - switchStart)
+            } catch {
+                migration?.failure = "internal: switching ownership failed: \(error)"
             }
         }
         let measurements = results.measurements.map { $0 ?? StageMeasurement() }
@@ -159,6 +279,6 @@ final class Pipeline: @unchecked Sendable {
             for k in 0..<m { loss += lastStage.losses[k] ?? .nan }
         }
         return StepResult(loss: loss, seconds: monotonicSeconds() - epoch, measurements: measurements,
-                          peaks: stages.map { $0.device.peakBytes }, epoch: epoch)
+                          peaks: stages.map { $0.device.peakBytes }, epoch: epoch, migration: migration, ranges: ranges)
     }
 }

@@ -37,6 +37,26 @@ public struct SessionStatistics: Sendable {
     public var stages: [StageStatistics]
     public var measuredProfiles: [LayerProfile]
     public var plan: Plan?
+    public var decisions: [MigrationDecision]
+}
+
+/// One re-planning decision or host-requested migration, as it happened.
+public struct MigrationDecision: Sendable {
+    /// "online" (re-planning) or "host" (vp_session_apply_plan).
+    public var source: String
+    /// The iteration after which it was decided.
+    public var iteration: Int
+    /// Cost model v1 on the fresh profiles: the running plan and the new one.
+    public var oldPredictedSeconds: Double
+    public var newPredictedSeconds: Double
+    public var applied: Bool
+    public var layersMoved: [Int] = []
+    public var bytesMoved: Int = 0
+    public var stallSeconds: Double = 0
+    /// Mean measured iteration time over the window before, and over the window after.
+    public var iterationSecondsBefore: Double
+    public var iterationSecondsAfter: Double = 0
+    public var note: String
 }
 
 /// A training session: a model placed on pipeline stages by a plan, trained step by step.
@@ -62,6 +82,18 @@ public final class TrainingSession: @unchecked Sendable {
     private var totalSeconds = 0.0
     private var lastLoss: Float = .nan
     public private(set) var plan: Plan?
+    /// Guards what another thread may touch while a step runs: the pending migration and
+    /// the measured numbers `applyPlan` checks a plan against.
+    private let stateLock = Monitor()
+    private var pending: (layout: PlanLayout, decision: Int)?
+    public private(set) var decisions: [MigrationDecision] = []
+    /// Re-planning window: per-layer times normalised to speed 1.0, and iteration times.
+    private var windowSums: [(fwd: Double, bwd: Double)] = []
+    private var windowIterations = 0
+    private var windowIterationSeconds: [Double] = []
+    /// Speed of each stage's device relative to the fastest seen (1.0 = nominal).
+    private var stageSpeed: [Double] = []
+    private var calibrationBaseline = Double.infinity
 
     public init(_ config: SessionConfig) throws {
         try Validation.validate(config.model)
@@ -119,19 +151,46 @@ public final class TrainingSession: @unchecked Sendable {
         guard let features = inputFeatures else {
             throw VPipeError.invalidField(field: "model.layers[0]", message: "the first layer must be linear, embedding, layer_norm or transformer_block so that the input width is known")
         }
-        let result = try pipeline.step(inputs: inputs, features: features, targets: targets)
+        let migrate: (layout: PlanLayout, decision: Int)? = stateLock.locked {
+            defer { pending = nil }
+            return pending
+        }
+        let replanning = config.training.replanEvery > 0 && !profiling
+        let result: Pipeline.StepResult
+        do {
+            result = try pipeline.step(inputs: inputs, features: features, targets: targets, migrateTo: migrate?.layout, calibrate: replanning)
+        } catch {
+            if let migrate { stateLock.locked { decisions[migrate.decision].note += "; not applied: the step failed" } }
+            throw error
+        }
+        if let migrate, let outcome = result.migration {
+            stateLock.locked {
+                decisions[migrate.decision].applied = outcome.failure == nil
+                decisions[migrate.decision].layersMoved = outcome.layersMoved
+                decisions[migrate.decision].bytesMoved = outcome.bytesMoved
+                decisions[migrate.decision].stallSeconds = outcome.stallSeconds
+                if let f = outcome.failure { decisions[migrate.decision].note += "; \(f)" }
+                if outcome.failure == nil {
+                    let cm = CostModel(model: measuredModel, cluster: config.cluster, schedule: config.training.schedule, microBatches: config.training.microBatches)
+                    if var p = try? cm.evaluate(pipeline.layout) { p.planner = plan?.planner; plan = p }
+                    stageWorkspace = []
+                }
+            }
+        }
         lastResult = result
         rowsPerMicroBatch = inputs.count / features / config.training.microBatches
         iterations += 1
         totalSeconds += result.seconds
         lastLoss = result.loss
-        accumulateProfiles(result)
+        stateLock.locked { accumulateProfiles(result) }
         workspaceBytes = max(workspaceBytes, result.measurements.map(\.workspaceBytes).max() ?? 0)
         if stageWorkspace.count != result.measurements.count { stageWorkspace = Array(repeating: 0, count: result.measurements.count) }
         for (i, m) in result.measurements.enumerated() { stageWorkspace[i] = max(stageWorkspace[i], m.workspaceBytes) }
         if profiling && profiledIterations >= max(1, config.training.profileIterations) {
             try planFromProfiles()
         }
+        if replanning { observeWindow(result) }
+        if replanning && windowIterations >= config.training.replanEvery { replan() }
         return result.loss
     }
 
@@ -165,9 +224,9 @@ public final class TrainingSession: @unchecked Sendable {
         // The first iteration warms caches and allocators; profile from the second when
         // there are several, so one cold step does not skew the plan.
         let skip = iterations == 1 && config.training.profileIterations > 1 && profiling
-        for (i, stage) in pipeline.stages.enumerated() {
+        for (i, range) in r.ranges.enumerated() {
             let meas = r.measurements[i]
-            for (j, l) in stage.layers.enumerated() where j < meas.forwardSeconds.count {
+            for (j, l) in range.enumerated() where j < meas.forwardSeconds.count {
                 if !skip {
                     profileSums[l].fwdSeconds += meas.forwardSeconds[j]
                     profileSums[l].bwdSeconds += meas.backwardSeconds[j]
@@ -177,6 +236,120 @@ public final class TrainingSession: @unchecked Sendable {
             }
         }
         if !skip { profiledIterations += 1 }
+    }
+
+    /// Adds an iteration to the re-planning window: layer times normalised by the measured
+    /// speed of the stage that ran them, and the stage speeds from the reference kernel.
+    private func observeWindow(_ r: Pipeline.StepResult) {
+        let L = config.model.layers.count
+        if windowSums.count != L { windowSums = Array(repeating: (0, 0), count: L) }
+        if stageSpeed.count != r.measurements.count { stageSpeed = Array(repeating: 1, count: r.measurements.count) }
+        for m in r.measurements where m.calibrationSeconds > 0 { calibrationBaseline = min(calibrationBaseline, m.calibrationSeconds) }
+        for (i, m) in r.measurements.enumerated() where m.calibrationSeconds > 0 {
+            stageSpeed[i] = min(1, calibrationBaseline / m.calibrationSeconds)
+        }
+        for (i, range) in r.ranges.enumerated() {
+            let speed = i < stageSpeed.count ? stageSpeed[i] : 1
+            for (j, l) in range.enumerated() where j < r.measurements[i].forwardSeconds.count {
+                windowSums[l].fwd += r.measurements[i].forwardSeconds[j] * speed
+                windowSums[l].bwd += r.measurements[i].backwardSeconds[j] * speed
+            }
+        }
+        windowIterations += 1
+        windowIterationSeconds.append(r.seconds)
+    }
+
+    /// The model with the window's normalised profiles, and the cluster with the measured
+    /// device speeds and workspace: what a re-plan sees.
+    private func windowModelAndCluster() -> (ModelSpec, ClusterSpec) {
+        var model = measuredModel
+        let m = Double(config.training.microBatches * max(1, windowIterations))
+        for l in model.layers.indices where l < windowSums.count {
+            model.layers[l].profile.fwdSeconds = windowSums[l].fwd / m
+            model.layers[l].profile.bwdSeconds = windowSums[l].bwd / m
+        }
+        var cluster = clusterWithWorkspace
+        for i in cluster.devices.indices where i < stageSpeed.count {
+            cluster.devices[i].speed = cluster.devices[i].effectiveSpeed * stageSpeed[i]
+        }
+        return (model, cluster)
+    }
+
+    /// Online re-planning: plan on the window's numbers; migrate when the predicted gain
+    /// exceeds the threshold. Every decision is recorded.
+    private func replan() {
+        let (model, cluster) = windowModelAndCluster()
+        let before = windowIterationSeconds.reduce(0, +) / Double(max(1, windowIterationSeconds.count))
+        stateLock.locked {
+            // The previous decision's "after" is this window.
+            if let k = decisions.lastIndex(where: { $0.applied && $0.iterationSecondsAfter == 0 }) { decisions[k].iterationSecondsAfter = before }
+        }
+        defer {
+            windowSums = []
+            windowIterations = 0
+            windowIterationSeconds = []
+        }
+        let options = PlanOptions(schedule: config.training.schedule, microBatches: config.training.microBatches, planner: .vpipe)
+        let current = CostModel(model: model, cluster: cluster, schedule: options.schedule, microBatches: options.microBatches)
+        let old = (try? current.evaluate(pipeline.layout).iterationSeconds) ?? .infinity
+        var decision = MigrationDecision(source: "online", iteration: iterations, oldPredictedSeconds: old, newPredictedSeconds: old,
+                                         applied: false, iterationSecondsBefore: before, note: "")
+        do {
+            let fresh = try Planning.plan(PlanRequest(model: model, cluster: cluster, options: options))
+            decision.newPredictedSeconds = fresh.iterationSeconds
+            let gain = (old - fresh.iterationSeconds) / old
+            if fresh.layout == pipeline.layout {
+                decision.note = "the running plan is still the best"
+            } else if gain > config.training.replanThreshold {
+                decision.note = "predicted gain \(formatFixed(gain * 100, decimals: 1))% > threshold \(formatFixed(config.training.replanThreshold * 100, decimals: 1))%: migrating"
+                stateLock.locked {
+                    decisions.append(decision)
+                    pending = (fresh.layout, decisions.count - 1)
+                }
+                return
+            } else {
+                decision.note = "predicted gain \(formatFixed(gain * 100, decimals: 1))% below the threshold"
+            }
+        } catch {
+            decision.note = "re-planning failed: \(error)"
+        }
+        stateLock.locked { decisions.append(decision) }
+    }
+
+    /// Asks for a live migration to `layout` (layers between stages, policies), applied at
+    /// the next step: pre-copy during that iteration, gradients handed over at its flush.
+    /// Checked now against the measured profiles; a plan that cannot be applied is rejected
+    /// and the session continues on its plan, untouched. Safe to call from another thread
+    /// while a step runs; a later request replaces one not yet started.
+    public func applyPlan(_ layout: PlanLayout, schedule: Schedule? = nil, microBatches: Int? = nil) throws {
+        if let schedule, schedule != config.training.schedule {
+            throw VPipeError.invalidField(field: "plan.schedule", message: "the session trains with \(config.training.schedule.name), the plan is for \(schedule.name)")
+        }
+        if let microBatches, microBatches != config.training.microBatches {
+            throw VPipeError.invalidField(field: "plan.micro_batches", message: "the session trains with \(config.training.microBatches) micro-batches, the plan has \(microBatches)")
+        }
+        try stateLock.locked {
+            if profiling {
+                throw VPipeError.invalidField(field: "plan", message: "the session is still profiling (it plans itself after training.profile_iterations steps); apply a plan after that")
+            }
+            let stageCount = pipeline.stages.count
+            if layout.ranges.count != stageCount {
+                throw VPipeError.invalidField(field: "plan.stages", message: "the session runs \(stageCount) stages, the plan has \(layout.ranges.count); changing the stage count needs a new session")
+            }
+            let model = profiledIterations > 0 ? measuredModel : config.model
+            let cm = CostModel(model: model, cluster: clusterWithWorkspace, schedule: config.training.schedule, microBatches: config.training.microBatches)
+            let evaluated = try cm.evaluate(layout)
+            let over = cm.violations(evaluated)
+            if !over.isEmpty {
+                throw VPipeError.infeasible("the plan does not fit with the measured profiles, so it was not applied and training continues on the current plan: " + over.joined(separator: "; "))
+            }
+            let old = (try? cm.evaluate(pipeline.layout).iterationSeconds) ?? .nan
+            let before = windowIterationSeconds.isEmpty ? (lastResult?.seconds ?? 0) : windowIterationSeconds.reduce(0, +) / Double(windowIterationSeconds.count)
+            decisions.append(MigrationDecision(source: "host", iteration: iterations, oldPredictedSeconds: old, newPredictedSeconds: evaluated.iterationSeconds,
+                                               applied: false, iterationSecondsBefore: before, note: "requested by the host"))
+            if let p = pending { decisions[p.decision].note += "; replaced by a later request before it started" }
+            pending = (layout, decisions.count - 1)
+        }
     }
 
     /// Ends profiling: plan with VPIPE on the measured model and move the layers.
@@ -237,7 +410,8 @@ public final class TrainingSession: @unchecked Sendable {
         return SessionStatistics(
             iterations: iterations, lastIterationSeconds: lastResult?.seconds ?? 0,
             meanIterationSeconds: iterations > 0 ? totalSeconds / Double(iterations) : 0, lastLoss: lastLoss,
-            stages: stages, measuredProfiles: profiles, plan: profiling ? nil : currentPlan)
+            stages: stages, measuredProfiles: profiles, plan: profiling ? nil : currentPlan,
+            decisions: stateLock.locked { decisions })
     }
 
 

@@ -51,6 +51,8 @@ struct StageMeasurement {
     var workspaceBytes = 0
     var events: [SimulationReport.Event] = []
     var losses: [Int: Float] = [:]
+    /// Seconds of the fixed reference kernel on this stage (0 when not measured).
+    var calibrationSeconds = 0.0
 }
 
 /// The per-iteration inputs every stage reads.
@@ -64,6 +66,10 @@ struct IterationInput: @unchecked Sendable {
     let iteration: Int
     let failure: TrainingOptions.Failure?
     let epoch: Double
+    /// Per stage: how many times slower than its nominal speed it runs this iteration.
+    let slowdown: [Double]
+    /// Measure each stage's speed with a fixed reference kernel after the iteration.
+    let calibrate: Bool
 }
 
 /// Runs one stage's action list for one iteration.
@@ -113,6 +119,10 @@ struct StageWorker {
                 resource: copy ? .copy(stage.index) : .compute(stage.index), start: start - input.epoch, end: end - input.epoch))
         }
 
+        let slow = stage.index < input.slowdown.count ? input.slowdown[stage.index] : 1
+        /// An injected slowdown stretches every compute call by the device's factor.
+        func stretch(_ seconds: Double) { if slow > 1 { sleepSeconds((slow - 1) * seconds) } }
+
         func context(_ j: Int, _ mb: Int) -> LayerContext {
             let l = stage.layers.lowerBound + j
             return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(layers[l].name)\") micro-batch \(mb)",
@@ -157,6 +167,7 @@ struct StageWorker {
                     let start = monotonicSeconds()
                     let before = stage.device.beginWindow()
                     let (y, saved) = try layers[l].forward(x, context(j, mb))
+                    stretch(monotonicSeconds() - start)
                     m.forwardSeconds[j] += monotonicSeconds() - start
                     m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
                     m.stashBytes[j] = uniqueBytes(saved)
@@ -222,7 +233,9 @@ struct StageWorker {
                                 throw RuntimeError.failed("stage \(stage.index): recompute segment at layer \(l) lost its input")
                             }
                             for k in segment {
+                                let c0 = monotonicSeconds()
                                 let (y, kept) = try layers[stage.layers.lowerBound + k].forward(x, context(k, mb))
+                                stretch(monotonicSeconds() - c0)
                                 s.saved[k] = kept
                                 x = y
                                 m.recomputedLayers += 1
@@ -237,6 +250,7 @@ struct StageWorker {
                     let start = monotonicSeconds()
                     let before = stage.device.beginWindow()
                     let gIn = try layers[l].backward(g, saved: saved, context(j, mb))
+                    stretch(monotonicSeconds() - start)
                     m.backwardSeconds[j] += monotonicSeconds() - start
                     m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
@@ -254,6 +268,25 @@ struct StageWorker {
                 try transport.sendGradient(from: stage.index, microBatch: mb, g)
                 states[mb] = nil
             }
+        }
+        if input.calibrate {
+            // The same small matrix product on every stage: its time tells the device's speed
+            // apart from the layers' own costs (a slowed device slows this too).
+            let n = 96
+            let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
+            var c = [Float](repeating: 0, count: n * n)
+            var best = Double.infinity
+            for _ in 0..<5 {
+                let t0 = monotonicSeconds()
+                for _ in 0..<4 {
+                    a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                        Gemm.sgemm(m: n, n: n, k: n, a: pa.baseAddress!, lda: n, b: pb.baseAddress!, ldb: n, c: pc.baseAddress!, ldc: n)
+                    } } }
+                }
+                stretch(monotonicSeconds() - t0)
+                best = min(best, monotonicSeconds() - t0)
+            }
+            m.calibrationSeconds = best
         }
         return m
     }

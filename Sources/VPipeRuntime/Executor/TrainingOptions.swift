@@ -25,6 +25,21 @@ public struct TrainingOptions: Sendable, Equatable {
     public var throttleCopies: Bool
     public var profileIterations: Int
     public var failure: Failure?
+    /// Online re-planning every this many iterations (0: off).
+    public var replanEvery: Int = 0
+    /// Migrate only when the new plan's predicted T_iter is lower by more than this fraction.
+    public var replanThreshold: Double = 0.05
+    /// An injected slowdown: `stage`'s device runs `factor` times slower from `fromIteration` on.
+    public var slowdown: Slowdown?
+
+    public struct Slowdown: Sendable, Equatable {
+        public var stage: Int, factor: Double, fromIteration: Int
+        public init(stage: Int, factor: Double, fromIteration: Int) {
+            self.stage = stage
+            self.factor = factor
+            self.fromIteration = fromIteration
+        }
+    }
 
     public init(schedule: Schedule = .oneFOneB, microBatches: Int, seed: UInt64 = 0,
                 optimizer: OptimizerChoice = .sgd(learningRate: 0.01, momentum: 0), throttleCopies: Bool = false,

@@ -27,6 +27,7 @@ public final class Activation: Layer {
     }
 
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 
     private static let geluScale = Float((2 / Double.pi).squareRoot())
     private static let geluCubic: Float = 0.044715

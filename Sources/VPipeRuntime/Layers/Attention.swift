@@ -43,6 +43,7 @@ public final class Attention: Layer {
     }
 
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 
     private func sequences(_ rows: Int, _ context: LayerContext) throws -> Int {
         guard rows % sequenceLength == 0 else {

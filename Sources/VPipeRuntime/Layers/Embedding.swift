@@ -34,6 +34,7 @@ public final class Embedding: Layer {
     }
 
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 
     /// Rows of `ids` after checking its shape and every id.
     private func validate(_ ids: Tensor, _ context: LayerContext) throws -> Int {

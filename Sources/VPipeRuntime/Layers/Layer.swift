@@ -40,4 +40,7 @@ public protocol Layer: AnyObject {
     func backward(_ gradOutput: Tensor, saved: [Tensor], _ context: LayerContext) throws -> Tensor?
     /// Moves parameters and gradients into `space` (placement on a stage, migration).
     func place(in space: MemorySpace?) throws
+    /// Takes over parameters and gradients that already live in another space, in the order
+    /// of `parameters` (a migration's pre-copied weights and handed-over gradients).
+    func adopt(values: [Tensor], gradients: [Tensor]) throws
 }

@@ -28,6 +28,7 @@ public final class Linear: Layer {
     }
 
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let rows = try ShapeCheck.matrix(input, columns: inFeatures, "input", context)

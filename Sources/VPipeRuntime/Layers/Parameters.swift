@@ -19,6 +19,16 @@ public final class Parameters: @unchecked Sendable {
         gradients = g
     }
 
+    /// Takes over tensors that already live in another space (a migration's pre-copied
+    /// weights and handed-over gradients); shapes must match.
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws {
+        guard values.map(\.shape) == self.values.map(\.shape), gradients.map(\.shape) == self.gradients.map(\.shape) else {
+            throw RuntimeError.invalidShape("\(label): adopted tensors have shapes \(values.map(\.shape)), expected \(self.values.map(\.shape))")
+        }
+        self.values = values
+        self.gradients = gradients
+    }
+
     public func zeroGradients() { for g in gradients { g.zero() } }
 
     public var bytes: Int { values.reduce(0) { $0 + $1.bytes } }

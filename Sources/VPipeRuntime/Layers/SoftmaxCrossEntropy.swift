@@ -24,6 +24,7 @@ public final class SoftmaxCrossEntropy: Layer {
     }
 
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 
     /// (rows, classes) after checking the logits and the targets.
     private func validate(_ logits: Tensor, _ context: LayerContext) throws -> (rows: Int, classes: Int) {

@@ -48,6 +48,17 @@ public final class TransformerBlock: Layer {
     }
 
     public func place(in space: MemorySpace?) throws { for p in parts { try p.place(in: space) } }
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws {
+        guard values.count == parameters.count, gradients.count == values.count else {
+            throw RuntimeError.invalidShape("transformer block: adopt got \(values.count) tensors for \(parameters.count) parameters")
+        }
+        var k = 0
+        for p in parts {
+            let n = p.parameters.count
+            try p.adopt(values: Array(values[k..<(k + n)]), gradients: Array(gradients[k..<(k + n)]))
+            k += n
+        }
+    }
 
     /// a += b, element-wise (same shapes, checked by the callers' layers).
     private static func addInPlace(_ a: Tensor, _ b: Tensor) {

@@ -94,7 +94,7 @@ public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
         case let .outOfMemory(space, what, requested, inUse, capacity):
             return "\(space) out of memory allocating \(requested) bytes for \(what): \(inUse) of \(capacity) bytes in use, "
                 + "\(inUse + requested - capacity) bytes over"
-        case let .invalidShape(message): return "shape: \(message)"
+        case let .invalidShape(message): return message
         case let .failed(message): return message
         }
     }
