@@ -171,6 +171,20 @@ vp_status vp_session_get_parameters(vp_session *session, uint32_t layer, vp_byte
 vp_status vp_session_set_parameters(vp_session *session, uint32_t layer, const uint8_t *parameters,
                                     size_t parameters_len);
 
+/* Live migration: asks the session to move to `plan` (a serialised vpipe.Plan for the same
+ * model, stage count, schedule and micro-batches): layers move between stages and change
+ * policies while training continues. It takes effect during the next vp_session_step: the
+ * moving layers' weights and optimizer state are pre-copied while that iteration computes,
+ * their accumulated gradients are handed over at its flush, the receiving stage applies
+ * the optimizer step, and ownership switches for the following iteration. Training
+ * computes exactly what it would have without the move.
+ * Checked now against the measured profiles: a plan that cannot be applied (does not fit,
+ * wrong layer or stage count, another schedule) is rejected with the reason, and training
+ * continues on the current plan, untouched. May be called from another thread while a step
+ * runs (not serialised with it); a later request replaces one that has not started.
+ * The outcome appears in vp_session_stats (decisions). */
+vp_status vp_session_apply_plan(vp_session *session, const uint8_t *plan, size_t plan_len);
+
 /* Closes the session and frees everything it owns. NULL is accepted (VP_OK). Closing a
  * handle twice gives VP_ERR_INVALID_ARGUMENT. */
 vp_status vp_session_close(vp_session *session);

@@ -1222,6 +1222,51 @@ void   vpipe__session_stats__free_unpacked
   assert(message->base.descriptor == &vpipe__session_stats__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__migration_decision__init
+                     (Vpipe__MigrationDecision         *message)
+{
+  static const Vpipe__MigrationDecision init_value = VPIPE__MIGRATION_DECISION__INIT;
+  *message = init_value;
+}
+size_t vpipe__migration_decision__get_packed_size
+                     (const Vpipe__MigrationDecision *message)
+{
+  assert(message->base.descriptor == &vpipe__migration_decision__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__migration_decision__pack
+                     (const Vpipe__MigrationDecision *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__migration_decision__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__migration_decision__pack_to_buffer
+                     (const Vpipe__MigrationDecision *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__migration_decision__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__MigrationDecision *
+       vpipe__migration_decision__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__MigrationDecision *)
+     protobuf_c_message_unpack (&vpipe__migration_decision__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__migration_decision__free_unpacked
+                     (Vpipe__MigrationDecision *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__migration_decision__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   vpipe__tensor_data__init
                      (Vpipe__TensorData         *message)
 {
@@ -3025,7 +3070,7 @@ const ProtobufCMessageDescriptor vpipe__adam_config__descriptor =
   (ProtobufCMessageInit) vpipe__adam_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[10] =
+static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[15] =
 {
   {
     "schedule",
@@ -3147,6 +3192,66 @@ static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "replan_every",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, replan_every),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replan_threshold",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, replan_threshold),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slowdown_stage",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, slowdown_stage),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slowdown_factor",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, slowdown_factor),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "slowdown_from_iteration",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, slowdown_from_iteration),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__training_config__field_indices_by_name[] = {
   4,   /* field[4] = adam */
@@ -3155,15 +3260,21 @@ static const unsigned vpipe__training_config__field_indices_by_name[] = {
   8,   /* field[8] = fail_stage */
   1,   /* field[1] = micro_batches */
   6,   /* field[6] = profile_iterations */
+  10,   /* field[10] = replan_every */
+  11,   /* field[11] = replan_threshold */
   0,   /* field[0] = schedule */
   2,   /* field[2] = seed */
   3,   /* field[3] = sgd */
+  13,   /* field[13] = slowdown_factor */
+  14,   /* field[14] = slowdown_from_iteration */
+  12,   /* field[12] = slowdown_stage */
   5,   /* field[5] = throttle_copies */
 };
-static const ProtobufCIntRange vpipe__training_config__number_ranges[1 + 1] =
+static const ProtobufCIntRange vpipe__training_config__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 16, 10 },
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
 {
@@ -3173,10 +3284,10 @@ const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
   "Vpipe__TrainingConfig",
   "vpipe",
   sizeof(Vpipe__TrainingConfig),
-  10,
+  15,
   vpipe__training_config__field_descriptors,
   vpipe__training_config__field_indices_by_name,
-  1,  vpipe__training_config__number_ranges,
+  2,  vpipe__training_config__number_ranges,
   (ProtobufCMessageInit) vpipe__training_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
@@ -3412,7 +3523,7 @@ const ProtobufCMessageDescriptor vpipe__stage_stats__descriptor =
   (ProtobufCMessageInit) vpipe__stage_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__session_stats__field_descriptors[7] =
+static const ProtobufCFieldDescriptor vpipe__session_stats__field_descriptors[8] =
 {
   {
     "iterations",
@@ -3498,8 +3609,21 @@ static const ProtobufCFieldDescriptor vpipe__session_stats__field_descriptors[7]
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "decisions",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__SessionStats, n_decisions),
+    offsetof(Vpipe__SessionStats, decisions),
+    &vpipe__migration_decision__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__session_stats__field_indices_by_name[] = {
+  7,   /* field[7] = decisions */
   0,   /* field[0] = iterations */
   1,   /* field[1] = last_iteration_seconds */
   3,   /* field[3] = last_loss */
@@ -3511,7 +3635,7 @@ static const unsigned vpipe__session_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange vpipe__session_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor vpipe__session_stats__descriptor =
 {
@@ -3521,11 +3645,179 @@ const ProtobufCMessageDescriptor vpipe__session_stats__descriptor =
   "Vpipe__SessionStats",
   "vpipe",
   sizeof(Vpipe__SessionStats),
-  7,
+  8,
   vpipe__session_stats__field_descriptors,
   vpipe__session_stats__field_indices_by_name,
   1,  vpipe__session_stats__number_ranges,
   (ProtobufCMessageInit) vpipe__session_stats__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__migration_decision__field_descriptors[11] =
+{
+  {
+    "source",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "iteration",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, iteration),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "old_predicted_seconds",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, old_predicted_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "new_predicted_seconds",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, new_predicted_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "applied",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, applied),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layers_moved",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Vpipe__MigrationDecision, n_layers_moved),
+    offsetof(Vpipe__MigrationDecision, layers_moved),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_moved",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, bytes_moved),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stall_seconds",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, stall_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "iteration_seconds_before",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, iteration_seconds_before),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "iteration_seconds_after",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, iteration_seconds_after),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "note",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__MigrationDecision, note),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__migration_decision__field_indices_by_name[] = {
+  4,   /* field[4] = applied */
+  6,   /* field[6] = bytes_moved */
+  1,   /* field[1] = iteration */
+  9,   /* field[9] = iteration_seconds_after */
+  8,   /* field[8] = iteration_seconds_before */
+  5,   /* field[5] = layers_moved */
+  3,   /* field[3] = new_predicted_seconds */
+  10,   /* field[10] = note */
+  2,   /* field[2] = old_predicted_seconds */
+  0,   /* field[0] = source */
+  7,   /* field[7] = stall_seconds */
+};
+static const ProtobufCIntRange vpipe__migration_decision__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor vpipe__migration_decision__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.MigrationDecision",
+  "MigrationDecision",
+  "Vpipe__MigrationDecision",
+  "vpipe",
+  sizeof(Vpipe__MigrationDecision),
+  11,
+  vpipe__migration_decision__field_descriptors,
+  vpipe__migration_decision__field_indices_by_name,
+  1,  vpipe__migration_decision__number_ranges,
+  (ProtobufCMessageInit) vpipe__migration_decision__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor vpipe__tensor_data__field_descriptors[2] =

@@ -170,6 +170,18 @@ public func cSessionSetParameters(_ session: OpaquePointer?, _ layer: UInt32, _ 
     }
 }
 
+@_cdecl("vp_session_apply_plan")
+public func cSessionApplyPlan(_ session: OpaquePointer?, _ plan: UnsafePointer<UInt8>?, _ length: Int) -> vp_status {
+    withStatus {
+        // Not serialised with the session's other calls: a request may arrive while a step
+        // runs; the session takes it at the next iteration.
+        let handle = try SessionRegistry.find(session)
+        let input = try inputBytes(plan, length, name: "plan")
+        let decoded = try WireDecode.plan(input)
+        try handle.session.applyPlan(decoded.layout, schedule: decoded.schedule, microBatches: decoded.microBatches)
+    }
+}
+
 @_cdecl("vp_session_close")
 public func cSessionClose(_ session: OpaquePointer?) -> vp_status {
     guard let session else { return Int32(VP_OK) }

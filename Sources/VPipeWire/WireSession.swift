@@ -74,8 +74,22 @@ public enum WireSession {
             failure = .init(iteration: Int(t.pointee.fail_iteration), stage: Int(t.pointee.fail_stage), microBatch: Int(t.pointee.fail_micro_batch))
         }
         let profileIterations = t.pointee.profile_iterations == 0 ? 2 : Int(min(t.pointee.profile_iterations, 1000))
-        return TrainingOptions(schedule: schedule, microBatches: m, seed: t.pointee.seed, optimizer: optimizer,
-                               throttleCopies: t.pointee.throttle_copies != 0, profileIterations: profileIterations, failure: failure)
+        var options = TrainingOptions(schedule: schedule, microBatches: m, seed: t.pointee.seed, optimizer: optimizer,
+                                      throttleCopies: t.pointee.throttle_copies != 0, profileIterations: profileIterations, failure: failure)
+        options.replanEvery = Int(min(t.pointee.replan_every, 1_000_000))
+        let threshold = t.pointee.replan_threshold
+        guard threshold.isFinite && threshold >= 0 && threshold < 1 else {
+            throw VPipeError.invalidField(field: "training.replan_threshold", message: "must be in [0, 1) (0 means 0.05), got \(threshold)")
+        }
+        options.replanThreshold = threshold == 0 ? 0.05 : threshold
+        let factor = t.pointee.slowdown_factor
+        guard factor.isFinite && factor >= 0 && factor <= 1000 else {
+            throw VPipeError.invalidField(field: "training.slowdown_factor", message: "must be between 0 and 1000, got \(factor)")
+        }
+        if factor > 1 {
+            options.slowdown = .init(stage: Int(t.pointee.slowdown_stage), factor: factor, fromIteration: Int(t.pointee.slowdown_from_iteration))
+        }
+        return options
     }
 
     public static func stats(_ s: SessionStatistics) -> [UInt8] {
@@ -118,6 +132,28 @@ public enum WireSession {
         message.pointee.n_measured_profiles = s.measuredProfiles.count
         message.pointee.measured_profiles = profiles
         if let plan = s.plan { message.pointee.plan = WireEncode.fill(plan, arena) }
+        let decisions = arena.allocate(UnsafeMutablePointer<Vpipe__MigrationDecision>?.self, count: s.decisions.count)
+        for (k, d) in s.decisions.enumerated() {
+            let m = arena.allocate(Vpipe__MigrationDecision.self, count: 1)
+            vpipe__migration_decision__init(m)
+            m.pointee.source = arena.string(d.source)
+            m.pointee.iteration = UInt64(max(0, d.iteration))
+            m.pointee.old_predicted_seconds = d.oldPredictedSeconds
+            m.pointee.new_predicted_seconds = d.newPredictedSeconds
+            m.pointee.applied = d.applied ? 1 : 0
+            let moved = arena.allocate(UInt32.self, count: d.layersMoved.count)
+            for (j, l) in d.layersMoved.enumerated() { moved[j] = UInt32(clamping: l) }
+            m.pointee.n_layers_moved = d.layersMoved.count
+            m.pointee.layers_moved = moved
+            m.pointee.bytes_moved = UInt64(max(0, d.bytesMoved))
+            m.pointee.stall_seconds = d.stallSeconds
+            m.pointee.iteration_seconds_before = d.iterationSecondsBefore
+            m.pointee.iteration_seconds_after = d.iterationSecondsAfter
+            m.pointee.note = arena.string(d.note)
+            decisions[k] = m
+        }
+        message.pointee.n_decisions = s.decisions.count
+        message.pointee.decisions = decisions
         return WireEncode.pack(message, size: vpipe__session_stats__get_packed_size, pack: vpipe__session_stats__pack)
     }
 

@@ -42,6 +42,7 @@ typedef struct Vpipe__TrainingConfig Vpipe__TrainingConfig;
 typedef struct Vpipe__SessionConfig Vpipe__SessionConfig;
 typedef struct Vpipe__StageStats Vpipe__StageStats;
 typedef struct Vpipe__SessionStats Vpipe__SessionStats;
+typedef struct Vpipe__MigrationDecision Vpipe__MigrationDecision;
 typedef struct Vpipe__TensorData Vpipe__TensorData;
 typedef struct Vpipe__LayerParameters Vpipe__LayerParameters;
 
@@ -663,6 +664,21 @@ struct  Vpipe__TrainingConfig
   uint32_t fail_iteration;
   uint32_t fail_stage;
   uint32_t fail_micro_batch;
+  /*
+   * 11..15 reserved for the transport settings.
+   * Online re-planning: every replan_every iterations (0 = off) the profiler's numbers of
+   * the last window go to the planner; the session migrates when the predicted iteration
+   * time drops by more than replan_threshold (a fraction; 0 means 0.05).
+   */
+  uint32_t replan_every;
+  double replan_threshold;
+  /*
+   * Testing and demos: device `slowdown_stage` runs `slowdown_factor` times slower from
+   * iteration `slowdown_from_iteration` on (factor <= 1: off).
+   */
+  uint32_t slowdown_stage;
+  double slowdown_factor;
+  uint32_t slowdown_from_iteration;
   Vpipe__TrainingConfig__OptimizerCase optimizer_case;
   union {
     Vpipe__SgdConfig *sgd;
@@ -671,7 +687,7 @@ struct  Vpipe__TrainingConfig
 };
 #define VPIPE__TRAINING_CONFIG__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__training_config__descriptor) \
-    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
+    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
 
 
 struct  Vpipe__SessionConfig
@@ -745,10 +761,63 @@ struct  Vpipe__SessionStats
    * the plan the session runs
    */
   Vpipe__Plan *plan;
+  /*
+   * re-planning decisions and host migrations
+   */
+  size_t n_decisions;
+  Vpipe__MigrationDecision **decisions;
 };
 #define VPIPE__SESSION_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__session_stats__descriptor) \
-    , 0, 0, 0, 0, 0,NULL, 0,NULL, NULL }
+    , 0, 0, 0, 0, 0,NULL, 0,NULL, NULL, 0,NULL }
+
+
+/*
+ * One online re-planning decision, or a migration the host asked for.
+ */
+struct  Vpipe__MigrationDecision
+{
+  ProtobufCMessage base;
+  /*
+   * "online" or "host"
+   */
+  char *source;
+  /*
+   * decided after this iteration
+   */
+  uint64_t iteration;
+  /*
+   * cost model v1, fresh profiles, running plan
+   */
+  double old_predicted_seconds;
+  /*
+   * the same for the new plan
+   */
+  double new_predicted_seconds;
+  protobuf_c_boolean applied;
+  size_t n_layers_moved;
+  uint32_t *layers_moved;
+  /*
+   * weights + optimizer state + gradients
+   */
+  uint64_t bytes_moved;
+  /*
+   * flush-to-switch time beyond the optimizer step
+   */
+  double stall_seconds;
+  /*
+   * measured, mean over the window before
+   */
+  double iteration_seconds_before;
+  /*
+   * measured, mean over the next window (0: not yet)
+   */
+  double iteration_seconds_after;
+  char *note;
+};
+#define VPIPE__MIGRATION_DECISION__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__migration_decision__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Vpipe__TensorData
@@ -1289,6 +1358,25 @@ Vpipe__SessionStats *
 void   vpipe__session_stats__free_unpacked
                      (Vpipe__SessionStats *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__MigrationDecision methods */
+void   vpipe__migration_decision__init
+                     (Vpipe__MigrationDecision         *message);
+size_t vpipe__migration_decision__get_packed_size
+                     (const Vpipe__MigrationDecision   *message);
+size_t vpipe__migration_decision__pack
+                     (const Vpipe__MigrationDecision   *message,
+                      uint8_t             *out);
+size_t vpipe__migration_decision__pack_to_buffer
+                     (const Vpipe__MigrationDecision   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__MigrationDecision *
+       vpipe__migration_decision__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__migration_decision__free_unpacked
+                     (Vpipe__MigrationDecision *message,
+                      ProtobufCAllocator *allocator);
 /* Vpipe__TensorData methods */
 void   vpipe__tensor_data__init
                      (Vpipe__TensorData         *message);
@@ -1410,6 +1498,9 @@ typedef void (*Vpipe__StageStats_Closure)
 typedef void (*Vpipe__SessionStats_Closure)
                  (const Vpipe__SessionStats *message,
                   void *closure_data);
+typedef void (*Vpipe__MigrationDecision_Closure)
+                 (const Vpipe__MigrationDecision *message,
+                  void *closure_data);
 typedef void (*Vpipe__TensorData_Closure)
                  (const Vpipe__TensorData *message,
                   void *closure_data);
@@ -1453,6 +1544,7 @@ extern const ProtobufCMessageDescriptor vpipe__training_config__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__session_config__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__stage_stats__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__session_stats__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__migration_decision__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__tensor_data__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_parameters__descriptor;
 
