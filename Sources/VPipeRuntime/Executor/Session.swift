@@ -94,6 +94,10 @@ public final class TrainingSession: @unchecked Sendable {
     /// Speed of each stage's device relative to the fastest seen (1.0 = nominal).
     private var stageSpeed: [Double] = []
     private var calibrationBaseline = Double.infinity
+    /// The running layout, as of the last step boundary (read by `applyPlan` from other threads).
+    private var layoutSnapshot = PlanLayout(ranges: [], policies: [])
+    /// Parameter bytes per layer (fixed at construction).
+    private var parameterBytes: [Int] = []
 
     public init(_ config: SessionConfig) throws {
         try Validation.validate(config.model)
@@ -128,6 +132,8 @@ public final class TrainingSession: @unchecked Sendable {
                                     layout: PlanLayout(ranges: [0..<L], policies: Array(repeating: .keep, count: L)))
             profiling = true
         }
+        parameterBytes = pipeline.layers.map { $0.parameters.reduce(0) { $0 + $1.bytes } }
+        layoutSnapshot = pipeline.layout
     }
 
     deinit { pipeline.shutdown() }
@@ -178,6 +184,7 @@ public final class TrainingSession: @unchecked Sendable {
             }
         }
         lastResult = result
+        stateLock.locked { layoutSnapshot = pipeline.layout }
         rowsPerMicroBatch = inputs.count / features / config.training.microBatches
         iterations += 1
         totalSeconds += result.seconds
@@ -200,7 +207,7 @@ public final class TrainingSession: @unchecked Sendable {
         let m = Double(config.training.microBatches * profiledIterations)
         return profileSums.enumerated().map { l, p in
             LayerProfile(fwdSeconds: p.fwdSeconds / m, bwdSeconds: p.bwdSeconds / m, stashBytes: p.stashBytes,
-                         outputBytes: p.outputBytes, paramBytes: pipeline.layers[l].parameters.reduce(0) { $0 + $1.bytes })
+                         outputBytes: p.outputBytes, paramBytes: l < parameterBytes.count ? parameterBytes[l] : 0)
         }
     }
 
@@ -332,7 +339,7 @@ public final class TrainingSession: @unchecked Sendable {
             if profiling {
                 throw VPipeError.invalidField(field: "plan", message: "the session is still profiling (it plans itself after training.profile_iterations steps); apply a plan after that")
             }
-            let stageCount = pipeline.stages.count
+            let stageCount = layoutSnapshot.ranges.count
             if layout.ranges.count != stageCount {
                 throw VPipeError.invalidField(field: "plan.stages", message: "the session runs \(stageCount) stages, the plan has \(layout.ranges.count); changing the stage count needs a new session")
             }
@@ -343,7 +350,7 @@ public final class TrainingSession: @unchecked Sendable {
             if !over.isEmpty {
                 throw VPipeError.infeasible("the plan does not fit with the measured profiles, so it was not applied and training continues on the current plan: " + over.joined(separator: "; "))
             }
-            let old = (try? cm.evaluate(pipeline.layout).iterationSeconds) ?? .nan
+            let old = (try? cm.evaluate(layoutSnapshot).iterationSeconds) ?? .nan
             let before = windowIterationSeconds.isEmpty ? (lastResult?.seconds ?? 0) : windowIterationSeconds.reduce(0, +) / Double(windowIterationSeconds.count)
             decisions.append(MigrationDecision(source: "host", iteration: iterations, oldPredictedSeconds: old, newPredictedSeconds: evaluated.iterationSeconds,
                                                applied: false, iterationSecondsBefore: before, note: "requested by the host"))
@@ -364,6 +371,7 @@ public final class TrainingSession: @unchecked Sendable {
         old.shutdown()
         stageWorkspace = []
         self.plan = plan
+        stateLock.locked { layoutSnapshot = pipeline.layout }
         profiling = false
     }
 
