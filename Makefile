@@ -65,6 +65,9 @@ test-hosts: install-stage
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_abi_cpp Tests/host/test_abi.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread
 	$(HOSTBIN)/test_abi_cpp
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_session_c Tests/host/test_session.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
+	$(HOSTBIN)/test_session_c
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/example_c examples/c/plan.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_c
