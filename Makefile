@@ -65,12 +65,21 @@ test-hosts: install-stage
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_abi_cpp Tests/host/test_abi.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread
 	$(HOSTBIN)/test_abi_cpp
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_session_c Tests/host/test_session.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
+	$(HOSTBIN)/test_session_c
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/example_c examples/c/plan.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_c
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_cpp examples/cpp/plan.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_cpp
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_vpipe_hpp Tests/host/test_vpipe_hpp.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
+	$(HOSTBIN)/test_vpipe_hpp
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_session_cpp bindings/cpp/example.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
+	$(HOSTBIN)/example_session_cpp
 
 test-python: install-stage
 	VPIPE_LIBRARY=$(STAGE)/lib/libvpipe.so PYTHONPATH=bindings/python $(PYTHON) -m pytest -q bindings/python/tests
@@ -94,6 +103,7 @@ install: build
 	install -d $(PREFIX)/lib/pkgconfig $(PREFIX)/include $(PREFIX)/share/vpipe
 	install -m 755 $(LIBRARY) $(PREFIX)/lib/libvpipe.so
 	install -m 644 include/vpipe.h $(PREFIX)/include/vpipe.h
+	install -m 644 bindings/cpp/vpipe.hpp $(PREFIX)/include/vpipe.hpp
 	install -m 644 proto/vpipe.proto $(PREFIX)/share/vpipe/vpipe.proto
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' vpipe.pc.in > $(PREFIX)/lib/pkgconfig/vpipe.pc
 

@@ -24,6 +24,9 @@ ctypes. Every number a plan reports comes from the library's cost model
     for stage in plan.stages:
         print(stage.first_layer, stage.last_layer, stage.stage_seconds)
 
+Training: ``vpipe.Session(config)`` opens a training session on a ``pb.SessionConfig``
+(``vp_session_*``) and trains it step by step on numpy arrays; see ``vpipe.session``.
+
 Errors: every failure raises ``VPipeError`` (or its per-status subclass) carrying
 ``status``, ``status_name`` and the library's ``message``, which names the field, layer,
 stage or device at fault. Passing something that is not the expected protobuf message
@@ -48,6 +51,7 @@ from ._errors import (
     ERR_INVALID_ARGUMENT,
     ERR_INVALID_REQUEST,
     ERR_NOT_IMPLEMENTED,
+    ERR_RUNTIME,
     LOAD_ERROR,
     OK,
     STATUS_NAMES,
@@ -58,6 +62,7 @@ from ._errors import (
     InvalidRequestError,
     LoadError,
     NotImplementedByLibraryError,
+    TrainingError,
     VPipeError,
 )
 from ._native import ABI_VERSION, LIBRARY_ENV
@@ -83,6 +88,7 @@ __all__ = [
     "InfeasibleError",
     "NotImplementedByLibraryError",
     "InternalError",
+    "TrainingError",
     "LoadError",
     "STATUS_NAMES",
     "OK",
@@ -92,7 +98,9 @@ __all__ = [
     "ERR_INFEASIBLE",
     "ERR_NOT_IMPLEMENTED",
     "ERR_INTERNAL",
+    "ERR_RUNTIME",
     "LOAD_ERROR",
+    "Session",
 ]
 
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -221,3 +229,4 @@ def _parse(cls: Type[_M], data: bytes) -> _M:
             ERR_INTERNAL, f"the library's reply ({len(data)} bytes) is not a {cls.DESCRIPTOR.full_name}: {e}"
         ) from None
 from .simulate import simulate, simulate_bytes  # noqa: E402,F401
+from .session import Session  # noqa: E402,F401

@@ -11,6 +11,7 @@ ERR_INVALID_REQUEST = 3  #: the message decoded but a field's value is invalid
 ERR_INFEASIBLE = 4  #: no plan fits the devices' memory
 ERR_NOT_IMPLEMENTED = 5  #: the requested feature (e.g. a planner) is not available yet
 ERR_INTERNAL = 6  #: a bug in libvpipe
+ERR_RUNTIME = 7  #: training failed: out of device memory, a stage failed, bad data
 #: Not a library status: the binding could not find, load or accept libvpipe.so.
 LOAD_ERROR = -1
 
@@ -22,6 +23,7 @@ STATUS_NAMES: Dict[int, str] = {
     ERR_INFEASIBLE: "VP_ERR_INFEASIBLE",
     ERR_NOT_IMPLEMENTED: "VP_ERR_NOT_IMPLEMENTED",
     ERR_INTERNAL: "VP_ERR_INTERNAL",
+    ERR_RUNTIME: "VP_ERR_RUNTIME",
     LOAD_ERROR: "LOAD_ERROR",
 }
 
@@ -82,6 +84,11 @@ class InternalError(VPipeError):
     """VP_ERR_INTERNAL: a bug in libvpipe (or a reply the binding cannot read)."""
 
 
+class TrainingError(VPipeError):
+    """VP_ERR_RUNTIME: a training step failed (out of device memory, a stage failed, bad data);
+    the message names the stage, layer or row. The session stays usable: no weight changed."""
+
+
 class LoadError(VPipeError):
     """LOAD_ERROR: libvpipe.so was not found, did not load, or has another ABI version."""
 
@@ -93,5 +100,6 @@ _BY_STATUS: Dict[int, Type[VPipeError]] = {
     ERR_INFEASIBLE: InfeasibleError,
     ERR_NOT_IMPLEMENTED: NotImplementedByLibraryError,
     ERR_INTERNAL: InternalError,
+    ERR_RUNTIME: TrainingError,
     LOAD_ERROR: LoadError,
 }

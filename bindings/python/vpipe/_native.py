@@ -83,6 +83,8 @@ class Library:
             fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(VpBytes)]
             fn.restype = ctypes.c_int32
 
+        self._declare_sessions(cdll)
+
         abi = self.abi_version()
         if abi != ABI_VERSION:
             raise LoadError(
@@ -92,20 +94,69 @@ class Library:
                 f"{LIBRARY_ENV} at a matching libvpipe.so)",
             )
 
+    def _declare_sessions(self, cdll: ctypes.CDLL) -> None:
+        """Declares the vp_session_* functions (used by ``vpipe.session``).
+
+        They are looked up here but not required: a library without them still plans, and
+        ``vpipe.Session`` reports their absence (``session_functions_missing``) when used.
+        A session handle is an opaque ``vp_session *``: ``c_void_p`` on this side.
+        """
+        handle, size, f32p, i32p = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_int32)
+        signatures = {
+            # (const uint8_t *config, size_t config_len, vp_session **session_out)
+            "session_open": [ctypes.c_char_p, size, ctypes.POINTER(handle)],
+            # (vp_session *, const float *inputs, size_t, const int32_t *targets, size_t, float *loss_out)
+            "session_step": [handle, f32p, size, i32p, size, f32p],
+            # (vp_session *, const int32_t *tokens, size_t, const int32_t *targets, size_t, float *loss_out)
+            "session_step_tokens": [handle, i32p, size, i32p, size, f32p],
+            # (vp_session *, vp_bytes *stats_out)
+            "session_stats": [handle, ctypes.POINTER(VpBytes)],
+            # (vp_session *, const char *path)
+            "session_write_trace": [handle, ctypes.c_char_p],
+            # (vp_session *, uint32_t layer, vp_bytes *parameters_out)
+            "session_get_parameters": [handle, ctypes.c_uint32, ctypes.POINTER(VpBytes)],
+            # (vp_session *, uint32_t layer, const uint8_t *parameters, size_t parameters_len)
+            "session_set_parameters": [handle, ctypes.c_uint32, ctypes.c_char_p, size],
+            # (vp_session *)
+            "session_close": [handle],
+        }
+        self.session_functions_missing: List[str] = []
+        for name, argtypes in signatures.items():
+            fn = getattr(cdll, f"vp_{name}", None)
+            if fn is None:
+                self.session_functions_missing.append(f"vp_{name}")
+            else:
+                fn.argtypes = argtypes
+                fn.restype = ctypes.c_int32
+            setattr(self, name, fn)
+
+    def error(self, status: int) -> VPipeError:
+        """The exception for a non-zero ``status`` with ``vp_last_error()``'s message; call it
+        on the failing thread, right after the failing call."""
+        raw = self.last_error()
+        return VPipeError.from_status(status, raw.decode("utf-8", errors="replace") if raw else "")
+
+    def check(self, status: int) -> None:
+        """Raises ``error(status)`` unless ``status`` is VP_OK."""
+        if status != 0:
+            raise self.error(status)
+
     def call(self, fn: "ctypes._CFuncPtr", data: bytes) -> bytes:
-        """Runs ``fn(data, len(data), &out)`` and returns the bytes it produced.
+        """Runs ``fn(data, len(data), &out)`` and returns the bytes it produced (see ``output``)."""
+        return self.output(fn, data, len(data))
+
+    def output(self, fn: "ctypes._CFuncPtr", *args: object) -> bytes:
+        """Runs ``fn(*args, &out)`` for a function whose last parameter is a ``vp_bytes *``
+        and returns the bytes it produced.
 
         On a non-zero status raises the matching ``VPipeError`` with ``vp_last_error()``'s
         message (read on this thread, right after the failing call, as the header requires).
         The returned buffer is always released with ``vp_bytes_free``.
         """
         out = VpBytes()
-        status = fn(data, len(data), ctypes.byref(out))
+        status = fn(*args, ctypes.byref(out))
         try:
-            if status != 0:
-                raw = self.last_error()
-                message = raw.decode("utf-8", errors="replace") if raw else ""
-                raise VPipeError.from_status(status, message)
+            self.check(status)
             if not out.data or out.len == 0:
                 return b""
             return ctypes.string_at(out.data, out.len)

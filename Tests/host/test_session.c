@@ -1,0 +1,260 @@
+/* The session C ABI from a C host: open an MLP on 2 stages with a hand-made plan, train it,
+ * read statistics and parameters back, write traces, misuse every handle, and inject a
+ * stage failure. Built and run by `make test-hosts` against the installed library. */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <vpipe.h>
+#include "session_builder.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            failures++;                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, "\n");                                          \
+        }                                                                   \
+    } while (0)
+
+#define ROWS 16
+#define STEPS 5
+
+static vp_session *open_config(const test_session_config *t) {
+    size_t len;
+    uint8_t *buf = test_session_config_pack(t, &len);
+    vp_session *s = NULL;
+    vp_status st = vp_session_open(buf, len, &s);
+    free(buf);
+    CHECK(st == VP_OK && s != NULL, "vp_session_open: expected VP_OK, got %d (%s)", st, vp_last_error());
+    return st == VP_OK ? s : NULL;
+}
+
+/* The losses of `steps` steps on the fixed batch with a fresh session on `n_devices`. */
+static void clean_losses(size_t n_devices, float *losses, int steps) {
+    test_session_config t;
+    test_session_config_init(&t, n_devices);
+    vp_session *s = open_config(&t);
+    float x[ROWS * MLP_FEATURES];
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    for (int i = 0; i < steps; i++) {
+        vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &losses[i]);
+        CHECK(st == VP_OK, "step %d: %s", i, vp_last_error());
+    }
+    CHECK(vp_session_close(s) == VP_OK, "close: %s", vp_last_error());
+}
+
+/* Layer `layer`'s parameters, decoded; free with vpipe__layer_parameters__free_unpacked. */
+static Vpipe__LayerParameters *get_parameters(vp_session *s, uint32_t layer) {
+    vp_bytes out = {0};
+    vp_status st = vp_session_get_parameters(s, layer, &out);
+    CHECK(st == VP_OK, "get_parameters(%u): %s", layer, vp_last_error());
+    Vpipe__LayerParameters *p = vpipe__layer_parameters__unpack(NULL, out.len, out.data);
+    CHECK(p != NULL, "get_parameters(%u): the bytes are not a vpipe.LayerParameters", layer);
+    vp_bytes_free(&out);
+    return p;
+}
+
+static vp_status set_parameters(vp_session *s, uint32_t layer, const Vpipe__LayerParameters *p) {
+    size_t len = vpipe__layer_parameters__get_packed_size(p);
+    uint8_t *buf = malloc(len ? len : 1);
+    vpipe__layer_parameters__pack(p, buf);
+    vp_status st = vp_session_set_parameters(s, layer, buf, len);
+    free(buf);
+    return st;
+}
+
+static int same_parameters(const Vpipe__LayerParameters *a, const Vpipe__LayerParameters *b) {
+    if (a->n_tensors != b->n_tensors) return 0;
+    for (size_t k = 0; k < a->n_tensors; k++) {
+        const Vpipe__TensorData *x = a->tensors[k], *y = b->tensors[k];
+        if (x->n_shape != y->n_shape || x->n_values != y->n_values) return 0;
+        if (memcmp(x->shape, y->shape, x->n_shape * sizeof *x->shape) != 0) return 0;
+        if (memcmp(x->values, y->values, x->n_values * sizeof *x->values) != 0) return 0;
+    }
+    return 1;
+}
+
+static int file_starts_with(const char *path, const char *prefix, const char *contains) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    static char text[1 << 16];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    return n > 0 && strncmp(text, prefix, strlen(prefix)) == 0 && strstr(text, contains) != NULL;
+}
+
+static void test_train_two_stages(void) {
+    test_session_config t;
+    test_session_config_init(&t, 2);
+    vp_session *s = open_config(&t);
+    if (!s) return;
+    float x[ROWS * MLP_FEATURES];
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    float losses[STEPS];
+    for (int i = 0; i < STEPS; i++) {
+        vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &losses[i]);
+        CHECK(st == VP_OK, "step %d: %s", i, vp_last_error());
+        if (i > 0) CHECK(losses[i] < losses[i - 1], "step %d: expected the loss to fall, got %g after %g", i, losses[i], losses[i - 1]);
+    }
+    printf("C session host: losses");
+    for (int i = 0; i < STEPS; i++) printf(" %.4f", losses[i]);
+    printf("\n");
+    /* A pipeline is transparent: one stage gives exactly the same losses. */
+    float one[STEPS];
+    clean_losses(1, one, STEPS);
+    CHECK(memcmp(one, losses, sizeof one) == 0, "expected the same losses on 1 stage, got %g..%g vs %g..%g", one[0], one[STEPS - 1], losses[0], losses[STEPS - 1]);
+
+    /* Statistics. */
+    vp_bytes out = {0};
+    CHECK(vp_session_stats(s, &out) == VP_OK, "stats: %s", vp_last_error());
+    Vpipe__SessionStats *stats = vpipe__session_stats__unpack(NULL, out.len, out.data);
+    vp_bytes_free(&out);
+    CHECK(stats != NULL, "stats: the bytes are not a vpipe.SessionStats");
+    if (stats) {
+        CHECK(stats->iterations == STEPS, "expected %d iterations, got %llu", STEPS, (unsigned long long)stats->iterations);
+        CHECK(stats->last_loss == losses[STEPS - 1], "last_loss %g vs %g", stats->last_loss, losses[STEPS - 1]);
+        CHECK(stats->n_stages == 2, "expected 2 stages, got %zu", stats->n_stages);
+        for (size_t i = 0; i < stats->n_stages; i++) {
+            Vpipe__StageStats *st = stats->stages[i];
+            CHECK(st->peak_device_bytes > 0 && st->peak_device_bytes <= st->capacity_bytes, "stage %zu: peak %llu of %llu", i,
+                  (unsigned long long)st->peak_device_bytes, (unsigned long long)st->capacity_bytes);
+            CHECK(st->first_layer == 2 * i && st->last_layer == 2 * i + 1, "stage %zu owns %u-%u", i, st->first_layer, st->last_layer);
+        }
+        CHECK(stats->n_measured_profiles == MLP_LAYERS, "expected %d profiles, got %zu", MLP_LAYERS, stats->n_measured_profiles);
+        CHECK(stats->plan != NULL && stats->plan->n_stages == 2, "expected the 2-stage plan in the stats");
+        vpipe__session_stats__free_unpacked(stats, NULL);
+    }
+
+    /* Parameters: get, change, set, get again; then restore. A wrong shape changes nothing. */
+    Vpipe__LayerParameters *before = get_parameters(s, 0);
+    if (before) {
+        CHECK(before->n_tensors == 2, "Linear: expected W and b, got %zu tensors", before->n_tensors);
+        if (before->n_tensors == 2) {
+            const Vpipe__TensorData *w = before->tensors[0];
+            CHECK(w->n_shape == 2 && w->shape[0] == 16 && w->shape[1] == MLP_FEATURES, "W shape %zu dims", w->n_shape);
+            Vpipe__LayerParameters *changed = get_parameters(s, 0);
+            for (size_t i = 0; i < changed->tensors[0]->n_values; i++) changed->tensors[0]->values[i] += 1.0f;
+            CHECK(set_parameters(s, 0, changed) == VP_OK, "set_parameters: %s", vp_last_error());
+            Vpipe__LayerParameters *after = get_parameters(s, 0);
+            CHECK(after && same_parameters(after, changed), "set then get must round-trip");
+            if (after) vpipe__layer_parameters__free_unpacked(after, NULL);
+
+            changed->tensors[0]->shape[0] = 8; /* [8, 8]: wrong */
+            vp_status st = set_parameters(s, 0, changed);
+            CHECK(st == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "tensors[0]"),
+                  "wrong shape: expected VP_ERR_INVALID_REQUEST naming tensors[0], got %d (%s)", st, vp_last_error());
+            changed->tensors[0]->shape[0] = 16;
+            after = get_parameters(s, 0);
+            CHECK(after && same_parameters(after, changed), "a rejected set_parameters changed the weights");
+            if (after) vpipe__layer_parameters__free_unpacked(after, NULL);
+            vpipe__layer_parameters__free_unpacked(changed, NULL);
+            CHECK(set_parameters(s, 0, before) == VP_OK, "restore: %s", vp_last_error());
+        }
+        vpipe__layer_parameters__free_unpacked(before, NULL);
+    }
+    vp_bytes none = {0};
+    CHECK(vp_session_get_parameters(s, 4, &none) == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "layer"),
+          "layer 4 of 4: %s", vp_last_error());
+
+    /* Traces. */
+    char json[64], svg[64];
+    snprintf(json, sizeof json, "/tmp/vpipe_test_session_%d.json", (int)getpid());
+    snprintf(svg, sizeof svg, "/tmp/vpipe_test_session_%d.svg", (int)getpid());
+    CHECK(vp_session_write_trace(s, json) == VP_OK, "write_trace json: %s", vp_last_error());
+    CHECK(vp_session_write_trace(s, svg) == VP_OK, "write_trace svg: %s", vp_last_error());
+    CHECK(file_starts_with(json, "{", "traceEvents"), "%s is not a Chrome trace", json);
+    CHECK(file_starts_with(svg, "<", "<svg"), "%s is not an SVG", svg);
+    remove(json);
+    remove(svg);
+    CHECK(vp_session_write_trace(s, "/nonexistent-dir/t.json") == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "path"),
+          "unwritable path: %s", vp_last_error());
+
+    CHECK(vp_session_close(s) == VP_OK, "close: %s", vp_last_error());
+}
+
+static void test_bad_handles(void) {
+    float x[ROWS * MLP_FEATURES], loss = 0;
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    vp_bytes out = {0};
+    CHECK(vp_session_step(NULL, x, ROWS * MLP_FEATURES, y, ROWS, &loss) == VP_ERR_INVALID_ARGUMENT, "step(NULL)");
+    CHECK(strstr(vp_last_error(), "session") != NULL, "step(NULL) should name session: %s", vp_last_error());
+    CHECK(vp_session_stats(NULL, &out) == VP_ERR_INVALID_ARGUMENT, "stats(NULL)");
+    CHECK(vp_session_close(NULL) == VP_OK, "close(NULL) is a no-op");
+    CHECK(vp_session_open(NULL, 0, NULL) == VP_ERR_INVALID_ARGUMENT && strstr(vp_last_error(), "session_out"),
+          "open with NULL session_out: %s", vp_last_error());
+    vp_session *s = (vp_session *)0x1;
+    const uint8_t junk[] = {0xff, 0x01, 0x02};
+    CHECK(vp_session_open(junk, sizeof junk, &s) == VP_ERR_DECODE && s == NULL, "open(junk): %s", vp_last_error());
+
+    test_session_config t;
+    test_session_config_init(&t, 2);
+    t.training.optimizer_case = VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET;
+    size_t len;
+    uint8_t *buf = test_session_config_pack(&t, &len);
+    vp_status st = vp_session_open(buf, len, &s);
+    CHECK(st == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "training.optimizer"), "no optimizer: %d %s", st, vp_last_error());
+    free(buf);
+
+    test_session_config_init(&t, 2);
+    s = open_config(&t);
+    if (!s) return;
+    CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, NULL) == VP_ERR_INVALID_ARGUMENT && strstr(vp_last_error(), "loss_out"),
+          "NULL loss_out: %s", vp_last_error());
+    CHECK(vp_session_step(s, NULL, 5, y, ROWS, &loss) == VP_ERR_INVALID_ARGUMENT, "NULL inputs: %s", vp_last_error());
+    CHECK(vp_session_stats(s, NULL) == VP_ERR_INVALID_ARGUMENT && strstr(vp_last_error(), "stats_out"), "NULL stats_out: %s", vp_last_error());
+    CHECK(vp_session_write_trace(s, NULL) == VP_ERR_INVALID_ARGUMENT && strstr(vp_last_error(), "path"), "NULL path: %s", vp_last_error());
+    st = vp_session_step(s, x, ROWS * MLP_FEATURES - 1, y, ROWS, &loss);
+    CHECK(st == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "inputs"), "ragged inputs: %d %s", st, vp_last_error());
+    CHECK(vp_session_close(s) == VP_OK, "close: %s", vp_last_error());
+    CHECK(vp_session_close(s) == VP_ERR_INVALID_ARGUMENT, "double close must be VP_ERR_INVALID_ARGUMENT");
+    CHECK(strstr(vp_last_error(), "not an open session") != NULL, "double close message: %s", vp_last_error());
+    CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss) == VP_ERR_INVALID_ARGUMENT, "step after close");
+    CHECK(vp_session_stats(s, &out) == VP_ERR_INVALID_ARGUMENT && out.data == NULL, "stats after close");
+    CHECK(vp_session_get_parameters(s, 0, &out) == VP_ERR_INVALID_ARGUMENT, "get_parameters after close");
+    CHECK(vp_session_write_trace(s, "/tmp/never.json") == VP_ERR_INVALID_ARGUMENT, "write_trace after close");
+}
+
+static void test_injected_failure(void) {
+    float clean[3];
+    clean_losses(2, clean, 3);
+    test_session_config t;
+    test_session_config_init(&t, 2);
+    t.training.fail_iteration = 2;
+    t.training.fail_stage = 1;
+    t.training.fail_micro_batch = 1;
+    vp_session *s = open_config(&t);
+    if (!s) return;
+    float x[ROWS * MLP_FEATURES], loss = 0;
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss) == VP_OK && loss == clean[0], "step 1: %s", vp_last_error());
+    vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss);
+    CHECK(st == VP_ERR_RUNTIME, "injected failure: expected VP_ERR_RUNTIME, got %d (%s)", st, vp_last_error());
+    CHECK(strstr(vp_last_error(), "stage 1") != NULL, "the message must name the stage: %s", vp_last_error());
+    /* The session survives, and the failed step changed no weight. */
+    st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss);
+    CHECK(st == VP_OK, "after a failure the session must still step: %s", vp_last_error());
+    CHECK(loss == clean[1], "after a failed step expected the clean second loss %g, got %g", clean[1], loss);
+    CHECK(vp_session_close(s) == VP_OK, "close after a failure: %s", vp_last_error());
+}
+
+int main(void) {
+    CHECK(vp_abi_version() == VPIPE_ABI_VERSION, "abi %u vs header %d", vp_abi_version(), VPIPE_ABI_VERSION);
+    test_train_two_stages();
+    test_bad_handles();
+    test_injected_failure();
+    if (failures) {
+        fprintf(stderr, "test_session: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_session (C): all passed\n");
+    return 0;
+}

@@ -1,0 +1,98 @@
+"""``python -m vpipe plan`` (vpipe/__main__.py), run as a user would: in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from google.protobuf import json_format
+
+import vpipe
+from vpipe import pb
+
+BINDING_ROOT = Path(__file__).resolve().parents[1]  # bindings/python
+MiB = 1 << 20
+
+
+def request(planner: int = pb.PLANNER_VPIPE, memory: int = 1024 * MiB) -> pb.PlanRequest:
+    """Six layers on two devices; at the default 1 GiB too small to keep every stash, so
+    VPIPE must swap or recompute."""
+    r = pb.PlanRequest()
+    for l in range(6):
+        layer = r.model.layers.add(name=f"block{l}")
+        layer.profile.fwd_seconds, layer.profile.bwd_seconds = 0.01, 0.02
+        layer.profile.stash_bytes, layer.profile.output_bytes, layer.profile.param_bytes = 256 * MiB, 16 * MiB, 32 * MiB
+    r.model.input_bytes = 16 * MiB
+    for d in range(2):
+        r.cluster.devices.add(name=f"gpu{d}", memory_bytes=memory, host_bandwidth=12e9)
+    r.cluster.links.add(bandwidth=10e9, latency=1e-5)
+    r.options.micro_batches = 4
+    r.options.planner = planner
+    return r
+
+
+def run(*args: str, stdin: Optional[str] = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(BINDING_ROOT)
+    env["VPIPE_LIBRARY"] = vpipe.library_path()
+    return subprocess.run([sys.executable, "-m", "vpipe", *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def write(tmp_path: Path, r: pb.PlanRequest) -> Path:
+    path = tmp_path / "request.json"
+    path.write_text(json_format.MessageToJson(r))
+    return path
+
+
+def test_plan_prints_a_table(tmp_path: Path) -> None:
+    r = request()
+    want = vpipe.plan(r)
+    result = run("plan", str(write(tmp_path, r)))
+    assert result.returncode == 0, f"expected exit 0, got {result.returncode}: {result.stderr}"
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["stage", "device", "layers", "policies"], f"unexpected header: {lines[0]!r}"
+    for i, stage in enumerate(want.stages):
+        letters = "".join({pb.MEMORY_POLICY_KEEP: "K", pb.MEMORY_POLICY_SWAP: "S", pb.MEMORY_POLICY_RECOMPUTE: "R"}[p]
+                          for p in stage.policy)
+        cells = lines[1 + i].split()
+        assert cells[:4] == [str(i), str(stage.device), f"{stage.first_layer}-{stage.last_layer}", letters], \
+            f"stage {i}: expected {letters} for layers {stage.first_layer}-{stage.last_layer}, got {lines[1 + i]!r}"
+    assert any(set(s.policy) - {pb.MEMORY_POLICY_KEEP} for s in want.stages), "the request should need S or R somewhere"
+    assert "planner PLANNER_VPIPE" in result.stdout and "GiB" in result.stdout, result.stdout
+
+
+def test_plan_json_is_the_plan(tmp_path: Path) -> None:
+    r = request(pb.PLANNER_TIME_BALANCED, memory=4096 * MiB)
+    result = run("plan", str(write(tmp_path, r)), "--json")
+    assert result.returncode == 0, f"expected exit 0, got {result.returncode}: {result.stderr}"
+    got = json_format.Parse(result.stdout, pb.Plan())
+    want = vpipe.plan(r)
+    got.planning_seconds = want.planning_seconds = 0
+    assert got == want, f"expected the library's plan, got {got}"
+
+
+def test_plan_reads_stdin() -> None:
+    result = run("plan", "-", stdin=json_format.MessageToJson(request(pb.PLANNER_UNIFORM, memory=4096 * MiB)))
+    assert result.returncode == 0 and "0-2" in result.stdout and "3-5" in result.stdout, result.stdout + result.stderr
+
+
+def test_errors_exit_1_with_the_library_message(tmp_path: Path) -> None:
+    r = request()
+    r.options.micro_batches = 0
+    result = run("plan", str(write(tmp_path, r)))
+    assert result.returncode == 1, f"expected exit 1, got {result.returncode}"
+    assert "VP_ERR_INVALID_REQUEST: options.micro_batches" in result.stderr, f"got {result.stderr!r}"
+    assert result.stdout == "", f"nothing may go to stdout on error, got {result.stdout!r}"
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"layerz": []}}')
+    result = run("plan", str(bad))
+    assert result.returncode == 1 and "not a vpipe.PlanRequest" in result.stderr, result.stderr
+    result = run("plan", str(tmp_path / "missing.json"))
+    assert result.returncode == 1 and "cannot read" in result.stderr, result.stderr
+    result = run("frobnicate")
+    assert result.returncode == 2, f"bad usage: expected exit 2, got {result.returncode}"

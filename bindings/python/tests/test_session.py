@@ -1,0 +1,331 @@
+"""vpipe.Session through the real library: training an MLP and a tiny GPT on pipeline stages.
+
+What is checked: a pipeline is transparent (the same seed gives exactly the same losses on
+one stage and on two, with a hand-made plan, a planned one, or none: profile then plan);
+training makes progress; statistics, parameters and traces come back sane; and every
+misuse (bad configs, dtypes, shapes, sizes, a closed session) raises a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import pytest
+
+import vpipe
+from vpipe import pb
+
+MiB = 1 << 20
+KEEP = pb.MEMORY_POLICY_KEEP
+STEPS = 5
+
+
+# ---------------------------------------------------------------- models and configs
+
+
+def mlp_layers() -> List[pb.LayerSpec]:
+    """Linear 8->16, ReLU, Linear 16->4, softmax cross-entropy."""
+    return [
+        pb.LayerSpec(name="fc1", linear=pb.Linear(in_features=8, out_features=16)),
+        pb.LayerSpec(name="relu", activation=pb.Activation(kind=pb.ACTIVATION_RELU)),
+        pb.LayerSpec(name="fc2", linear=pb.Linear(in_features=16, out_features=4)),
+        pb.LayerSpec(name="loss", softmax_cross_entropy=pb.SoftmaxCrossEntropy()),
+    ]
+
+
+def gpt_layers(heads: int = 2) -> List[pb.LayerSpec]:
+    """Embedding (vocabulary 13, 16 features, sequences of 4), one block, LN, head, loss."""
+    return [
+        pb.LayerSpec(name="embed", embedding=pb.Embedding(vocabulary=13, features=16, sequence_length=4)),
+        pb.LayerSpec(name="block", transformer_block=pb.TransformerBlock(features=16, heads=heads, sequence_length=4)),
+        pb.LayerSpec(name="ln_f", layer_norm=pb.LayerNorm(features=16)),
+        pb.LayerSpec(name="head", linear=pb.Linear(in_features=16, out_features=13)),
+        pb.LayerSpec(name="loss", softmax_cross_entropy=pb.SoftmaxCrossEntropy()),
+    ]
+
+
+def config(layers: List[pb.LayerSpec], devices: int, plan: Optional[pb.Plan] = None, seed: int = 7,
+           adam: bool = False, micro_batches: int = 2) -> pb.SessionConfig:
+    c = pb.SessionConfig()
+    c.model.name = "test"
+    c.model.layers.extend(layers)
+    for d in range(devices):
+        c.cluster.devices.add(name=f"dev{d}", memory_bytes=64 * MiB, host_bandwidth=10e9)
+    for _ in range(devices - 1):
+        c.cluster.links.add(bandwidth=10e9)
+    if plan is not None:
+        c.plan.CopyFrom(plan)
+    c.training.schedule = pb.SCHEDULE_1F1B
+    c.training.micro_batches = micro_batches
+    c.training.seed = seed
+    if adam:
+        c.training.adam.lr = 0.01
+    else:
+        c.training.sgd.lr = 0.1
+    return c
+
+
+def hand_plan(ranges: List[tuple], micro_batches: int = 2) -> pb.Plan:
+    plan = pb.Plan(schedule=pb.SCHEDULE_1F1B, micro_batches=micro_batches)
+    for d, (first, last) in enumerate(ranges):
+        plan.stages.add(device=d, first_layer=first, last_layer=last, policy=[KEEP] * (last - first + 1))
+    return plan
+
+
+def uniform_plan(layers: List[pb.LayerSpec], devices: int, micro_batches: int = 2) -> pb.Plan:
+    """vpipe.plan with PLANNER_UNIFORM on a request with made-up profiles (uniform ignores times)."""
+    request = pb.PlanRequest()
+    request.model.layers.extend(layers)
+    for layer in request.model.layers:
+        layer.profile.fwd_seconds, layer.profile.bwd_seconds = 1e-4, 2e-4
+        layer.profile.stash_bytes = layer.profile.output_bytes = 4096
+        layer.profile.param_bytes = 4096
+    request.model.input_bytes = 4096
+    request.cluster.CopyFrom(config(layers, devices).cluster)
+    request.options.micro_batches = micro_batches
+    request.options.schedule = pb.SCHEDULE_1F1B
+    request.options.planner = pb.PLANNER_UNIFORM
+    return vpipe.plan(request)
+
+
+def mlp_batch(rows: int = 16):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, 8)).astype(np.float32)
+    y = (np.arange(rows) % 4).astype(np.int64)  # any integer dtype is accepted
+    return x, y
+
+
+def gpt_batch(batch: int = 4):
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(0, 13, size=(batch, 4))  # int64, [batch, seq]
+    targets = (tokens + 1) % 13  # predict the next id
+    return tokens, targets
+
+
+def train(c: pb.SessionConfig, inputs, targets, steps: int = STEPS) -> List[float]:
+    with vpipe.Session(c) as s:
+        return [s.step(inputs, targets) for _ in range(steps)]
+
+
+def expect_error(cls, fn, needle: str):
+    with pytest.raises(cls) as info:
+        fn()
+    assert needle in info.value.message, f"expected the message to name {needle!r}, got {info.value.message!r}"
+    return info.value
+
+
+# ---------------------------------------------------------------- transparency and progress
+
+
+def test_mlp_two_stages_equal_one_stage_exactly() -> None:
+    x, y = mlp_batch()
+    one = train(config(mlp_layers(), 1, hand_plan([(0, 3)])), x, y)
+    two = train(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)])), x, y)
+    assert one == two, f"expected the same losses on 1 and 2 stages, got {one} and {two}"
+    assert all(b < a for a, b in zip(two, two[1:])), f"expected the loss to fall on a fixed batch, got {two}"
+
+
+def test_gpt_two_stages_equal_one_stage_exactly() -> None:
+    tokens, targets = gpt_batch()
+    layers = gpt_layers()
+    plan = uniform_plan(layers, 2)
+    assert [(s.first_layer, s.last_layer) for s in plan.stages] == [(0, 1), (2, 4)], f"unexpected plan {plan}"
+    one = train(config(layers, 1, uniform_plan(layers, 1), adam=True), tokens, targets)
+    two = train(config(layers, 2, plan, adam=True), tokens, targets)
+    assert one == two, f"expected the same losses on 1 and 2 stages, got {one} and {two}"
+    assert two[-1] < two[0], f"expected the loss to fall on a fixed batch, got {two}"
+    # Token ids as [rows] with targets as [rows] are the same batch.
+    flat = train(config(layers, 2, plan, adam=True), tokens.ravel(), targets.ravel())
+    assert flat == two, f"expected [rows] ids to train as [batch, seq] ids, got {flat} vs {two}"
+
+
+@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_without_plan_profiles_then_plans(model: str) -> None:
+    layers = mlp_layers() if model == "mlp" else gpt_layers()
+    inputs, targets = mlp_batch() if model == "mlp" else gpt_batch()
+    planned = train(config(layers, 2, hand_plan([(0, 1), (2, len(layers) - 1)]), adam=True), inputs, targets)
+    c = config(layers, 2, adam=True)
+    c.training.profile_iterations = 2
+    with vpipe.Session(c) as s:
+        losses = [s.step(inputs, targets) for _ in range(STEPS)]
+        stats = s.stats()
+    assert losses == planned, f"expected profiling steps to be real steps (same losses as a plan), got {losses} vs {planned}"
+    assert stats.plan.planner == pb.PLANNER_VPIPE, f"expected a VPIPE plan after profiling, got {stats.plan}"
+    assert len(stats.stages) == len(stats.plan.stages) >= 1, f"stats and plan disagree: {stats}"
+    assert stats.stages[-1].last_layer == len(layers) - 1, f"the stages must cover every layer: {stats.stages}"
+    assert len(stats.measured_profiles) == len(layers)
+    assert all(p.fwd_seconds > 0 for p in stats.measured_profiles), f"expected measured times, got {stats.measured_profiles}"
+
+
+def test_stats_are_sane() -> None:
+    x, y = mlp_batch()
+    with vpipe.Session(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))) as s:
+        before = s.stats()
+        assert before.iterations == 0, f"expected 0 iterations before any step, got {before.iterations}"
+        losses = [s.step(x, y) for _ in range(3)]
+        stats = s.stats()
+    assert stats.iterations == 3, f"expected 3 iterations, got {stats.iterations}"
+    assert stats.last_loss == pytest.approx(losses[-1], rel=0, abs=0), f"last_loss {stats.last_loss} vs {losses[-1]}"
+    assert stats.last_iteration_seconds > 0 and stats.mean_iteration_seconds > 0
+    assert [(st.first_layer, st.last_layer) for st in stats.stages] == [(0, 1), (2, 3)]
+    for st in stats.stages:
+        assert 0 < st.peak_device_bytes <= st.capacity_bytes, f"stage {st.stage}: peak {st.peak_device_bytes} of {st.capacity_bytes}"
+        assert st.capacity_bytes == 64 * MiB, f"stage {st.stage}: capacity {st.capacity_bytes}"
+        assert st.compute_seconds > 0 and st.swapped_bytes == 0 and st.recomputed_layers == 0, str(st)
+    assert len(stats.plan.stages) == 2 and stats.plan.micro_batches == 2
+
+
+# ---------------------------------------------------------------- parameters and traces
+
+
+def test_parameters_round_trip() -> None:
+    x, y = mlp_batch()
+    with vpipe.Session(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))) as s:
+        s.step(x, y)
+        w, b = s.parameters(2)
+        assert w.shape == (4, 16) and b.shape == (4,) and w.dtype == np.float32, f"got {w.shape} {b.shape} {w.dtype}"
+        assert s.parameters(1) == [] and s.parameters(3) == [], "ReLU and the loss have no parameters"
+        new = [w * 0.5 + 1, np.asfortranarray(b[:, None] - 2)[:, 0]]  # a non-contiguous view too
+        s.set_parameters(2, new)
+        got = s.parameters(2)
+        assert all(np.array_equal(g, n.astype(np.float32)) for g, n in zip(got, new)), "set then get must round-trip"
+        s.set_parameters(2, [w, b])
+        assert all(np.array_equal(g, o) for g, o in zip(s.parameters(2), [w, b])), "restoring must round-trip"
+        expect_error(vpipe.InvalidRequestError, lambda: s.parameters(4), "layer")
+
+
+def test_set_parameters_wrong_shape_changes_nothing() -> None:
+    with vpipe.Session(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))) as s:
+        w, b = s.parameters(0)
+        expect_error(vpipe.InvalidRequestError, lambda: s.set_parameters(0, [w.T, b]), "tensors[0]")
+        expect_error(vpipe.InvalidRequestError, lambda: s.set_parameters(0, [np.zeros_like(w), b[:-1]]), "tensors[1]")
+        expect_error(vpipe.InvalidRequestError, lambda: s.set_parameters(0, [w]), "tensors")
+        after = s.parameters(0)
+        assert np.array_equal(after[0], w) and np.array_equal(after[1], b), "a rejected set_parameters changed the weights"
+        with pytest.raises(TypeError):
+            s.set_parameters(0, [np.array(["a"]), b])
+
+
+def test_write_trace(tmp_path: Path) -> None:
+    x, y = mlp_batch()
+    with vpipe.Session(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))) as s:
+        s.step(x, y)
+        s.write_trace(tmp_path / "trace.json")
+        s.write_trace(str(tmp_path / "timeline.svg"))
+        expect_error(vpipe.InvalidRequestError, lambda: s.write_trace(tmp_path / "missing" / "t.json"), "path")
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert any(e.get("ph") == "X" for e in trace["traceEvents"]), f"expected timed events, got {str(trace)[:200]}"
+    svg = (tmp_path / "timeline.svg").read_text()
+    assert "<svg" in svg[:200] and svg.rstrip().endswith("</svg>"), f"expected an SVG, got {svg[:100]!r}"
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _no_optimizer() -> pb.SessionConfig:
+    c = config(mlp_layers(), 1)
+    c.training.ClearField("sgd")
+    return c
+
+
+def _bad_heads() -> pb.SessionConfig:
+    return config(gpt_layers(heads=3), 1)
+
+
+def _no_loss() -> pb.SessionConfig:
+    return config(mlp_layers()[:3], 1)
+
+
+def _no_kind() -> pb.SessionConfig:
+    layers = mlp_layers()
+    layers[1] = pb.LayerSpec(name="mystery")
+    return config(layers, 1)
+
+
+BAD_CONFIGS = [
+    ("no optimizer", _no_optimizer, "training.optimizer"),
+    ("heads do not divide features", _bad_heads, "model.layers[1].transformer_block.heads"),
+    ("last layer not a loss", _no_loss, "model.layers[2]"),
+    ("layer without kind", _no_kind, "model.layers[1]"),
+]
+
+
+@pytest.mark.parametrize("what,make,field", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
+def test_bad_config_names_the_field(what: str, make, field: str) -> None:
+    err = expect_error(vpipe.VPipeError, lambda: vpipe.Session(make()), field)
+    assert err.status == vpipe.ERR_INVALID_REQUEST, f"{what}: expected VP_ERR_INVALID_REQUEST, got {err}"
+
+
+def test_config_must_be_a_session_config() -> None:
+    with pytest.raises(TypeError, match="SessionConfig"):
+        vpipe.Session(config(mlp_layers(), 1).SerializeToString())
+    with pytest.raises(TypeError, match="SessionConfig"):
+        vpipe.Session(pb.PlanRequest())
+
+
+def test_use_after_close() -> None:
+    x, y = mlp_batch()
+    s = vpipe.Session(config(mlp_layers(), 1))
+    s.step(x, y)
+    s.close()
+    s.close()  # idempotent
+    assert s.closed
+    for call in (lambda: s.step(x, y), s.stats, lambda: s.parameters(0), lambda: s.set_parameters(0, []),
+                 lambda: s.write_trace("/tmp/never.json")):
+        expect_error(vpipe.InvalidArgumentError, call, "closed")
+    with vpipe.Session(config(mlp_layers(), 1)) as t:
+        pass
+    assert t.closed, "leaving a with block must close the session"
+    u = vpipe.Session(config(mlp_layers(), 1))
+    del u  # __del__ closes it; nothing to see but nothing may crash
+
+
+def test_wrong_sizes_raise_the_library_message() -> None:
+    x, y = mlp_batch()
+    with vpipe.Session(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))) as s:
+        expect_error(vpipe.InvalidRequestError, lambda: s.step(x[:, :7], y), "targets: expected one target per row (14)")
+        expect_error(vpipe.InvalidRequestError, lambda: s.step(x[:15], y[:15]), "inputs: 15 rows do not split into 2")
+        expect_error(vpipe.InvalidRequestError, lambda: s.step(x, y[:8]), "targets")
+        first = s.step(x, y)  # nothing above changed the weights
+    assert first == train(config(mlp_layers(), 1), x, y, steps=1)[0]
+
+
+def test_dtypes_and_shapes_are_checked() -> None:
+    x, y = mlp_batch()
+    with vpipe.Session(config(mlp_layers(), 1)) as s:
+        with pytest.raises(TypeError, match="targets must be integers"):
+            s.step(x, y.astype(np.float32))
+        with pytest.raises(TypeError, match="inputs must be floats"):
+            s.step(x.astype(np.int32), y)
+        with pytest.raises(ValueError, match=r"shape \[rows, features\]"):
+            s.step(x.ravel(), y)
+        with pytest.raises(ValueError, match="targets must have shape"):
+            s.step(x, y[:, None])
+        with pytest.raises(ValueError, match="int32"):
+            s.step(x, y + (1 << 40))
+        # float64 and non-contiguous inputs are converted, giving the same step.
+        wide = np.asfortranarray(x.astype(np.float64))
+        assert s.step(wide, y.astype(np.uint8)) == train(config(mlp_layers(), 1), x, y, steps=1)[0]
+    tokens, targets = gpt_batch()
+    with vpipe.Session(config(gpt_layers(), 1)) as s:
+        with pytest.raises(TypeError, match="token ids"):
+            s.step(tokens.astype(np.float32), targets)
+        with pytest.raises(ValueError, match="token ids must have shape"):
+            s.step(tokens[None], targets)
+        # Values are the library's to check: bad ids and classes fail the step naming the row.
+        expect_error(vpipe.TrainingError, lambda: s.step(tokens + 13, targets), "token id")
+        expect_error(vpipe.TrainingError, lambda: s.step(tokens, targets + 13), "is not a class in 0..<13")
+
+
+def test_injected_failure_names_the_stage_and_changes_nothing() -> None:
+    x, y = mlp_batch()
+    c = config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))
+    c.training.fail_iteration, c.training.fail_stage, c.training.fail_micro_batch = 2, 1, 1
+    clean = train(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)])), x, y, steps=2)
+    with vpipe.Session(c) as s:
+        assert s.step(x, y) == clean[0]
+        expect_error(vpipe.TrainingError, lambda: s.step(x, y), "stage 1")
+        assert s.step(x, y) == clean[1], "a failed step must not change the weights"
