@@ -28,6 +28,17 @@ public final class MemorySpace: @unchecked Sendable {
 
     deinit { pthread_mutex_destroy(&lock) }
 
+    /// Marks the calling thread as a copy engine (see `reserve`).
+    static let copyThreadKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    static func markCopyEngineThread() {
+        pthread_setspecific(copyThreadKey, UnsafeRawPointer(bitPattern: 1))
+    }
+
     /// Charges `bytes` for `label` (e.g. `layer 3 ("block1") output`); throws `RuntimeError.outOfMemory`.
     public func reserve(_ bytes: Int, for label: @autoclosure () -> String) throws {
         pthread_mutex_lock(&lock)
@@ -38,7 +49,9 @@ public final class MemorySpace: @unchecked Sendable {
         }
         used += bytes
         if used > peak { peak = used }
-        if used > windowPeak { windowPeak = used }
+        // The copy engine's allocations (swap-ins, migration copies) run concurrently with a
+        // layer call; they are not that call's workspace.
+        if used > windowPeak && pthread_getspecific(MemorySpace.copyThreadKey) == nil { windowPeak = used }
         pthread_mutex_unlock(&lock)
     }
 
