@@ -3025,7 +3025,7 @@ const ProtobufCMessageDescriptor vpipe__adam_config__descriptor =
   (ProtobufCMessageInit) vpipe__adam_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[10] =
+static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[12] =
 {
   {
     "schedule",
@@ -3147,23 +3147,49 @@ static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "transport",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, transport),
+    &vpipe__transport__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failure_timeout_seconds",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, failure_timeout_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__training_config__field_indices_by_name[] = {
   4,   /* field[4] = adam */
   7,   /* field[7] = fail_iteration */
   9,   /* field[9] = fail_micro_batch */
   8,   /* field[8] = fail_stage */
+  11,   /* field[11] = failure_timeout_seconds */
   1,   /* field[1] = micro_batches */
   6,   /* field[6] = profile_iterations */
   0,   /* field[0] = schedule */
   2,   /* field[2] = seed */
   3,   /* field[3] = sgd */
   5,   /* field[5] = throttle_copies */
+  10,   /* field[10] = transport */
 };
 static const ProtobufCIntRange vpipe__training_config__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
 {
@@ -3173,7 +3199,7 @@ const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
   "Vpipe__TrainingConfig",
   "vpipe",
   sizeof(Vpipe__TrainingConfig),
-  10,
+  12,
   vpipe__training_config__field_descriptors,
   vpipe__training_config__field_indices_by_name,
   1,  vpipe__training_config__number_ranges,
@@ -3760,5 +3786,33 @@ const ProtobufCEnumDescriptor vpipe__planner__descriptor =
   vpipe__planner__enum_values_by_name,
   1,
   vpipe__planner__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue vpipe__transport__enum_values_by_number[2] =
+{
+  { "TRANSPORT_IN_PROCESS", "VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS", 0 },
+  { "TRANSPORT_MPI", "VPIPE__TRANSPORT__TRANSPORT_MPI", 1 },
+};
+static const ProtobufCIntRange vpipe__transport__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex vpipe__transport__enum_values_by_name[2] =
+{
+  { "TRANSPORT_IN_PROCESS", 0 },
+  { "TRANSPORT_MPI", 1 },
+};
+const ProtobufCEnumDescriptor vpipe__transport__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "vpipe.Transport",
+  "Transport",
+  "Vpipe__Transport",
+  "vpipe",
+  2,
+  vpipe__transport__enum_values_by_number,
+  2,
+  vpipe__transport__enum_values_by_name,
+  1,
+  vpipe__transport__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

@@ -8,13 +8,21 @@ import VPipeCore
 /// If any stage fails, the transport is aborted so every other stage stops waiting, the
 /// step reports the first error, and no weight changes: the optimizer runs only after a
 /// clean flush.
+///
+/// A pipeline may run a subset of its stages (`localStages`): with the MPI transport each
+/// process runs only its rank's stage and builds only that stage's layers; the transport
+/// then agrees across processes that every stage finished before the optimizer runs, and
+/// hands every rank the last stage's loss.
 final class Pipeline: @unchecked Sendable {
     let model: ModelSpec
     let cluster: ClusterSpec
     let options: TrainingOptions
-    let layers: [Layer]
+    /// The model's layers by index; nil for the layers of stages that run in another process.
+    let layers: [Layer?]
     let optimizer: Optimizer
     var stages: [Stage]
+    /// The stages this process runs (all of them in-process).
+    let localStages: [Int]
     var optimizerState: [[[Tensor]]]
     let transport: Transport
     private(set) var iteration = 0
@@ -26,8 +34,8 @@ final class Pipeline: @unchecked Sendable {
     /// profiling run or a previous placement) are moved into the stages' arenas instead of
     /// being built anew, so training continues where it was.
     init(model: ModelSpec, cluster: ClusterSpec, options: TrainingOptions, layout: PlanLayout,
-         existing: (layers: [Layer], state: [[[Tensor]]], optimizerSteps: Int)? = nil,
-         transport: Transport = InProcessTransport()) throws {
+         existing: (layers: [Layer?], state: [[[Tensor]]], optimizerSteps: Int)? = nil,
+         transport: Transport = InProcessTransport(), localStages: [Int]? = nil) throws {
         self.model = model
         self.cluster = cluster
         self.options = options
@@ -43,7 +51,9 @@ final class Pipeline: @unchecked Sendable {
                                 policies: Array(layout.policies[range])))
         }
         self.stages = stages
-        var layers: [Layer] = []
+        let local = localStages ?? Array(stages.indices)
+        self.localStages = local
+        var layers: [Layer?] = []
         var state: [[[Tensor]]] = []
         do {
             for (l, spec) in model.layers.enumerated() {
@@ -53,8 +63,12 @@ final class Pipeline: @unchecked Sendable {
                 guard let stage = stages.first(where: { $0.layers.contains(l) }) else {
                     throw VPipeError.invalidField(field: "plan.stages", message: "no stage owns layer \(l)")
                 }
-                if let existing, l < existing.layers.count {
-                    let layer = existing.layers[l]
+                guard local.contains(stage.index) else {
+                    layers.append(nil)
+                    state.append([])
+                    continue
+                }
+                if let existing, l < existing.layers.count, let layer = existing.layers[l] {
                     try layer.place(in: stage.device)
                     layers.append(layer)
                     state.append(try existing.state[l].map { try $0.map { try $0.copy(to: stage.device, for: "stage \(stage.index) layer \(l) optimizer state") } })
@@ -73,7 +87,10 @@ final class Pipeline: @unchecked Sendable {
         optimizerSteps = existing?.optimizerSteps ?? 0
     }
 
-    func shutdown() { for s in stages { s.copyEngine.shutdown() } }
+    func shutdown() {
+        for s in stages { s.copyEngine.shutdown() }
+        (transport as? DistributedTransport)?.close()
+    }
 
     var layout: PlanLayout { PlanLayout(ranges: stages.map(\.layers), policies: stages.flatMap(\.policies)) }
 
@@ -119,41 +136,57 @@ final class Pipeline: @unchecked Sendable {
         let input = IterationInput(
             microBatches: m, inputs: mbInputs, inputShape: features == 1 ? [per, 1] : [per, features], targets: mbTargets,
             lossScale: 1 / Float(rows), iteration: iteration, failure: options.failure, epoch: epoch)
+        let distributed = transport as? DistributedTransport
+        if let poisoned = distributed?.poisoned {
+            throw RuntimeError.failed("the distributed session stopped at an earlier failure and cannot step again: \(poisoned)")
+        }
         transport.reset()
         for s in stages { s.device.resetPeak() }
         let p = stages.count
+        let local = localStages
         final class Results: @unchecked Sendable {
             var measurements: [StageMeasurement?]
             init(_ p: Int) { measurements = Array(repeating: nil, count: p) }
         }
         let results = Results(p)
         let monitor = Monitor()
-        runOnThreads(p) { [self] i in
+        runOnThreads(local.count) { [self] k in
+            let i = local[k]
             let worker = StageWorker(stage: stages[i], stageCount: p, layers: layers, transport: transport, actions: schedule.stages[i])
             do {
+                try distributed?.prepare(stage: i, actions: schedule.stages[i], space: stages[i].device)
                 let r = try worker.run(input)
                 monitor.locked { results.measurements[i] = r }
             } catch {
                 transport.abort(error)
             }
         }
-        if let error = transport.abortError {
-            for layer in layers { for g in layer.gradients { g.zero() } }
+        let measurements = results.measurements.map { $0 ?? StageMeasurement() }
+        var loss: Float = 0
+        if let lastStage = measurements.last {
+            for k in 0..<m { loss += lastStage.losses[k] ?? .nan }
+        }
+        if let distributed {
+            // Every rank learns whether every stage finished, and the last stage's loss.
+            do {
+                loss = try distributed.agree(localError: transport.abortError, loss: local.contains(p - 1) ? loss : nil, lossRank: p - 1)
+            } catch {
+                for case let layer? in layers { for g in layer.gradients { g.zero() } }
+                throw error
+            }
+        } else if let error = transport.abortError {
+            for case let layer? in layers { for g in layer.gradients { g.zero() } }
             throw error
         }
         // A clean flush: every stage applies the optimizer to its own layers, in parallel.
         optimizerSteps += 1
         let step = optimizerSteps
-        runOnThreads(p) { [self] i in
-            for l in stages[i].layers {
-                optimizer.step(parameters: layers[l].parameters, gradients: layers[l].gradients, state: optimizerState[l], iteration: step)
-                for g in layers[l].gradients { g.zero() }
+        runOnThreads(local.count) { [self] k in
+            for l in stages[local[k]].layers {
+                guard let layer = layers[l] else { continue }
+                optimizer.step(parameters: layer.parameters, gradients: layer.gradients, state: optimizerState[l], iteration: step)
+                for g in layer.gradients { g.zero() }
             }
-        }
-        let measurements = results.measurements.map { $0 ?? StageMeasurement() }
-        var loss: Float = 0
-        if let lastStage = measurements.last {
-            for k in 0..<m { loss += lastStage.losses[k] ?? .nan }
         }
         return StepResult(loss: loss, seconds: monotonicSeconds() - epoch, measurements: measurements,
                           peaks: stages.map { $0.device.peakBytes }, epoch: epoch)

@@ -67,7 +67,8 @@ struct IterationInput: @unchecked Sendable {
 struct StageWorker {
     let stage: Stage
     let stageCount: Int
-    let layers: [Layer]
+    /// The model's layers by index; only this stage's need to exist (nil elsewhere).
+    let layers: [Layer?]
     let transport: Transport
     let actions: [ScheduleAction]
 
@@ -85,6 +86,10 @@ struct StageWorker {
     func run(_ input: IterationInput) throws -> StageMeasurement {
         var m = StageMeasurement()
         let n = stage.layers.count
+        let owned: [Layer] = try stage.layers.map { l in
+            guard let layer = layers[l] else { throw RuntimeError.failed("stage \(stage.index): layer \(l) is not placed in this process") }
+            return layer
+        }
         m.forwardSeconds = Array(repeating: 0, count: n)
         m.backwardSeconds = Array(repeating: 0, count: n)
         m.stashBytes = Array(repeating: 0, count: n)
@@ -108,7 +113,7 @@ struct StageWorker {
 
         func context(_ j: Int, _ mb: Int) -> LayerContext {
             let l = stage.layers.lowerBound + j
-            return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(layers[l].name)\") micro-batch \(mb)",
+            return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(owned[j].name)\") micro-batch \(mb)",
                                 targets: last ? input.targets[mb] : [], lossScale: input.lossScale)
         }
 
@@ -144,7 +149,7 @@ struct StageWorker {
                 for j in 0..<n {
                     let l = stage.layers.lowerBound + j
                     let start = monotonicSeconds()
-                    let (y, saved) = try layers[l].forward(x, context(j, mb))
+                    let (y, saved) = try owned[j].forward(x, context(j, mb))
                     m.forwardSeconds[j] += monotonicSeconds() - start
                     m.stashBytes[j] = uniqueBytes(saved)
                     m.outputBytes[j] = y.bytes
@@ -211,7 +216,7 @@ struct StageWorker {
                                 throw RuntimeError.failed("stage \(stage.index): recompute segment at layer \(l) lost its input")
                             }
                             for k in segment {
-                                let (y, kept) = try layers[stage.layers.lowerBound + k].forward(x, context(k, mb))
+                                let (y, kept) = try owned[k].forward(x, context(k, mb))
                                 s.saved[k] = kept
                                 x = y
                                 m.recomputedLayers += 1
@@ -224,12 +229,12 @@ struct StageWorker {
                         saved = s.saved[j] ?? []
                     }
                     let start = monotonicSeconds()
-                    let gIn = try layers[l].backward(g, saved: saved, context(j, mb))
+                    let gIn = try owned[j].backward(g, saved: saved, context(j, mb))
                     m.backwardSeconds[j] += monotonicSeconds() - start
                     s.saved[j] = nil
                     s.swaps[j] = nil
                     if let gIn { g = gIn } else if j > 0 || stage.index > 0 {
-                        throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(layers[l].name)\") returned no input gradient but is not the first layer")
+                        throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(owned[j].name)\") returned no input gradient but is not the first layer")
                     }
                 }
                 let t1 = monotonicSeconds()
