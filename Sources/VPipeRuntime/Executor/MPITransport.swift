@@ -15,6 +15,9 @@ public enum MPIRuntime {
     /// A peer process is gone: MPI_Finalize would wait for it forever, so the exit handler
     /// skips it.
     nonisolated(unsafe) static var peerLost = false
+    /// MPI transports not yet closed. A process that exits with one open (exit() mid-run)
+    /// is crashing as far as its peers know: finalizing would wait for them forever.
+    nonisolated(unsafe) static var openTransports = 0
 
     public static func ensureInitialized() throws {
         try monitor.locked {
@@ -30,6 +33,7 @@ public enum MPIRuntime {
                 for name in ["libmpi.so.40", "libmpi.so"] where dlopen(name, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD) != nil { break }
                 let rc = MPI_Init_thread(nil, nil, vp_mpi_thread_serialized(), &provided)
                 guard rc == vp_mpi_success() else { throw RuntimeError.failed("MPI_Init_thread failed (code \(rc))") }
+                MPI_Comm_set_errhandler(vp_mpi_comm_world(), vp_mpi_errors_return())
                 atexit { MPIRuntime.finalizeAtExit() }
             }
             guard provided >= vp_mpi_thread_serialized() else {
@@ -42,9 +46,11 @@ public enum MPIRuntime {
     static func finalizeAtExit() {
         var done: Int32 = 0
         MPI_Finalized(&done)
-        if done != 0 || peerLost { return }
+        if done != 0 || peerLost || monitor.locked({ openTransports }) > 0 { return }
         MPI_Finalize()
     }
+
+    static func adjustOpen(_ d: Int) { monitor.locked { openTransports += d } }
 
     /// This process's rank and the world's size.
     public static func world() throws -> (rank: Int, size: Int) {
@@ -186,6 +192,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         try postControl(abortReceive, tag: Self.abortTag)
         try postControl(pingReceive, tag: Self.pingTag)
         try postControl(pongReceive, tag: Self.pongTag)
+        MPIRuntime.adjustOpen(+1)
     }
 
     deinit { close() }
@@ -290,12 +297,18 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         return value.pointee
     }
 
+    /// Waits until every send of this rank completed (their buffers may be reused).
+    public func finishSends() throws {
+        try wait(peers: Array(Set(outgoing.map(\.destination))).sorted(), "completing the sends") { try self.testSends(); return self.outgoing.isEmpty }
+    }
+
     public func close() {
         if closed { return }
         closed = true
+        MPIRuntime.adjustOpen(-1)
         var pending = [abortReceive.request, pingReceive.request, pongReceive.request]
         pending += incoming.values.flatMap { [$0.headerRequest, $0.payloadRequest] }
-        for var r in pending where r != nil {
+        for var r in pending where Self.active(r) {
             MPI_Cancel(&r)
             if !peerLost { MPI_Wait(&r, vp_mpi_status_ignore()) }
         }
@@ -348,8 +361,11 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         return inc.complete
     }
 
+    /// A request not yet completed (completion leaves nil or MPI_REQUEST_NULL).
+    static func active(_ r: MPI_Request?) -> Bool { r != nil && r != vp_mpi_request_null() }
+
     private func test(_ request: inout MPI_Request?) throws -> Bool {
-        if request == nil { return true }
+        if !Self.active(request) { return true }
         var flag: Int32 = 0
         try MPIRuntime.check(MPI_Test(&request, &flag, vp_mpi_status_ignore()), "MPI_Test")
         if flag != 0 { request = nil }
@@ -372,17 +388,17 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
     private func pollControl() {
         var status = MPI_Status()
         var flag: Int32 = 0
-        if pingReceive.request != nil, MPI_Test(&pingReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
+        if Self.active(pingReceive.request), MPI_Test(&pingReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
             sendControl(to: Int(status.MPI_SOURCE), tag: Self.pongTag, [0])
             try? postControl(pingReceive, tag: Self.pingTag)
         }
         flag = 0
-        if pongReceive.request != nil, MPI_Test(&pongReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
+        if Self.active(pongReceive.request), MPI_Test(&pongReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
             lastPong[Int(status.MPI_SOURCE)] = monotonicSeconds()
             try? postControl(pongReceive, tag: Self.pongTag)
         }
         flag = 0
-        if abortReceive.request != nil, MPI_Test(&abortReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
+        if Self.active(abortReceive.request), MPI_Test(&abortReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
             var count: Int32 = 0
             MPI_Get_count(&status, vp_mpi_byte(), &count)
             let bytes = UnsafeRawBufferPointer(start: abortReceive.buffer, count: Int(max(0, count)))
