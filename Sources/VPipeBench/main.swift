@@ -3,5 +3,7 @@
 let what = CommandLine.arguments.dropFirst().first ?? "planner"
 switch what {
 case "planner": PlannerBench.run()
-default: print("usage: vpipe-bench planner")
+case "mpi":
+    do { try MPIBench.run() } catch { print("vpipe-bench mpi: \(error)") }
+default: print("usage: vpipe-bench planner | mpi (under mpirun -np 2)")
 }
