@@ -63,6 +63,13 @@ for np in 2 4; do
   done
 done
 
+# From Python: each rank opens a session through the C ABI (ctypes) with the same config.
+$MK "$dir/c.pb" --stages 2
+out=$(VPIPE_LIBRARY=${VPIPE_LIBRARY:-$(pwd)/.build/release/libvpipe.so} timeout 60 $MPIRUN -np 2 $PY Tests/mpi/py_session.py "$dir/c.pb" 2>&1)
+l0=$(echo "$out" | grep -o "py rank 0 losses .*" | cut -d' ' -f5-)
+l1=$(echo "$out" | grep -o "py rank 1 losses .*" | cut -d' ' -f5-)
+if [ -n "$l0" ] && [ "$l0" = "$l1" ]; then ok "python host, 2 ranks: same loss on every rank ($l0)"; else bad "python host"; echo "$out" | tail; fi
+
 $MK "$dir/c.pb" --stages 4
 out=$(timeout 60 $MPIRUN -np 3 "$CLI" train "$dir/c.pb" --steps 2 2>&1)
 check_all "np=3 for a 4-stage plan: a clear error" "$out" 0 "the plan has 4 stages but the MPI world has 3 ranks" 0 1 2
