@@ -13,13 +13,13 @@ CLI          := .build/release/vpipe-cli
 # A private install the host tests and examples build against, exactly as a user would.
 STAGE        := $(CURDIR)/build/prefix
 HOSTBIN      := $(CURDIR)/build/hosts
-APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config
+APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config libopenmpi-dev openmpi-bin
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
 PROTO_CFLAGS := -ISources/CVPipeProto/include
 PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 
-.PHONY: all deps build proto test test-swift test-hosts test-python demo install clean bench-planner
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo install clean bench-planner bench-mpi
 
 all: build
 
@@ -45,12 +45,17 @@ proto:
 	protoc --python_out=bindings/python/vpipe -Iproto proto/vpipe.proto
 
 ## test: Swift tests, then C, C++ and Python hosts against an installed copy of the library.
-test: build test-swift test-hosts test-python
+test: build test-swift test-hosts test-python test-mpi
 	@echo "make test: all passed"
 
 test-swift:
 	$(SWIFT_BUILD) --build-tests
 	$(SWIFT) test -c release --skip-build
+
+## test-mpi: the MPI transport under mpirun with 2 and 4 ranks: losses equal the in-process
+## pipeline's bit for bit; an injected failure or a dead rank stops every rank, naming it.
+test-mpi: build
+	CLI=$(CURDIR)/$(CLI) PYTHON=$(PYTHON) Tests/mpi/run.sh
 
 test-hosts: install-stage
 	@mkdir -p $(HOSTBIN)
@@ -97,6 +102,11 @@ demo: build
 bench-planner: deps
 	$(SWIFT_BUILD) --product vpipe-bench
 	.build/release/vpipe-bench planner
+
+## bench-mpi: MPI transport vs in-process per micro-batch, and transfer bandwidth vs plain MPI.
+bench-mpi: deps
+	$(SWIFT_BUILD) --product vpipe-bench
+	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 .build/release/vpipe-bench mpi
 
 ## install: lib/libvpipe.so (Swift runtime inside), include/vpipe.h, lib/pkgconfig/vpipe.pc.
 install: build

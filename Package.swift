@@ -29,12 +29,14 @@ let package = Package(
         ),
         // OpenBLAS's cblas.h as a Swift module.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        // Open MPI's mpi.h as a Swift module (handles through static inline functions).
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // include/vpipe.h as a Swift module, so the ABI's types come from the public header.
         .systemLibrary(name: "CVPipeABI", path: "Sources/CVPipeABI"),
         // Pure Swift: model/cluster/plan types, cost model, planners.
         .target(name: "VPipeCore"),
         // Tensors and kernels (thin until the runtime issue).
-        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS"]),
+        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI"]),
         // protobuf-c structs <-> Swift values, nothing else.
         .target(name: "VPipeWire", dependencies: ["VPipeCore", "VPipeRuntime", "CVPipeProto"]),
         // The C ABI: validate, convert, call, map errors.
@@ -60,7 +62,7 @@ let package = Package(
             path: "Sources/vpipe"
         ),
         // Benchmarks behind docs/benchmarks.md (`make bench-planner`).
-        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore", "VPipeRuntime"], path: "Sources/VPipeBench"),
+        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore", "VPipeRuntime", "CMPI"], path: "Sources/VPipeBench"),
         // Golden/ holds schedule golden files, read from the source tree by the tests.
         .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"], exclude: ["Golden"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),

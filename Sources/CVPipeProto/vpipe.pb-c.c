@@ -3070,7 +3070,7 @@ const ProtobufCMessageDescriptor vpipe__adam_config__descriptor =
   (ProtobufCMessageInit) vpipe__adam_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[15] =
+static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[17] =
 {
   {
     "schedule",
@@ -3193,6 +3193,30 @@ static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
+    "transport",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, transport),
+    &vpipe__transport__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "failure_timeout_seconds",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, failure_timeout_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
     "replan_every",
     16,
     PROTOBUF_C_LABEL_NONE,
@@ -3258,23 +3282,25 @@ static const unsigned vpipe__training_config__field_indices_by_name[] = {
   7,   /* field[7] = fail_iteration */
   9,   /* field[9] = fail_micro_batch */
   8,   /* field[8] = fail_stage */
+  11,   /* field[11] = failure_timeout_seconds */
   1,   /* field[1] = micro_batches */
   6,   /* field[6] = profile_iterations */
-  10,   /* field[10] = replan_every */
-  11,   /* field[11] = replan_threshold */
+  12,   /* field[12] = replan_every */
+  13,   /* field[13] = replan_threshold */
   0,   /* field[0] = schedule */
   2,   /* field[2] = seed */
   3,   /* field[3] = sgd */
-  13,   /* field[13] = slowdown_factor */
-  14,   /* field[14] = slowdown_from_iteration */
-  12,   /* field[12] = slowdown_stage */
+  15,   /* field[15] = slowdown_factor */
+  16,   /* field[16] = slowdown_from_iteration */
+  14,   /* field[14] = slowdown_stage */
   5,   /* field[5] = throttle_copies */
+  10,   /* field[10] = transport */
 };
 static const ProtobufCIntRange vpipe__training_config__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 16, 10 },
-  { 0, 15 }
+  { 16, 12 },
+  { 0, 17 }
 };
 const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
 {
@@ -3284,7 +3310,7 @@ const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
   "Vpipe__TrainingConfig",
   "vpipe",
   sizeof(Vpipe__TrainingConfig),
-  15,
+  17,
   vpipe__training_config__field_descriptors,
   vpipe__training_config__field_indices_by_name,
   2,  vpipe__training_config__number_ranges,
@@ -4052,5 +4078,33 @@ const ProtobufCEnumDescriptor vpipe__planner__descriptor =
   vpipe__planner__enum_values_by_name,
   1,
   vpipe__planner__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue vpipe__transport__enum_values_by_number[2] =
+{
+  { "TRANSPORT_IN_PROCESS", "VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS", 0 },
+  { "TRANSPORT_MPI", "VPIPE__TRANSPORT__TRANSPORT_MPI", 1 },
+};
+static const ProtobufCIntRange vpipe__transport__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex vpipe__transport__enum_values_by_name[2] =
+{
+  { "TRANSPORT_IN_PROCESS", 0 },
+  { "TRANSPORT_MPI", 1 },
+};
+const ProtobufCEnumDescriptor vpipe__transport__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "vpipe.Transport",
+  "Transport",
+  "Vpipe__Transport",
+  "vpipe",
+  2,
+  vpipe__transport__enum_values_by_number,
+  2,
+  vpipe__transport__enum_values_by_name,
+  1,
+  vpipe__transport__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

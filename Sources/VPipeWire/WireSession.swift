@@ -30,9 +30,14 @@ public enum WireSession {
                 layout = d.layout
             }
             return SessionConfig(model: try WireDecode.modelSpec(model, requireProfiles: false),
-                                 cluster: try WireDecode.clusterSpec(cluster), plan: layout, training: options)
+                                 cluster: try WireDecode.clusterSpec(cluster), plan: layout, training: options, planCodec: planCodec)
         }
     }
+
+    /// Plans as protobuf vpipe.Plan bytes (an MPI session's rank 0 broadcasts its plan so).
+    public static let planCodec = PlanCodec(
+        encode: { WireEncode.plan($0) },
+        decode: { bytes in try bytes.withUnsafeBytes { try WireDecode.plan($0).layout } })
 
     static func trainingOptions(_ t: UnsafeMutablePointer<Vpipe__TrainingConfig>) throws -> TrainingOptions {
         let raw = Int(t.pointee.schedule.rawValue)
@@ -89,6 +94,17 @@ public enum WireSession {
         if factor > 1 {
             options.slowdown = .init(stage: Int(t.pointee.slowdown_stage), factor: factor, fromIteration: Int(t.pointee.slowdown_from_iteration))
         }
+        switch t.pointee.transport {
+        case VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS: options.transport = .inProcess
+        case VPIPE__TRANSPORT__TRANSPORT_MPI: options.transport = .mpi
+        default:
+            throw VPipeError.invalidField(field: "training.transport", message: "unknown value \(t.pointee.transport.rawValue); use TRANSPORT_IN_PROCESS or TRANSPORT_MPI")
+        }
+        let timeout = t.pointee.failure_timeout_seconds
+        guard timeout.isFinite && timeout >= 0 && timeout <= 86400 else {
+            throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in [0, 86400] (0 means 30), got \(timeout)")
+        }
+        options.failureTimeoutSeconds = timeout == 0 ? 30 : timeout
         return options
     }
 

@@ -124,6 +124,14 @@ typedef enum _Vpipe__Planner {
   VPIPE__PLANNER__PLANNER_GPIPE = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__PLANNER)
 } Vpipe__Planner;
+typedef enum _Vpipe__Transport {
+  /*
+   * stages are threads of one process (the default)
+   */
+  VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS = 0,
+  VPIPE__TRANSPORT__TRANSPORT_MPI = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__TRANSPORT)
+} Vpipe__Transport;
 
 /* --- messages --- */
 
@@ -665,7 +673,17 @@ struct  Vpipe__TrainingConfig
   uint32_t fail_stage;
   uint32_t fail_micro_batch;
   /*
-   * 11..15 reserved for the transport settings.
+   * How stages exchange activations and gradients. TRANSPORT_MPI: one MPI rank per stage
+   * (`mpirun -np <stages>`), every rank opens the session with the same SessionConfig; the
+   * config needs a plan or per-layer profiles (rank 0 plans and broadcasts the plan).
+   */
+  Vpipe__Transport transport;
+  /*
+   * MPI: seconds a rank waits on a silent peer before pinging it; a peer that does not
+   * answer within max(0.5, T/4) s more is reported lost, and every rank stops (0 means 30).
+   */
+  double failure_timeout_seconds;
+  /*
    * Online re-planning: every replan_every iterations (0 = off) the profiler's numbers of
    * the last window go to the planner; the session migrates when the predicted iteration
    * time drops by more than replan_threshold (a fraction; 0 means 0.05).
@@ -687,7 +705,7 @@ struct  Vpipe__TrainingConfig
 };
 #define VPIPE__TRAINING_CONFIG__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__training_config__descriptor) \
-    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
+    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS, 0, 0, 0, 0, 0, 0, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
 
 
 struct  Vpipe__SessionConfig
@@ -1517,6 +1535,7 @@ extern const ProtobufCEnumDescriptor    vpipe__activation_kind__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__schedule__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__memory_policy__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__planner__descriptor;
+extern const ProtobufCEnumDescriptor    vpipe__transport__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_profile__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__linear__descriptor;

@@ -8,13 +8,21 @@ import VPipeCore
 /// If any stage fails, the transport is aborted so every other stage stops waiting, the
 /// step reports the first error, and no weight changes: the optimizer runs only after a
 /// clean flush.
+///
+/// A pipeline may run a subset of its stages (`localStages`): with the MPI transport each
+/// process runs only its rank's stage and builds only that stage's layers; the transport
+/// then agrees across processes that every stage finished before the optimizer runs, and
+/// hands every rank the last stage's loss.
 final class Pipeline: @unchecked Sendable {
     let model: ModelSpec
     let cluster: ClusterSpec
     let options: TrainingOptions
-    let layers: [Layer]
+    /// The model's layers by index; nil for the layers of stages that run in another process.
+    let layers: [Layer?]
     let optimizer: Optimizer
     var stages: [Stage]
+    /// The stages this process runs (all of them in-process).
+    let localStages: [Int]
     var optimizerState: [[[Tensor]]]
     let transport: Transport
     private(set) var iteration = 0
@@ -26,8 +34,8 @@ final class Pipeline: @unchecked Sendable {
     /// profiling run or a previous placement) are moved into the stages' arenas instead of
     /// being built anew, so training continues where it was.
     init(model: ModelSpec, cluster: ClusterSpec, options: TrainingOptions, layout: PlanLayout,
-         existing: (layers: [Layer], state: [[[Tensor]]], optimizerSteps: Int)? = nil,
-         transport: Transport = InProcessTransport()) throws {
+         existing: (layers: [Layer?], state: [[[Tensor]]], optimizerSteps: Int)? = nil,
+         transport: Transport = InProcessTransport(), localStages: [Int]? = nil) throws {
         self.model = model
         self.cluster = cluster
         self.options = options
@@ -46,7 +54,9 @@ final class Pipeline: @unchecked Sendable {
         }
         self.stages = stages
         if stages.count > 1 { BLASThreads.set(1) }
-        var layers: [Layer] = []
+        let local = localStages ?? Array(stages.indices)
+        self.localStages = local
+        var layers: [Layer?] = []
         var state: [[[Tensor]]] = []
         do {
             for (l, spec) in model.layers.enumerated() {
@@ -56,8 +66,12 @@ final class Pipeline: @unchecked Sendable {
                 guard let stage = stages.first(where: { $0.layers.contains(l) }) else {
                     throw VPipeError.invalidField(field: "plan.stages", message: "no stage owns layer \(l)")
                 }
-                if let existing, l < existing.layers.count {
-                    let layer = existing.layers[l]
+                guard local.contains(stage.index) else {
+                    layers.append(nil)
+                    state.append([])
+                    continue
+                }
+                if let existing, l < existing.layers.count, let layer = existing.layers[l] {
                     try layer.place(in: stage.device)
                     layers.append(layer)
                     state.append(try existing.state[l].map { try $0.map { try $0.copy(to: stage.device, for: "stage \(stage.index) layer \(l) optimizer state") } })
@@ -76,7 +90,10 @@ final class Pipeline: @unchecked Sendable {
         optimizerSteps = existing?.optimizerSteps ?? 0
     }
 
-    func shutdown() { for s in stages { s.copyEngine.shutdown() } }
+    func shutdown() {
+        for s in stages { s.copyEngine.shutdown() }
+        (transport as? DistributedTransport)?.close()
+    }
 
     var layout: PlanLayout { PlanLayout(ranges: stages.map(\.layers), policies: stages.flatMap(\.policies)) }
 
@@ -170,6 +187,10 @@ final class Pipeline: @unchecked Sendable {
                 if let s = options.slowdown, s.stage == i, iteration >= s.fromIteration { return s.factor }
                 return 1
             }, calibrate: calibrate)
+        let distributed = transport as? DistributedTransport
+        if let poisoned = distributed?.poisoned {
+            throw RuntimeError.failed("the distributed session stopped at an earlier failure and cannot step again: \(poisoned)")
+        }
         transport.reset()
         for s in stages { s.device.resetPeak() }
         let ranges = stages.map(\.layers)
@@ -179,9 +200,9 @@ final class Pipeline: @unchecked Sendable {
         if let target {
             for (to, range) in target.ranges.enumerated() {
                 for l in range {
-                    guard let from = stages.firstIndex(where: { $0.layers.contains(l) }), from != to else { continue }
+                    guard let from = stages.firstIndex(where: { $0.layers.contains(l) }), from != to, let layer = layers[l] else { continue }
                     let copy = PreCopy()
-                    let layer = layers[l], state = optimizerState[l], dest = stages[to]
+                    let state = optimizerState[l], dest = stages[to]
                     dest.copyEngine.submit {
                         do {
                             let v = try layer.parameters.map { try $0.copy(to: dest.device, for: "stage \(to) layer \(l) migrated weights") }
@@ -194,24 +215,40 @@ final class Pipeline: @unchecked Sendable {
             }
         }
         let p = stages.count
+        let local = localStages
         final class Results: @unchecked Sendable {
             var measurements: [StageMeasurement?]
             init(_ p: Int) { measurements = Array(repeating: nil, count: p) }
         }
         let results = Results(p)
         let monitor = Monitor()
-        runOnThreads(p) { [self] i in
+        runOnThreads(local.count) { [self] k in
+            let i = local[k]
             let worker = StageWorker(stage: stages[i], stageCount: p, layers: layers, transport: transport, actions: schedule.stages[i])
             do {
+                try distributed?.prepare(stage: i, actions: schedule.stages[i], space: stages[i].device)
                 let r = try worker.run(input)
                 monitor.locked { results.measurements[i] = r }
             } catch {
                 transport.abort(error)
             }
         }
-        if let error = transport.abortError {
+        let measurements = results.measurements.map { $0 ?? StageMeasurement() }
+        var loss: Float = 0
+        if let lastStage = measurements.last {
+            for k in 0..<m { loss += lastStage.losses[k] ?? .nan }
+        }
+        if let distributed {
+            // Every rank learns whether every stage finished, and the last stage's loss.
+            do {
+                loss = try distributed.agree(localError: transport.abortError, loss: local.contains(p - 1) ? loss : nil, lossRank: p - 1)
+            } catch {
+                for case let layer? in layers { for g in layer.gradients { g.zero() } }
+                throw error
+            }
+        } else if let error = transport.abortError {
             for m in moves { _ = try? m.copy.wait() }  // let the pre-copies finish, then drop them
-            for layer in layers { for g in layer.gradients { g.zero() } }
+            for case let layer? in layers { for g in layer.gradients { g.zero() } }
             throw error
         }
         // Live migration, phase 2 (at the flush): the pre-copies must be complete; the
@@ -224,7 +261,7 @@ final class Pipeline: @unchecked Sendable {
             do {
                 for m in moves {
                     let (values, state) = try m.copy.wait()
-                    let grads = try layers[m.layer].gradients.map {
+                    let grads = try (layers[m.layer]?.gradients ?? []).map {
                         try $0.copy(to: stages[m.to].device, for: "stage \(m.to) layer \(m.layer) handed-over gradients")
                     }
                     bytes += values.reduce(0) { $0 + $1.bytes } + grads.reduce(0) { $0 + $1.bytes } + state.joined().reduce(0) { $0 + $1.bytes }
@@ -244,14 +281,14 @@ final class Pipeline: @unchecked Sendable {
         optimizerSteps += 1
         let step = optimizerSteps
         let owners: [Range<Int>] = arrived.isEmpty ? stages.map(\.layers) : (target?.ranges ?? stages.map(\.layers))
-        runOnThreads(p) { [self] i in
-            for l in owners[i] {
+        runOnThreads(local.count) { [self] k in
+            for l in owners[local[k]] {
                 if let a = arrived[l] {
                     optimizer.step(parameters: a.values, gradients: a.gradients, state: a.state, iteration: step)
                     for g in a.gradients { g.zero() }
-                } else {
-                    optimizer.step(parameters: layers[l].parameters, gradients: layers[l].gradients, state: optimizerState[l], iteration: step)
-                    for g in layers[l].gradients { g.zero() }
+                } else if let layer = layers[l] {
+                    optimizer.step(parameters: layer.parameters, gradients: layer.gradients, state: optimizerState[l], iteration: step)
+                    for g in layer.gradients { g.zero() }
                 }
             }
         }
@@ -260,7 +297,7 @@ final class Pipeline: @unchecked Sendable {
             let switchStart = monotonicSeconds()
             do {
                 for (l, a) in arrived.sorted(by: { $0.key < $1.key }) {
-                    try layers[l].adopt(values: a.values, gradients: a.gradients)
+                    try layers[l]?.adopt(values: a.values, gradients: a.gradients)
                     optimizerState[l] = a.state
                 }
                 for (i, range) in target.ranges.enumerated() {
@@ -272,11 +309,6 @@ final class Pipeline: @unchecked Sendable {
             } catch {
                 migration?.failure = "internal: switching ownership failed: \(error)"
             }
-        }
-        let measurements = results.measurements.map { $0 ?? StageMeasurement() }
-        var loss: Float = 0
-        if let lastStage = measurements.last {
-            for k in 0..<m { loss += lastStage.losses[k] ?? .nan }
         }
         return StepResult(loss: loss, seconds: monotonicSeconds() - epoch, measurements: measurements,
                           peaks: stages.map { $0.device.peakBytes }, epoch: epoch, migration: migration, ranges: ranges)

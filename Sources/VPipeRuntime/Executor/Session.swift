@@ -7,12 +7,26 @@ public struct SessionConfig: Sendable {
     /// The plan to run; nil: profile `training.profileIterations` steps on one stage, then plan.
     public var plan: PlanLayout?
     public var training: TrainingOptions
+    /// Plans as bytes, for the MPI transport: rank 0 plans and broadcasts the plan (the
+    /// wire layer supplies protobuf; the runtime knows no protobuf).
+    public var planCodec: PlanCodec?
 
-    public init(model: ModelSpec, cluster: ClusterSpec, plan: PlanLayout?, training: TrainingOptions) {
+    public init(model: ModelSpec, cluster: ClusterSpec, plan: PlanLayout?, training: TrainingOptions, planCodec: PlanCodec? = nil) {
         self.model = model
         self.cluster = cluster
         self.plan = plan
         self.training = training
+        self.planCodec = planCodec
+    }
+}
+
+/// Encodes a plan to bytes and decodes the layout back (protobuf vpipe.Plan in practice).
+public struct PlanCodec: Sendable {
+    public var encode: @Sendable (Plan) -> [UInt8]
+    public var decode: @Sendable ([UInt8]) throws -> PlanLayout
+    public init(encode: @escaping @Sendable (Plan) -> [UInt8], decode: @escaping @Sendable ([UInt8]) throws -> PlanLayout) {
+        self.encode = encode
+        self.decode = decode
     }
 }
 
@@ -115,7 +129,12 @@ public final class TrainingSession: @unchecked Sendable {
         self.config = config
         profileSums = Array(repeating: LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0),
                             count: config.model.layers.count)
-        if let layout = config.plan {
+        if config.training.transport == .mpi {
+            let (p, pipe) = try Self.openDistributed(config)
+            plan = p
+            pipeline = pipe
+            profiling = false
+        } else if let layout = config.plan {
             let cm = CostModel(model: config.model, cluster: config.cluster, schedule: config.training.schedule,
                                microBatches: config.training.microBatches)
             plan = try cm.evaluate(layout)
@@ -132,11 +151,61 @@ public final class TrainingSession: @unchecked Sendable {
                                     layout: PlanLayout(ranges: [0..<L], policies: Array(repeating: .keep, count: L)))
             profiling = true
         }
-        parameterBytes = pipeline.layers.map { $0.parameters.reduce(0) { $0 + $1.bytes } }
+        parameterBytes = pipeline.layers.enumerated().map { l, layer in
+            layer?.parameters.reduce(0) { $0 + $1.bytes } ?? config.model.layers[l].profile.paramBytes
+        }
         layoutSnapshot = pipeline.layout
     }
 
     deinit { pipeline.shutdown() }
+
+    /// This process's rank in a distributed (MPI) session; nil in-process.
+    public var rank: Int? { (pipeline.transport as? DistributedTransport)?.rank }
+
+    /// The MPI transport: one rank per stage. Rank 0 plans (unless the config carries a
+    /// plan) and broadcasts the plan as bytes; every rank builds only its own stage.
+    private static func openDistributed(_ config: SessionConfig) throws -> (Plan, Pipeline) {
+        let t = config.training.failureTimeoutSeconds
+        guard t.isFinite && t > 0 && t <= 86400 else {
+            throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in (0, 86400], got \(t)")
+        }
+        let comm = try MPIRuntime.duplicateWorld()
+        let transport = try MPITransport(comm: comm, timeout: t)
+        let cm = CostModel(model: config.model, cluster: config.cluster, schedule: config.training.schedule,
+                           microBatches: config.training.microBatches)
+        var layout: PlanLayout
+        if let given = config.plan {
+            layout = given
+        } else {
+            // No profiling phase across processes: rank 0 plans with the model's profiles.
+            guard let codec = config.planCodec else {
+                throw VPipeError.invalidField(field: "plan", message: "missing: an MPI session without a plan needs a plan codec (open it through the wire layer)")
+            }
+            var bytes: [UInt8]?
+            var error: String?
+            if transport.rank == 0 {
+                do {
+                    if config.model.layers.allSatisfy({ $0.profile.fwdSeconds <= 0 && $0.profile.bwdSeconds <= 0 }) {
+                        throw VPipeError.invalidField(field: "plan", message: "missing, and model.layers carry no profiles: with training.transport TRANSPORT_MPI give a plan or per-layer profiles (rank 0 plans with them); a distributed session does not profile")
+                    }
+                    let request = PlanRequest(model: config.model, cluster: config.cluster,
+                                              options: PlanOptions(schedule: config.training.schedule, microBatches: config.training.microBatches, planner: .vpipe))
+                    bytes = codec.encode(try Planning.plan(request))
+                } catch let e {
+                    error = "\(e)"
+                }
+            }
+            let received = try MPIRuntime.broadcast(bytes, error: error, root: 0, comm: comm)
+            layout = try codec.decode(received)
+        }
+        guard layout.ranges.count == transport.size else {
+            throw VPipeError.invalidField(field: "training.transport", message: "TRANSPORT_MPI runs one rank per stage: the plan has \(layout.ranges.count) stages but the MPI world has \(transport.size) ranks; launch with mpirun -np \(layout.ranges.count)")
+        }
+        let plan = try cm.evaluate(layout)
+        let pipeline = try Pipeline(model: config.model, cluster: config.cluster, options: config.training, layout: layout,
+                                    transport: transport, localStages: [transport.rank])
+        return (plan, pipeline)
+    }
 
     /// Stops the stages' copy engines; the session cannot step afterwards.
     public func close() { pipeline.shutdown() }
@@ -335,6 +404,9 @@ public final class TrainingSession: @unchecked Sendable {
         if let microBatches, microBatches != config.training.microBatches {
             throw VPipeError.invalidField(field: "plan.micro_batches", message: "the session trains with \(config.training.microBatches) micro-batches, the plan has \(microBatches)")
         }
+        if config.training.transport == .mpi {
+            throw VPipeError.notImplemented("live migration across MPI ranks (training.transport TRANSPORT_MPI); migrate within one process, or open a new session with the new plan")
+        }
         try stateLock.locked {
             if profiling {
                 throw VPipeError.invalidField(field: "plan", message: "the session is still profiling (it plans itself after training.profile_iterations steps); apply a plan after that")
@@ -428,7 +500,7 @@ public final class TrainingSession: @unchecked Sendable {
         guard layer >= 0 && layer < pipeline.layers.count else {
             throw VPipeError.invalidField(field: "layer", message: "the model has layers 0..\(pipeline.layers.count - 1), got \(layer)")
         }
-        return pipeline.layers[layer].parameters.map { ($0.shape, $0.toArray()) }
+        return try placed(layer).parameters.map { ($0.shape, $0.toArray()) }
     }
 
     /// Replaces layer `layer`'s parameters; shapes must match exactly. Nothing changes on error.
@@ -436,7 +508,7 @@ public final class TrainingSession: @unchecked Sendable {
         guard layer >= 0 && layer < pipeline.layers.count else {
             throw VPipeError.invalidField(field: "layer", message: "the model has layers 0..\(pipeline.layers.count - 1), got \(layer)")
         }
-        let params = pipeline.layers[layer].parameters
+        let params = try placed(layer).parameters
         guard arrays.count == params.count else {
             throw VPipeError.invalidField(field: "tensors", message: "layer \(layer) has \(params.count) parameter tensors, got \(arrays.count)")
         }
@@ -446,6 +518,15 @@ public final class TrainingSession: @unchecked Sendable {
             }
         }
         for (k, (_, values)) in arrays.enumerated() { params[k].fill(from: values) }
+    }
+
+    /// Layer `layer`, which must live in this process (a distributed session holds only its stage's).
+    private func placed(_ layer: Int) throws -> Layer {
+        guard let l = pipeline.layers[layer] else {
+            let stage = pipeline.stages.firstIndex { $0.layers.contains(layer) } ?? -1
+            throw VPipeError.invalidField(field: "layer", message: "layer \(layer) lives on stage \(stage), in MPI rank \(stage); ask that rank")
+        }
+        return l
     }
 
     /// The last step as a Chrome trace (JSON) and an SVG timeline.

@@ -76,7 +76,8 @@ struct IterationInput: @unchecked Sendable {
 struct StageWorker {
     let stage: Stage
     let stageCount: Int
-    let layers: [Layer]
+    /// The model's layers by index; only this stage's need to exist (nil elsewhere).
+    let layers: [Layer?]
     let transport: Transport
     let actions: [ScheduleAction]
 
@@ -94,6 +95,10 @@ struct StageWorker {
     func run(_ input: IterationInput) throws -> StageMeasurement {
         var m = StageMeasurement()
         let n = stage.layers.count
+        let owned: [Layer] = try stage.layers.map { l in
+            guard let layer = layers[l] else { throw RuntimeError.failed("stage \(stage.index): layer \(l) is not placed in this process") }
+            return layer
+        }
         m.forwardSeconds = Array(repeating: 0, count: n)
         m.backwardSeconds = Array(repeating: 0, count: n)
         m.stashBytes = Array(repeating: 0, count: n)
@@ -125,7 +130,7 @@ struct StageWorker {
 
         func context(_ j: Int, _ mb: Int) -> LayerContext {
             let l = stage.layers.lowerBound + j
-            return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(layers[l].name)\") micro-batch \(mb)",
+            return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(owned[j].name)\") micro-batch \(mb)",
                                 targets: last ? input.targets[mb] : [], lossScale: input.lossScale)
         }
 
@@ -166,7 +171,7 @@ struct StageWorker {
                     let l = stage.layers.lowerBound + j
                     let start = monotonicSeconds()
                     let before = stage.device.beginWindow()
-                    let (y, saved) = try layers[l].forward(x, context(j, mb))
+                    let (y, saved) = try owned[j].forward(x, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.forwardSeconds[j] += monotonicSeconds() - start
                     m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
@@ -234,7 +239,7 @@ struct StageWorker {
                             }
                             for k in segment {
                                 let c0 = monotonicSeconds()
-                                let (y, kept) = try layers[stage.layers.lowerBound + k].forward(x, context(k, mb))
+                                let (y, kept) = try owned[k].forward(x, context(k, mb))
                                 stretch(monotonicSeconds() - c0)
                                 s.saved[k] = kept
                                 x = y
@@ -249,14 +254,14 @@ struct StageWorker {
                     }
                     let start = monotonicSeconds()
                     let before = stage.device.beginWindow()
-                    let gIn = try layers[l].backward(g, saved: saved, context(j, mb))
+                    let gIn = try owned[j].backward(g, saved: saved, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.backwardSeconds[j] += monotonicSeconds() - start
                     m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
                     s.swaps[j] = nil
                     if let gIn { g = gIn } else if j > 0 || stage.index > 0 {
-                        throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(layers[l].name)\") returned no input gradient but is not the first layer")
+                        throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(owned[j].name)\") returned no input gradient but is not the first layer")
                     }
                 }
                 let t1 = monotonicSeconds()

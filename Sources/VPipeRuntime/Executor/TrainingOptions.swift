@@ -18,6 +18,13 @@ public struct TrainingOptions: Sendable, Equatable {
         }
     }
 
+    /// How stages exchange activations and gradients: threads of one process, or one MPI
+    /// rank per stage (`mpirun -np <stages>`; every rank opens the session with the same config).
+    public enum TransportKind: Sendable, Equatable {
+        case inProcess
+        case mpi
+    }
+
     public var schedule: Schedule
     public var microBatches: Int
     public var seed: UInt64
@@ -40,6 +47,10 @@ public struct TrainingOptions: Sendable, Equatable {
             self.fromIteration = fromIteration
         }
     }
+    public var transport: TransportKind = .inProcess
+    /// MPI transport: seconds a rank waits on a silent peer before pinging it; a peer that
+    /// does not answer within a further max(0.5, T/4) s is reported lost.
+    public var failureTimeoutSeconds: Double = 30
 
     public init(schedule: Schedule = .oneFOneB, microBatches: Int, seed: UInt64 = 0,
                 optimizer: OptimizerChoice = .sgd(learningRate: 0.01, momentum: 0), throttleCopies: Bool = false,

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Writes a vpipe.SessionConfig for the MPI tests: a 6-layer MLP (Linear ReLU Linear ReLU
+Linear softmax_cross_entropy) on P uniform devices, with a plan (an even split, all KEEP) or,
+with --profiles, per-layer profiles only (rank 0 plans)."""
+import argparse, os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bindings", "python", "vpipe"))
+import vpipe_pb2 as pb
+
+ap = argparse.ArgumentParser()
+ap.add_argument("out")
+ap.add_argument("--stages", type=int, required=True)
+ap.add_argument("--transport", choices=["mpi", "in-process"], default="mpi")
+ap.add_argument("--schedule", choices=["1f1b", "gpipe"], default="1f1b")
+ap.add_argument("--micro-batches", type=int, default=4)
+ap.add_argument("--profiles", action="store_true", help="no plan: profiles, rank 0 plans")
+ap.add_argument("--width", type=int, default=16)
+ap.add_argument("--fail", help="iteration:stage:micro_batch")
+ap.add_argument("--timeout", type=float, default=0)
+a = ap.parse_args()
+
+w = a.width
+c = pb.SessionConfig()
+m = c.model
+m.name = "mlp6"
+kinds = [("linear", (8, w)), ("relu", None), ("linear", (w, w)), ("relu", None), ("linear", (w, 4)), ("loss", None)]
+for i, (k, arg) in enumerate(kinds):
+    l = m.layers.add()
+    l.name = f"l{i}"
+    if k == "linear":
+        l.linear.in_features, l.linear.out_features = arg
+    elif k == "relu":
+        l.activation.kind = pb.ACTIVATION_RELU
+    else:
+        l.softmax_cross_entropy.SetInParent()
+    if a.profiles:
+        l.profile.fwd_seconds = 1e-5 * (3 if k == "linear" else 1)
+        l.profile.bwd_seconds = 2e-5 * (3 if k == "linear" else 1)
+        l.profile.stash_bytes = 4 * 8 * w
+        l.profile.output_bytes = 4 * 8 * w
+        l.profile.param_bytes = 4 * (arg[0] * arg[1] + arg[1]) if k == "linear" else 0
+m.input_bytes = 4 * 8 * 8
+for i in range(a.stages):
+    d = c.cluster.devices.add()
+    d.name = f"cpu{i}"
+    d.memory_bytes = 1 << 30
+    d.host_bandwidth = 1e10
+for i in range(a.stages - 1):
+    c.cluster.links.add(bandwidth=1e10)
+t = c.training
+t.schedule = pb.SCHEDULE_GPIPE if a.schedule == "gpipe" else pb.SCHEDULE_1F1B
+t.micro_batches = a.micro_batches
+t.seed = 7
+t.adam.lr = 0.01
+t.transport = pb.TRANSPORT_MPI if a.transport == "mpi" else pb.TRANSPORT_IN_PROCESS
+t.failure_timeout_seconds = a.timeout
+if a.fail:
+    t.fail_iteration, t.fail_stage, t.fail_micro_batch = map(int, a.fail.split(":"))
+if not a.profiles:
+    L = len(kinds)
+    p = c.plan
+    p.schedule = t.schedule
+    p.micro_batches = a.micro_batches
+    for i in range(a.stages):
+        s = p.stages.add()
+        s.device = i
+        s.first_layer = i * L // a.stages
+        s.last_layer = (i + 1) * L // a.stages - 1
+        s.policy.extend([pb.MEMORY_POLICY_KEEP] * (s.last_layer - s.first_layer + 1))
+open(a.out, "wb").write(c.SerializeToString())

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# make test-mpi: the MPI transport end to end, under mpirun (one rank per stage).
+#  1. a 6-layer MLP trains to bit-identical losses with 2 and 4 ranks as in one process
+#     (1F1B and GPipe; with a plan, and with profiles only so that rank 0 plans);
+#  2. an injected failure on one rank ends every rank with an error naming it, quickly;
+#  3. a rank that dies (SIGKILL, or exit(1)) ends the others with an error naming it
+#     within the failure timeout (mpirun --enable-recovery keeps the survivors alive long
+#     enough to report; without it mpirun itself kills the job);
+#  4. a world size that does not match the plan is a clear error on every rank.
+set -u
+CLI=${CLI:-$(pwd)/.build/release/vpipe-cli}
+PY=${PYTHON:-python3}
+MK="$PY $(pwd)/Tests/mpi/make_config.py"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+MPIRUN="mpirun --oversubscribe --tag-output"
+T=3                         # failure_timeout_seconds of the failure tests
+BOUND=20                    # seconds within which every rank must have stopped
+dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT
+fails=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fails=$((fails + 1)); }
+
+for np in 2 4; do
+  for sched in 1f1b gpipe; do
+    $MK "$dir/c.pb" --stages $np --schedule $sched
+    out=$(timeout 60 $MPIRUN -np $np "$CLI" train "$dir/c.pb" --steps 6 --compare-in-process 2>&1)
+    echo "$out" | grep -E "distributed|in-process" | sed 's/^\[[0-9,]*\]<stdout>:/    /'
+    if echo "$out" | grep -q "loss trajectories identical"; then ok "np=$np $sched: MPI losses == in-process losses"; else bad "np=$np $sched"; echo "$out" | tail -20; fi
+  done
+done
+$MK "$dir/p.pb" --stages 4 --profiles
+out=$(timeout 60 $MPIRUN -np 4 "$CLI" train "$dir/p.pb" --steps 4 --compare-in-process 2>&1)
+if echo "$out" | grep -q "loss trajectories identical"; then ok "np=4, no plan: rank 0 planned from profiles and broadcast the plan"; else bad "np=4 profiles"; echo "$out" | tail -20; fi
+
+# Every one of `ranks` must print an error containing `pattern` within BOUND seconds.
+check_all() {
+  local name=$1 out=$2 secs=$3 pattern=$4; shift 4
+  local missing=""
+  for r in "$@"; do
+    echo "$out" | grep -F "rank $r: error:" | grep -qF "$pattern" || missing="$missing $r"
+  done
+  echo "$out" | grep -F ": error:" | sed 's/^\[[0-9,]*\]<std...>:/    /'
+  if [ -z "$missing" ] && [ "$secs" -le $BOUND ]; then ok "$name (${secs}s)"; else bad "$name: ranks without the error:$missing, ${secs}s"; echo "$out" | tail -30; fi
+}
+
+for np in 2 4; do
+  fs=$((np - 1)); [ $np -eq 4 ] && fs=2
+  $MK "$dir/f.pb" --stages $np --fail 3:$fs:1 --timeout $T
+  start=$(date +%s)
+  out=$(timeout 60 $MPIRUN -np $np "$CLI" train "$dir/f.pb" --steps 6 2>&1)
+  secs=$(( $(date +%s) - start ))
+  check_all "np=$np injected failure on stage $fs: every rank stops naming it" "$out" $secs "stage $fs" $(seq 0 $((np - 1)))
+
+  for how in kill exit; do
+    victim=1
+    hook="$victim:3"; [ $how = exit ] && hook="$victim:3:exit"
+    $MK "$dir/k.pb" --stages $np --timeout $T
+    start=$(date +%s)
+    out=$(VPIPE_TEST_KILL=$hook timeout 60 $MPIRUN --enable-recovery -np $np "$CLI" train "$dir/k.pb" --steps 6 2>&1)
+    secs=$(( $(date +%s) - start ))
+    survivors=$(seq 0 $((np - 1)) | grep -vx $victim)
+    check_all "np=$np rank $victim dies ($how): every other rank stops naming it" "$out" $secs "rank $victim (stage $victim) did not answer within $T s" $survivors
+  done
+done
+
+# From Python: each rank opens a session through the C ABI (ctypes) with the same config.
+$MK "$dir/c.pb" --stages 2
+out=$(VPIPE_LIBRARY=${VPIPE_LIBRARY:-$(pwd)/.build/release/libvpipe.so} timeout 60 $MPIRUN -np 2 $PY Tests/mpi/py_session.py "$dir/c.pb" 2>&1)
+l0=$(echo "$out" | grep -o "py rank 0 losses .*" | cut -d' ' -f5-)
+l1=$(echo "$out" | grep -o "py rank 1 losses .*" | cut -d' ' -f5-)
+if [ -n "$l0" ] && [ "$l0" = "$l1" ]; then ok "python host, 2 ranks: same loss on every rank ($l0)"; else bad "python host"; echo "$out" | tail; fi
+
+$MK "$dir/c.pb" --stages 4
+out=$(timeout 60 $MPIRUN -np 3 "$CLI" train "$dir/c.pb" --steps 2 2>&1)
+check_all "np=3 for a 4-stage plan: a clear error" "$out" 0 "the plan has 4 stages but the MPI world has 3 ranks" 0 1 2
+
+if [ $fails -ne 0 ]; then echo "test-mpi: $fails failed"; exit 1; fi
+echo "test-mpi: all passed"
