@@ -197,7 +197,8 @@ final class Pipeline: @unchecked Sendable {
         // Live migration, phase 1: pre-copy the moving layers' weights and optimizer state
         // on the destination stages' copy engines while the iteration computes.
         var moves: [(layer: Int, from: Int, to: Int, copy: PreCopy)] = []
-        if let target {
+        let async = options.schedule == .pipedreamAsync
+        func preCopy(_ target: PlanLayout) {
             for (to, range) in target.ranges.enumerated() {
                 for l in range {
                     guard let from = stages.firstIndex(where: { $0.layers.contains(l) }), from != to, let layer = layers[l] else { continue }
@@ -214,6 +215,10 @@ final class Pipeline: @unchecked Sendable {
                 }
             }
         }
+        // PIPEDREAM_ASYNC updates weights during the iteration, so a pre-copy taken then would
+        // be stale: it drains first (the iteration ends with no micro-batch in flight and no
+        // stashed version), and copies at the boundary. The flushing schedules pre-copy now.
+        if let target, !async { preCopy(target) }
         let p = stages.count
         let local = localStages
         final class Results: @unchecked Sendable {
@@ -224,7 +229,14 @@ final class Pipeline: @unchecked Sendable {
         let monitor = Monitor()
         runOnThreads(local.count) { [self] k in
             let i = local[k]
-            let worker = StageWorker(stage: stages[i], stageCount: p, layers: layers, transport: transport, actions: schedule.stages[i])
+            var worker = StageWorker(stage: stages[i], stageCount: p, layers: layers, transport: transport, actions: schedule.stages[i])
+            if options.schedule == .pipedreamAsync {
+                worker.asyncUpdate = { [self] l, version in
+                    guard let layer = layers[l] else { return }
+                    optimizer.step(parameters: layer.parameters, gradients: layer.gradients, state: optimizerState[l], iteration: version)
+                    for g in layer.gradients { g.zero() }
+                }
+            }
             do {
                 try distributed?.prepare(stage: i, actions: schedule.stages[i], space: stages[i].device)
                 let r = try worker.run(input)
@@ -254,6 +266,7 @@ final class Pipeline: @unchecked Sendable {
         // Live migration, phase 2 (at the flush): the pre-copies must be complete; the
         // accumulated gradients are handed over instead of re-sending weights.
         let flush = monotonicSeconds()
+        if let target, async { preCopy(target) }
         var migration: MigrationOutcome?
         var arrived: [Int: (values: [Tensor], gradients: [Tensor], state: [[Tensor]])] = [:]
         if let target {
@@ -278,10 +291,10 @@ final class Pipeline: @unchecked Sendable {
         // A clean flush: every stage applies the optimizer to the layers it owns from now on,
         // in parallel; a moved layer's receiver steps its copy, which therefore equals what
         // the sender would have produced.
-        optimizerSteps += 1
+        if !async { optimizerSteps += 1 }
         let step = optimizerSteps
         let owners: [Range<Int>] = arrived.isEmpty ? stages.map(\.layers) : (target?.ranges ?? stages.map(\.layers))
-        runOnThreads(local.count) { [self] k in
+        runOnThreads(async ? 0 : local.count) { [self] k in
             for l in owners[local[k]] {
                 if let a = arrived[l] {
                     optimizer.step(parameters: a.values, gradients: a.gradients, state: a.state, iteration: step)

@@ -117,9 +117,6 @@ public final class TrainingSession: @unchecked Sendable {
         try Validation.validate(config.model)
         try Validation.validate(config.cluster)
         try Validation.validate(microBatches: config.training.microBatches, field: "training.micro_batches")
-        if config.training.schedule == .pipedreamAsync {
-            throw VPipeError.notImplemented("training.schedule SCHEDULE_PIPEDREAM_ASYNC (weight stashing) in the runtime; use SCHEDULE_GPIPE or SCHEDULE_1F1B")
-        }
         for (l, layer) in config.model.layers.enumerated() where layer.kind == nil {
             throw VPipeError.invalidField(field: "model.layers[\(l)]", message: "has no kind (linear, activation, ...): a session can only train layers it can build")
         }
@@ -448,6 +445,12 @@ public final class TrainingSession: @unchecked Sendable {
     }
 
     public var isProfiling: Bool { profiling }
+
+    /// PIPEDREAM_ASYNC: per stage, the weight version each micro-batch of the last step used
+    /// in its forward and in its backward (weight stashing makes them equal).
+    public var lastWeightVersions: [[Int: (forward: Int, backward: Int)]] {
+        lastResult?.measurements.map(\.weightVersions) ?? []
+    }
 
     /// The cluster with every device's reserved_bytes raised to the measured workspace, so
     /// that a plan made from it leaves room for the runtime's temporaries.

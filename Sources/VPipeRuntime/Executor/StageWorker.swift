@@ -10,6 +10,8 @@ final class Stage: @unchecked Sendable {
     var layers: Range<Int>
     /// One policy per layer of the stage.
     var policies: [MemoryPolicy]
+    /// PIPEDREAM_ASYNC: updates this stage has applied (its current weight version).
+    var weightVersion = 0
 
     init(index: Int, device: MemorySpace, host: MemorySpace, copyEngine: CopyEngine, layers: Range<Int>, policies: [MemoryPolicy]) {
         self.index = index
@@ -53,6 +55,8 @@ struct StageMeasurement {
     var losses: [Int: Float] = [:]
     /// Seconds of the fixed reference kernel on this stage (0 when not measured).
     var calibrationSeconds = 0.0
+    /// PIPEDREAM_ASYNC: the weight version each micro-batch's forward and backward used.
+    var weightVersions: [Int: (forward: Int, backward: Int)] = [:]
 }
 
 /// The per-iteration inputs every stage reads.
@@ -80,6 +84,9 @@ struct StageWorker {
     let layers: [Layer?]
     let transport: Transport
     let actions: [ScheduleAction]
+    /// PIPEDREAM_ASYNC: applies the optimizer to layer l with its gradients and zeroes them
+    /// (`iteration` is the stage's update count); nil for the flushing schedules.
+    var asyncUpdate: ((_ layer: Int, _ iteration: Int) -> Void)? = nil
 
     /// Live state of one micro-batch on this stage.
     final class MicroBatch {
@@ -90,6 +97,9 @@ struct StageWorker {
         var output: Tensor?
         var gradientIn: Tensor?
         var gradientOut: Tensor?
+        /// PIPEDREAM_ASYNC: the weights the forward used (per local layer) and their version.
+        var stashedWeights: [Int: [Tensor]] = [:]
+        var weightVersion = 0
     }
 
     func run(_ input: IterationInput) throws -> StageMeasurement {
@@ -166,6 +176,16 @@ struct StageWorker {
                     x = received
                 }
                 s.input = nil
+                if asyncUpdate != nil {
+                    // Weight stashing: the backward of this micro-batch must see these weights,
+                    // whatever updates land on the stage in between.
+                    s.weightVersion = stage.weightVersion
+                    for j in 0..<n {
+                        s.stashedWeights[j] = try owned[j].parameters.map {
+                            try $0.copy(to: stage.device, for: "stage \(stage.index) layer \(stage.layers.lowerBound + j) weight version \(stage.weightVersion) for micro-batch \(mb)")
+                        }
+                    }
+                }
                 let t0 = monotonicSeconds()
                 for j in 0..<n {
                     let l = stage.layers.lowerBound + j
@@ -220,6 +240,14 @@ struct StageWorker {
                     g = received
                 }
                 s.gradientIn = nil
+                // PIPEDREAM_ASYNC: run the backward (and any recompute) on the stashed weights.
+                var current: [(values: [Tensor], gradients: [Tensor])] = []
+                if asyncUpdate != nil {
+                    for j in 0..<n {
+                        current.append((owned[j].parameters, owned[j].gradients))
+                        if let w = s.stashedWeights[j] { try owned[j].adopt(values: w, gradients: owned[j].gradients) }
+                    }
+                }
                 let t0 = monotonicSeconds()
                 var recomputeSeconds = 0.0
                 for j in stride(from: n - 1, through: 0, by: -1) {
@@ -263,6 +291,14 @@ struct StageWorker {
                     if let gIn { g = gIn } else if j > 0 || stage.index > 0 {
                         throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(owned[j].name)\") returned no input gradient but is not the first layer")
                     }
+                }
+                if let update = asyncUpdate {
+                    // Back to the current weights, then this micro-batch's update lands at once.
+                    for j in 0..<n { try owned[j].adopt(values: current[j].values, gradients: current[j].gradients) }
+                    s.stashedWeights = [:]
+                    stage.weightVersion += 1
+                    for j in 0..<n { update(stage.layers.lowerBound + j, stage.weightVersion) }
+                    m.weightVersions[mb] = (s.weightVersion, s.weightVersion)
                 }
                 let t1 = monotonicSeconds()
                 m.computeSeconds += t1 - t0
