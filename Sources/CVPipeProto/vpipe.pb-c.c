@@ -367,6 +367,51 @@ void   vpipe__softmax_cross_entropy__free_unpacked
   assert(message->base.descriptor == &vpipe__softmax_cross_entropy__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__choice_block__init
+                     (Vpipe__ChoiceBlock         *message)
+{
+  static const Vpipe__ChoiceBlock init_value = VPIPE__CHOICE_BLOCK__INIT;
+  *message = init_value;
+}
+size_t vpipe__choice_block__get_packed_size
+                     (const Vpipe__ChoiceBlock *message)
+{
+  assert(message->base.descriptor == &vpipe__choice_block__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__choice_block__pack
+                     (const Vpipe__ChoiceBlock *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__choice_block__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__choice_block__pack_to_buffer
+                     (const Vpipe__ChoiceBlock *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__choice_block__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__ChoiceBlock *
+       vpipe__choice_block__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__ChoiceBlock *)
+     protobuf_c_message_unpack (&vpipe__choice_block__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__choice_block__free_unpacked
+                     (Vpipe__ChoiceBlock *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__choice_block__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   vpipe__model_spec__init
                      (Vpipe__ModelSpec         *message)
 {
@@ -1447,7 +1492,7 @@ const ProtobufCMessageDescriptor vpipe__layer_profile__descriptor =
   (ProtobufCMessageInit) vpipe__layer_profile__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[8] =
+static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[9] =
 {
   {
     "name",
@@ -1545,9 +1590,22 @@ static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[8] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "choice_block",
+    22,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, choice_block),
+    &vpipe__choice_block__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__layer_spec__field_indices_by_name[] = {
   3,   /* field[3] = activation */
+  8,   /* field[8] = choice_block */
   5,   /* field[5] = embedding */
   4,   /* field[4] = layer_norm */
   2,   /* field[2] = linear */
@@ -1560,7 +1618,7 @@ static const ProtobufCIntRange vpipe__layer_spec__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 16, 2 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor =
 {
@@ -1570,7 +1628,7 @@ const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor =
   "Vpipe__LayerSpec",
   "vpipe",
   sizeof(Vpipe__LayerSpec),
-  8,
+  9,
   vpipe__layer_spec__field_descriptors,
   vpipe__layer_spec__field_indices_by_name,
   2,  vpipe__layer_spec__number_ranges,
@@ -1861,6 +1919,70 @@ const ProtobufCMessageDescriptor vpipe__softmax_cross_entropy__descriptor =
   vpipe__softmax_cross_entropy__field_indices_by_name,
   0,  vpipe__softmax_cross_entropy__number_ranges,
   (ProtobufCMessageInit) vpipe__softmax_cross_entropy__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__choice_block__field_descriptors[3] =
+{
+  {
+    "features",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__ChoiceBlock, features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hidden_options",
+    2,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Vpipe__ChoiceBlock, n_hidden_options),
+    offsetof(Vpipe__ChoiceBlock, hidden_options),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "switch_every",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__ChoiceBlock, switch_every),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__choice_block__field_indices_by_name[] = {
+  0,   /* field[0] = features */
+  1,   /* field[1] = hidden_options */
+  2,   /* field[2] = switch_every */
+};
+static const ProtobufCIntRange vpipe__choice_block__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor vpipe__choice_block__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.ChoiceBlock",
+  "ChoiceBlock",
+  "Vpipe__ChoiceBlock",
+  "vpipe",
+  sizeof(Vpipe__ChoiceBlock),
+  3,
+  vpipe__choice_block__field_descriptors,
+  vpipe__choice_block__field_indices_by_name,
+  1,  vpipe__choice_block__number_ranges,
+  (ProtobufCMessageInit) vpipe__choice_block__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor vpipe__model_spec__field_descriptors[4] =

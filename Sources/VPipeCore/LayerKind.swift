@@ -14,6 +14,9 @@ public enum LayerKind: Sendable, Equatable {
     case transformerBlock(features: Int, heads: Int, sequenceLength: Int, mlpRatio: Int)
     /// Mean cross-entropy of softmax(logits) against integer class targets; the last layer.
     case softmaxCrossEntropy
+    /// A supernet choice block: a residual GELU MLP whose hidden width is one of
+    /// `hiddenOptions`, the active one switching every `switchEvery` iterations.
+    case choiceBlock(features: Int, hiddenOptions: [Int], switchEvery: Int)
 
     public enum Activation: Int, Sendable, Equatable {
         case relu = 1

@@ -165,6 +165,18 @@ public enum WireDecode {
                                      mlpRatio: ratio)
         case VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY:
             return .softmaxCrossEntropy
+        case VPIPE__LAYER_SPEC__KIND_CHOICE_BLOCK:
+            guard let c = spec.pointee.choice_block else { return nil }
+            let features = try dim(c.pointee.features, "choice_block.features")
+            guard c.pointee.n_hidden_options >= 1 && c.pointee.n_hidden_options <= 64 else {
+                throw VPipeError.invalidField(field: "\(path).choice_block.hidden_options", message: "needs between 1 and 64 options, got \(c.pointee.n_hidden_options)")
+            }
+            var options: [Int] = []
+            for k in 0..<c.pointee.n_hidden_options {
+                options.append(try dim(c.pointee.hidden_options[k], "choice_block.hidden_options[\(k)]"))
+            }
+            let every = c.pointee.switch_every == 0 ? 1 : Int(min(c.pointee.switch_every, 1 << 30))
+            return .choiceBlock(features: features, hiddenOptions: options, switchEvery: every)
         default:
             return nil
         }

@@ -184,6 +184,17 @@ public enum WireEncode {
             vpipe__softmax_cross_entropy__init(c)
             spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY
             spec.pointee.softmax_cross_entropy = c
+        case let .choiceBlock(f, options, every):
+            let c = arena.allocate(Vpipe__ChoiceBlock.self, count: 1)
+            vpipe__choice_block__init(c)
+            c.pointee.features = UInt32(clamping: f)
+            let list = arena.allocate(UInt32.self, count: options.count)
+            for (k, h) in options.enumerated() { list[k] = UInt32(clamping: h) }
+            c.pointee.n_hidden_options = options.count
+            c.pointee.hidden_options = list
+            c.pointee.switch_every = UInt32(clamping: every)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_CHOICE_BLOCK
+            spec.pointee.choice_block = c
         }
     }
 

@@ -22,6 +22,17 @@ import VPipeRuntime
         expectClose(try GradientCheck.run(layer, input: x, context: context), parameters: 2)
     }
 
+    /// Each option of a choice block, selected by the iteration.
+    @Test(arguments: [1, 3]) func choiceBlock(iteration: Int) throws {
+        let layer = try makeLayer(kind: .choiceBlock(features: 4, hiddenOptions: [3, 6], switchEvery: 2), name: "choice", index: 0, seed: 1, in: nil)
+        var ctx = context
+        ctx.iteration = iteration
+        let x = try GradientCheck.randomTensor([3, 4], seed: 21)
+        // Both options' parameters are listed; the inactive one's gradients stay zero.
+        expectClose(try GradientCheck.run(layer, input: x, context: ctx), parameters: 8)
+        if let c = layer as? ChoiceBlock { #expect(c.activeOption(iteration: iteration) == (iteration - 1) / 2 % 2) }
+    }
+
     @Test func relu() throws {
         let layer = try makeLayer(kind: .activation(.relu), name: "relu", index: 0, seed: 1, in: nil)
         // Keep inputs away from the kink at 0 (|x| >= 0.1 > eps).

@@ -23,6 +23,7 @@ typedef struct Vpipe__LayerNorm Vpipe__LayerNorm;
 typedef struct Vpipe__Embedding Vpipe__Embedding;
 typedef struct Vpipe__TransformerBlock Vpipe__TransformerBlock;
 typedef struct Vpipe__SoftmaxCrossEntropy Vpipe__SoftmaxCrossEntropy;
+typedef struct Vpipe__ChoiceBlock Vpipe__ChoiceBlock;
 typedef struct Vpipe__ModelSpec Vpipe__ModelSpec;
 typedef struct Vpipe__DeviceSpec Vpipe__DeviceSpec;
 typedef struct Vpipe__LinkSpec Vpipe__LinkSpec;
@@ -174,7 +175,8 @@ typedef enum {
   VPIPE__LAYER_SPEC__KIND_LAYER_NORM = 18,
   VPIPE__LAYER_SPEC__KIND_EMBEDDING = 19,
   VPIPE__LAYER_SPEC__KIND_TRANSFORMER_BLOCK = 20,
-  VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY = 21
+  VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY = 21,
+  VPIPE__LAYER_SPEC__KIND_CHOICE_BLOCK = 22
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__LAYER_SPEC__KIND__CASE)
 } Vpipe__LayerSpec__KindCase;
 
@@ -194,6 +196,7 @@ struct  Vpipe__LayerSpec
     Vpipe__Embedding *embedding;
     Vpipe__TransformerBlock *transformer_block;
     Vpipe__SoftmaxCrossEntropy *softmax_cross_entropy;
+    Vpipe__ChoiceBlock *choice_block;
   };
 };
 #define VPIPE__LAYER_SPEC__INIT \
@@ -280,6 +283,27 @@ struct  Vpipe__SoftmaxCrossEntropy
 #define VPIPE__SOFTMAX_CROSS_ENTROPY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__softmax_cross_entropy__descriptor) \
      }
+
+
+/*
+ * A supernet (NAS) choice block: x + W2 gelu(W1 x) with hidden width hidden_options[k],
+ * k = ((iteration - 1) / switch_every) mod len(hidden_options): all choice blocks switch
+ * together; order each block's options to say which blocks grow and which shrink.
+ */
+struct  Vpipe__ChoiceBlock
+{
+  ProtobufCMessage base;
+  uint32_t features;
+  size_t n_hidden_options;
+  uint32_t *hidden_options;
+  /*
+   * 0 means 1
+   */
+  uint32_t switch_every;
+};
+#define VPIPE__CHOICE_BLOCK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__choice_block__descriptor) \
+    , 0, 0,NULL, 0 }
 
 
 struct  Vpipe__ModelSpec
@@ -1015,6 +1039,25 @@ Vpipe__SoftmaxCrossEntropy *
 void   vpipe__softmax_cross_entropy__free_unpacked
                      (Vpipe__SoftmaxCrossEntropy *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__ChoiceBlock methods */
+void   vpipe__choice_block__init
+                     (Vpipe__ChoiceBlock         *message);
+size_t vpipe__choice_block__get_packed_size
+                     (const Vpipe__ChoiceBlock   *message);
+size_t vpipe__choice_block__pack
+                     (const Vpipe__ChoiceBlock   *message,
+                      uint8_t             *out);
+size_t vpipe__choice_block__pack_to_buffer
+                     (const Vpipe__ChoiceBlock   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__ChoiceBlock *
+       vpipe__choice_block__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__choice_block__free_unpacked
+                     (Vpipe__ChoiceBlock *message,
+                      ProtobufCAllocator *allocator);
 /* Vpipe__ModelSpec methods */
 void   vpipe__model_spec__init
                      (Vpipe__ModelSpec         *message);
@@ -1459,6 +1502,9 @@ typedef void (*Vpipe__TransformerBlock_Closure)
 typedef void (*Vpipe__SoftmaxCrossEntropy_Closure)
                  (const Vpipe__SoftmaxCrossEntropy *message,
                   void *closure_data);
+typedef void (*Vpipe__ChoiceBlock_Closure)
+                 (const Vpipe__ChoiceBlock *message,
+                  void *closure_data);
 typedef void (*Vpipe__ModelSpec_Closure)
                  (const Vpipe__ModelSpec *message,
                   void *closure_data);
@@ -1544,6 +1590,7 @@ extern const ProtobufCMessageDescriptor vpipe__layer_norm__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__embedding__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__transformer_block__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__softmax_cross_entropy__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__choice_block__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__model_spec__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__device_spec__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__link_spec__descriptor;

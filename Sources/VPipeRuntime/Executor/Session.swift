@@ -214,6 +214,7 @@ public final class TrainingSession: @unchecked Sendable {
         case .embedding: return 1
         case let .layerNorm(features): return features
         case let .transformerBlock(features, _, _, _): return features
+        case let .choiceBlock(features, _, _): return features
         default: return nil
         }
     }

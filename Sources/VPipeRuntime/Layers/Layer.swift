@@ -9,12 +9,16 @@ public struct LayerContext: @unchecked Sendable {
     /// 1 / (rows in the whole mini-batch): the loss layer scales by it, so the loss and the
     /// gradients are those of the mini-batch mean whatever the micro-batch count.
     public var lossScale: Float
+    /// The training iteration (1-based; 0 outside training), for layers whose computation
+    /// depends on it (a supernet's choice blocks).
+    public var iteration: Int
 
-    public init(space: MemorySpace?, label: String, targets: [Int32] = [], lossScale: Float = 1) {
+    public init(space: MemorySpace?, label: String, targets: [Int32] = [], lossScale: Float = 1, iteration: Int = 0) {
         self.space = space
         self.label = label
         self.targets = targets
         self.lossScale = lossScale
+        self.iteration = iteration
     }
 }
 
