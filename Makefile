@@ -19,7 +19,7 @@ PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
 PROTO_CFLAGS := -ISources/CVPipeProto/include
 PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo install clean bench-planner bench-mpi
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo demo-dynamic install clean bench-planner bench-runtime bench-migration bench-mpi
 
 all: build
 
@@ -107,6 +107,22 @@ bench-planner: deps
 bench-mpi: deps
 	$(SWIFT_BUILD) --product vpipe-bench
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 .build/release/vpipe-bench mpi
+
+## demo-dynamic: a supernet whose choice blocks switch and a device that slows down, each
+## trained with a static plan and with online re-planning; throughput over time and SVG charts.
+demo-dynamic: build
+	bin/vpipe demo-dynamic
+
+## bench-runtime: one-stage MLP step vs PyTorch (same thread count), 2-stage speed-up,
+## measured vs simulated iteration, hidden swap vs KEEP; see docs/benchmarks.md.
+bench-runtime: deps
+	$(SWIFT_BUILD) --product vpipe-bench
+	VPIPE_BENCH_THREADS=1 .build/release/vpipe-bench runtime
+	@$(PYTHON) -c "import torch" 2>/dev/null && $(PYTHON) bench/torch_mlp.py --threads 1 || echo "PyTorch peer skipped: pip install 'torch==2.13.0+cpu'"
+
+## bench-migration: stall per migration and throughput after a workload change vs a fresh plan.
+bench-migration: build
+	bin/vpipe demo-dynamic --bench --iterations 120
 
 ## install: lib/libvpipe.so (Swift runtime inside), include/vpipe.h, lib/pkgconfig/vpipe.pc.
 install: build

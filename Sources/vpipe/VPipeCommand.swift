@@ -9,7 +9,7 @@ struct VPipeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vpipe",
         abstract: "Plan pipeline-parallel training with vPipe's cost model and simulate the plans.",
-        subcommands: [PlanCommand.self, SimulateCommand.self, ImportCommand.self, DemoCommand.self, TrainCommand.self, VersionCommand.self])
+        subcommands: [PlanCommand.self, SimulateCommand.self, ImportCommand.self, DemoCommand.self, DemoDynamicCommand.self, TrainCommand.self, VersionCommand.self])
 }
 
 struct VersionCommand: ParsableCommand {

@@ -483,11 +483,15 @@ public final class TrainingSession: @unchecked Sendable {
                 predicted = p.stages.map { $0.peakMemoryBytes - Double(config.cluster.devices[$0.device].reservedBytes) + Double($0.device < stageWorkspace.count ? stageWorkspace[$0.device] : workspaceBytes) }
             }
         }
+        // The last step may have run on another placement (the profiling stage, or the plan
+        // before a migration): its per-stage numbers count only where the stage still exists.
+        let sameShape = lastResult?.measurements.count == pipeline.stages.count
         let stages = pipeline.stages.enumerated().map { i, s in
-            let meas = lastResult?.measurements[i] ?? StageMeasurement()
+            let meas = sameShape ? (lastResult?.measurements[i] ?? StageMeasurement()) : StageMeasurement()
+            let peak = sameShape ? (lastResult?.peaks[i] ?? s.device.peakBytes) : s.device.peakBytes
             return SessionStatistics.StageStatistics(
-                stage: i, layers: s.layers, peakDeviceBytes: lastResult?.peaks[i] ?? s.device.peakBytes, capacityBytes: s.device.capacity,
-                predictedPeakBytes: predicted[i], computeSeconds: meas.computeSeconds,
+                stage: i, layers: s.layers, peakDeviceBytes: peak, capacityBytes: s.device.capacity,
+                predictedPeakBytes: i < predicted.count ? predicted[i] : .nan, computeSeconds: meas.computeSeconds,
                 stageSecondsPerMicroBatch: meas.computeSeconds / Double(config.training.microBatches),
                 swappedBytes: meas.swappedBytes, recomputedLayers: meas.recomputedLayers)
         }
@@ -537,12 +541,14 @@ public final class TrainingSession: @unchecked Sendable {
     public func trace() -> (json: String, svg: String) {
         guard let r = lastResult else { return ("{\"traceEvents\":[]}", "<svg xmlns=\"http://www.w3.org/2000/svg\"/>") }
         let events = r.measurements.flatMap(\.events).sorted { $0.start < $1.start }
-        let stages = pipeline.stages.enumerated().map { i, s in
+        // One row per stage of the placement the step ran on (which may since have changed).
+        let stages = r.measurements.indices.map { i in
             let busy = r.measurements[i].computeSeconds
             return SimulationReport.StageReport(
                 busySeconds: busy, idleSeconds: r.seconds - busy, bubbleSeconds: r.seconds - busy, swapStallSeconds: 0,
                 busyFraction: busy / r.seconds, idleFraction: 1 - busy / r.seconds, bubbleFraction: 1 - busy / r.seconds,
-                peakMemoryBytes: Double(r.peaks[i]), staticBytes: 0, memoryBytes: s.device.capacity, memory: [])
+                peakMemoryBytes: Double(i < r.peaks.count ? r.peaks[i] : 0), staticBytes: 0,
+                memoryBytes: i < pipeline.stages.count ? pipeline.stages[i].device.capacity : 0, memory: [])
         }
         let schedule = (try? pipeline.schedule()) ?? PipelineSchedule(kind: config.training.schedule, microBatches: config.training.microBatches, stages: [])
         let report = SimulationReport(schedule: schedule, iterationSeconds: r.seconds,
