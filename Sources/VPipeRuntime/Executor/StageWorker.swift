@@ -141,7 +141,8 @@ struct StageWorker {
         func context(_ j: Int, _ mb: Int) -> LayerContext {
             let l = stage.layers.lowerBound + j
             return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(owned[j].name)\") micro-batch \(mb)",
-                                targets: last ? input.targets[mb] : [], lossScale: input.lossScale, iteration: input.iteration)
+                                targets: last ? input.targets[mb] : [], lossScale: input.lossScale, iteration: input.iteration,
+                                needsInputGradient: l > 0)
         }
 
         func submitSwapIns(_ mb: Int) {

@@ -12,13 +12,18 @@ public struct LayerContext: @unchecked Sendable {
     /// The training iteration (1-based; 0 outside training), for layers whose computation
     /// depends on it (a supernet's choice blocks).
     public var iteration: Int
+    /// False for the model's first layer: its input is data, so a layer may skip computing
+    /// the input gradient (a Linear saves a whole matrix product) and return nil.
+    public var needsInputGradient: Bool
 
-    public init(space: MemorySpace?, label: String, targets: [Int32] = [], lossScale: Float = 1, iteration: Int = 0) {
+    public init(space: MemorySpace?, label: String, targets: [Int32] = [], lossScale: Float = 1, iteration: Int = 0,
+                needsInputGradient: Bool = true) {
         self.space = space
         self.label = label
         self.targets = targets
         self.lossScale = lossScale
         self.iteration = iteration
+        self.needsInputGradient = needsInputGradient
     }
 }
 

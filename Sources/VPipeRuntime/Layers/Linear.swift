@@ -43,9 +43,9 @@ public final class Linear: Layer {
         let x = saved[0]                                                                // [rows, in]
         let rows = try ShapeCheck.matrix(x, columns: inFeatures, "saved input", context)
         try ShapeCheck.exact(gradOutput, [rows, outFeatures], "output gradient", context)  // [rows, out]
-        let gradInput = try context.allocate([rows, inFeatures], "input gradient")      // [rows, in]
+        let gradInput = context.needsInputGradient ? try context.allocate([rows, inFeatures], "input gradient") : nil  // [rows, in]
         Linear.backwardKernel(dy: gradOutput.data, x: x.data, w: params.values[0].data,
-                              dw: params.gradients[0].data, db: params.gradients[1].data, dx: gradInput.data,
+                              dw: params.gradients[0].data, db: params.gradients[1].data, dx: gradInput?.data,
                               rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         return gradInput
     }
@@ -62,7 +62,7 @@ public final class Linear: Layer {
     /// dW [out, in] += dyᵀ · x;  db [out] += Σ_rows dy;  dx [rows, in] = dy · W (overwritten).
     static func backwardKernel(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
                                dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>,
-                               dx: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int) {
+                               dx: UnsafeMutablePointer<Float>?, rows: Int, inFeatures: Int, outFeatures: Int) {
         guard rows > 0 else { return }
         Gemm.sgemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows,
                    a: dy, lda: outFeatures, b: x, ldb: inFeatures, beta: 1, c: dw, ldc: inFeatures)
@@ -70,6 +70,7 @@ public final class Linear: Layer {
             let row = dy + r * outFeatures
             for o in 0..<outFeatures { db[o] += row[o] }
         }
+        guard let dx else { return }  // the model's first layer: no one needs dx
         Gemm.sgemm(m: rows, n: inFeatures, k: outFeatures,
                    a: dy, lda: outFeatures, b: w, ldb: inFeatures, beta: 0, c: dx, ldc: inFeatures)
     }

@@ -26,12 +26,11 @@ public final class Tensor: @unchecked Sendable {
         self.shape = shape
         self.count = count
         self.space = space
-        data = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        data.initialize(repeating: 0, count: max(count, 1))
+        data = BufferPool.take(count)
     }
 
     deinit {
-        data.deallocate()
+        BufferPool.give(data, count)
         space?.release(bytes)
     }
 
