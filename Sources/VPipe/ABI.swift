@@ -77,13 +77,21 @@ func withOutput(_ out: UnsafeMutablePointer<vp_bytes>?, name: String, _ body: ()
         return fail(Int32(VP_ERR_INVALID_ARGUMENT), "\(name): NULL; pass the address of a vp_bytes to receive the result")
     }
     out.pointee = vp_bytes(data: nil, len: 0)
-    do {
+    return withStatus {
         let bytes = try body()
         guard let buffer = malloc(max(bytes.count, 1))?.assumingMemoryBound(to: UInt8.self) else {
-            return fail(Int32(VP_ERR_INTERNAL), "out of host memory for a \(bytes.count)-byte result")
+            throw VPipeError.internalError("out of host memory for a \(bytes.count)-byte result")
         }
         bytes.withUnsafeBufferPointer { buffer.update(from: $0.baseAddress!, count: bytes.count) }
         out.pointee = vp_bytes(data: buffer, len: bytes.count)
+    }
+}
+
+/// Runs `body`, mapping every error to a status and the per-thread message
+/// (`vp_last_error`): the one place the ABI's error mapping is written.
+func withStatus(_ body: () throws -> Void) -> vp_status {
+    do {
+        try body()
         return Int32(VP_OK)
     } catch let error as ArgumentError {
         return fail(Int32(VP_ERR_INVALID_ARGUMENT), error.message)

@@ -59,24 +59,6 @@ enum SessionRegistry {
     }
 }
 
-/// Runs `body`, mapping errors to a status and the per-thread message.
-func withStatus(_ body: () throws -> Void) -> vp_status {
-    do {
-        try body()
-        return Int32(VP_OK)
-    } catch let error as ArgumentError {
-        return fail(Int32(VP_ERR_INVALID_ARGUMENT), error.message)
-    } catch let error as WireError {
-        return fail(Int32(VP_ERR_DECODE), error.description)
-    } catch let error as VPipeError {
-        return fail(status(of: error), error.description)
-    } catch let error as RuntimeError {
-        return fail(Int32(VP_ERR_RUNTIME), error.description)
-    } catch {
-        return fail(Int32(VP_ERR_INTERNAL), "unexpected error: \(error)")
-    }
-}
-
 @_cdecl("vp_session_open")
 public func cSessionOpen(_ config: UnsafePointer<UInt8>?, _ length: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> vp_status {
     guard let out else { return fail(Int32(VP_ERR_INVALID_ARGUMENT), "session_out: NULL; pass the address of a vp_session *") }

@@ -14,51 +14,11 @@ enum PlannerBench {
         speed()
     }
 
-    /// SplitMix64, so instances are reproducible.
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func int(_ r: ClosedRange<Int>) -> Int { r.lowerBound + Int(next() % UInt64(r.count)) }
-        mutating func double(_ r: ClosedRange<Double>) -> Double {
-            r.lowerBound + Double(next() >> 11) / Double(1 << 53) * (r.upperBound - r.lowerBound)
-        }
-    }
-
-    /// ≤ 12 layers, 2–4 stages, every schedule, memory between 35% and 110% of an even share
-    /// of the all-KEEP need (the same generator as the unit test, more instances).
-    static func instance(_ rng: inout Random) -> PlanRequest {
-        let L = rng.int(3...12), p = rng.int(2...min(4, L))
-        let schedule = Schedule.allCases[rng.int(0...2)]
-        let m = rng.int(1...8)
-        var layers: [LayerSpec] = []
-        for l in 0..<L {
-            layers.append(LayerSpec(name: "l\(l)", profile: LayerProfile(
-                fwdSeconds: rng.double(0.5...3), bwdSeconds: rng.double(1...6), stashBytes: rng.int(100...2000),
-                outputBytes: rng.int(10...400), paramBytes: rng.int(0...300))))
-        }
-        let model = ModelSpec(name: "random", layers: layers, inputBytes: rng.int(10...400), stateBytesPerParamByte: 3)
-        let keepTotal = layers.reduce(0) { $0 + 3 * $1.profile.paramBytes + min(m, p) * $1.profile.stashBytes }
-        let share = Double(keepTotal) / Double(p)
-        let devices = (0..<p).map { i in
-            DeviceSpec(name: "d\(i)", memoryBytes: Int(share * rng.double(0.35...1.1)) + 800, speed: rng.double(0.7...1.5),
-                       hostBandwidth: rng.double(200...3000), reservedBytes: rng.int(0...50))
-        }
-        let links = (0..<(p - 1)).map { _ in LinkSpec(bandwidth: rng.double(500...20000), latency: rng.double(0...0.2)) }
-        return PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: links),
-                           options: PlanOptions(schedule: schedule, microBatches: m, planner: .exact))
-    }
-
     static func quality() {
-        var rng = Random(state: 2021)
+        var rng = SplitMix64(seed: 2021)
         var gaps: [Schedule: (n: Int, worst: Double, worstLocal: Double, over1: Int, over1Local: Int, policies: Int)] = [:]
         for _ in 0..<1000 {
-            var r = instance(&rng)
+            var r = RandomInstances.memoryTight(&rng, planner: .exact)
             guard let exact = try? Planning.plan(r) else { continue }
             r.options.planner = .vpipe
             guard let vpipe = try? Planning.plan(r),

@@ -35,24 +35,8 @@ enum Fixtures {
                  link: LinkSpec(bandwidth: linkBandwidth, latency: latency))
     }
 
-    /// Deterministic pseudo-random numbers (SplitMix64) so random instances are reproducible.
-    struct Random {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func int(_ range: ClosedRange<Int>) -> Int {
-            range.lowerBound + Int(next() % UInt64(range.count))
-        }
-        mutating func double(_ range: ClosedRange<Double>) -> Double {
-            range.lowerBound + Double(next() >> 11) / Double(1 << 53) * (range.upperBound - range.lowerBound)
-        }
-    }
+    /// Deterministic pseudo-random numbers, so random instances are reproducible.
+    typealias Random = SplitMix64
 
     /// Every way to cut `L` layers into `p` non-empty contiguous stages, as start indices.
     static func allPartitions(_ L: Int, _ p: Int) -> [[Int]] {

@@ -9,28 +9,7 @@ import VPipeCore
         PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: schedule, microBatches: m, planner: planner))
     }
 
-    /// A random small instance whose memory is tight enough that policies matter: each
-    /// device gets between 35% and 110% of what its share of an all-KEEP plan would need.
-    static func randomInstance(_ rng: inout Fixtures.Random) -> PlanRequest {
-        let L = rng.int(3...12), p = rng.int(2...min(4, L))
-        let schedule = Schedule.allCases[rng.int(0...2)]
-        let m = rng.int(1...8)
-        var layers: [LayerSpec] = []
-        for l in 0..<L {
-            layers.append(Fixtures.layer("l\(l)", rng.double(0.5...3), rng.double(1...6), rng.int(100...2000),
-                                         rng.int(10...400), rng.int(0...300)))
-        }
-        let model = ModelSpec(name: "random", layers: layers, inputBytes: rng.int(10...400), stateBytesPerParamByte: 3)
-        let keepTotal = layers.reduce(0) { $0 + 3 * $1.profile.paramBytes + min(m, p) * $1.profile.stashBytes }
-        let share = Double(keepTotal) / Double(p)
-        let devices = (0..<p).map { i in
-            DeviceSpec(name: "d\(i)", memoryBytes: Int(share * rng.double(0.35...1.1)) + 800, speed: rng.double(0.7...1.5),
-                       hostBandwidth: rng.double(200...3000), reservedBytes: rng.int(0...50))
-        }
-        let links = (0..<(p - 1)).map { _ in LinkSpec(bandwidth: rng.double(500...20000), latency: rng.double(0...0.2)) }
-        return PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: links),
-                           options: PlanOptions(schedule: schedule, microBatches: m, planner: .vpipe))
-    }
+    static func randomInstance(_ rng: inout Fixtures.Random) -> PlanRequest { RandomInstances.memoryTight(&rng) }
 
     /// EXACT against brute force over every partition and every policy assignment.
     @Test func exactIsTheOptimum() throws {
