@@ -73,6 +73,9 @@ test-hosts: install-stage
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_session_c Tests/host/test_session.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
 	$(HOSTBIN)/test_session_c
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_external_c Tests/host/test_external.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
+	$(HOSTBIN)/test_external_c
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/example_c examples/c/plan.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_c

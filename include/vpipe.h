@@ -171,6 +171,27 @@ vp_status vp_session_get_parameters(vp_session *session, uint32_t layer, vp_byte
 vp_status vp_session_set_parameters(vp_session *session, uint32_t layer, const uint8_t *parameters,
                                     size_t parameters_len);
 
+/* Host-defined layers. A LayerSpec of kind `external {callback, in_features, out_features}`
+ * runs the host's code: forward(input [rows x in], output [rows x out]) and
+ * backward(input, output, grad_output [rows x out], grad_input [rows x in]). All buffers
+ * are row-major float32 owned by the library (in the stage's memory arena), valid only
+ * during the call; the callback fills `output` / `grad_input`. A callback returns 0 on
+ * success; any other value fails the step everywhere with the text it wrote into `error`
+ * (at most error_len bytes, NUL-terminated), prefixed with the stage and layer.
+ * Callbacks run on the stages' worker threads: calls for one stage never overlap, calls
+ * for different stages may (in Python the GIL serialises them). */
+typedef int32_t (*vp_external_forward)(void *user_data, const float *input, float *output, int64_t rows,
+                                       int64_t in_features, int64_t out_features, char *error, size_t error_len);
+typedef int32_t (*vp_external_backward)(void *user_data, const float *input, const float *output,
+                                        const float *grad_output, float *grad_input, int64_t rows,
+                                        int64_t in_features, int64_t out_features, char *error, size_t error_len);
+
+/* Registers (or replaces) the callbacks of external layers named `callback` for sessions
+ * opened afterwards. `user_data` is passed back untouched; the host keeps it alive while any
+ * session uses the layer. Thread-safe. */
+vp_status vp_register_external_layer(const char *callback, vp_external_forward forward,
+                                     vp_external_backward backward, void *user_data);
+
 /* Live migration: asks the session to move to `plan` (a serialised vpipe.Plan for the same
  * model, stage count, schedule and micro-batches): layers move between stages and change
  * policies while training continues. It takes effect during the next vp_session_step: the

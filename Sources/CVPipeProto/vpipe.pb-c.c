@@ -367,6 +367,51 @@ void   vpipe__softmax_cross_entropy__free_unpacked
   assert(message->base.descriptor == &vpipe__softmax_cross_entropy__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__external__init
+                     (Vpipe__External         *message)
+{
+  static const Vpipe__External init_value = VPIPE__EXTERNAL__INIT;
+  *message = init_value;
+}
+size_t vpipe__external__get_packed_size
+                     (const Vpipe__External *message)
+{
+  assert(message->base.descriptor == &vpipe__external__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__external__pack
+                     (const Vpipe__External *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__external__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__external__pack_to_buffer
+                     (const Vpipe__External *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__external__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__External *
+       vpipe__external__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__External *)
+     protobuf_c_message_unpack (&vpipe__external__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__external__free_unpacked
+                     (Vpipe__External *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__external__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   vpipe__choice_block__init
                      (Vpipe__ChoiceBlock         *message)
 {
@@ -1492,7 +1537,7 @@ const ProtobufCMessageDescriptor vpipe__layer_profile__descriptor =
   (ProtobufCMessageInit) vpipe__layer_profile__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[9] =
+static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[10] =
 {
   {
     "name",
@@ -1602,11 +1647,24 @@ static const ProtobufCFieldDescriptor vpipe__layer_spec__field_descriptors[9] =
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "external",
+    23,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__LayerSpec, kind_case),
+    offsetof(Vpipe__LayerSpec, external),
+    &vpipe__external__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__layer_spec__field_indices_by_name[] = {
   3,   /* field[3] = activation */
   8,   /* field[8] = choice_block */
   5,   /* field[5] = embedding */
+  9,   /* field[9] = external */
   4,   /* field[4] = layer_norm */
   2,   /* field[2] = linear */
   0,   /* field[0] = name */
@@ -1618,7 +1676,7 @@ static const ProtobufCIntRange vpipe__layer_spec__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 16, 2 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor =
 {
@@ -1628,7 +1686,7 @@ const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor =
   "Vpipe__LayerSpec",
   "vpipe",
   sizeof(Vpipe__LayerSpec),
-  9,
+  10,
   vpipe__layer_spec__field_descriptors,
   vpipe__layer_spec__field_indices_by_name,
   2,  vpipe__layer_spec__number_ranges,
@@ -1919,6 +1977,70 @@ const ProtobufCMessageDescriptor vpipe__softmax_cross_entropy__descriptor =
   vpipe__softmax_cross_entropy__field_indices_by_name,
   0,  vpipe__softmax_cross_entropy__number_ranges,
   (ProtobufCMessageInit) vpipe__softmax_cross_entropy__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__external__field_descriptors[3] =
+{
+  {
+    "callback",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__External, callback),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "in_features",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__External, in_features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "out_features",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__External, out_features),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__external__field_indices_by_name[] = {
+  0,   /* field[0] = callback */
+  1,   /* field[1] = in_features */
+  2,   /* field[2] = out_features */
+};
+static const ProtobufCIntRange vpipe__external__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor vpipe__external__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.External",
+  "External",
+  "Vpipe__External",
+  "vpipe",
+  sizeof(Vpipe__External),
+  3,
+  vpipe__external__field_descriptors,
+  vpipe__external__field_indices_by_name,
+  1,  vpipe__external__number_ranges,
+  (ProtobufCMessageInit) vpipe__external__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor vpipe__choice_block__field_descriptors[3] =

@@ -17,6 +17,9 @@ public enum LayerKind: Sendable, Equatable {
     /// A supernet choice block: a residual GELU MLP whose hidden width is one of
     /// `hiddenOptions`, the active one switching every `switchEvery` iterations.
     case choiceBlock(features: Int, hiddenOptions: [Int], switchEvery: Int)
+    /// A host-defined layer: forward and backward are callbacks registered under `callback`
+    /// (`vp_register_external_layer`), mapping `[rows, inFeatures]` to `[rows, outFeatures]`.
+    case external(callback: String, inFeatures: Int, outFeatures: Int)
 
     public enum Activation: Int, Sendable, Equatable {
         case relu = 1

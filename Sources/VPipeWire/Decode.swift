@@ -165,6 +165,14 @@ public enum WireDecode {
                                      mlpRatio: ratio)
         case VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY:
             return .softmaxCrossEntropy
+        case VPIPE__LAYER_SPEC__KIND_EXTERNAL:
+            guard let c = spec.pointee.external else { return nil }
+            let callback = string(c.pointee.callback)
+            guard !callback.isEmpty else {
+                throw VPipeError.invalidField(field: "\(path).external.callback", message: "must name a registered callback")
+            }
+            return .external(callback: callback, inFeatures: try dim(c.pointee.in_features, "external.in_features", max: 1 << 20),
+                             outFeatures: try dim(c.pointee.out_features, "external.out_features", max: 1 << 20))
         case VPIPE__LAYER_SPEC__KIND_CHOICE_BLOCK:
             guard let c = spec.pointee.choice_block else { return nil }
             let features = try dim(c.pointee.features, "choice_block.features")

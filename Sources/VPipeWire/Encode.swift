@@ -184,6 +184,14 @@ public enum WireEncode {
             vpipe__softmax_cross_entropy__init(c)
             spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY
             spec.pointee.softmax_cross_entropy = c
+        case let .external(callback, i, o):
+            let c = arena.allocate(Vpipe__External.self, count: 1)
+            vpipe__external__init(c)
+            c.pointee.callback = arena.string(callback)
+            c.pointee.in_features = UInt32(clamping: i)
+            c.pointee.out_features = UInt32(clamping: o)
+            spec.pointee.kind_case = VPIPE__LAYER_SPEC__KIND_EXTERNAL
+            spec.pointee.external = c
         case let .choiceBlock(f, options, every):
             let c = arena.allocate(Vpipe__ChoiceBlock.self, count: 1)
             vpipe__choice_block__init(c)

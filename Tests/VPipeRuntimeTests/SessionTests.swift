@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import VPipeCore
 import VPipeRuntime
@@ -351,5 +354,59 @@ final class ErrorBox: @unchecked Sendable { var error: Error? }
         }
         #expect(a == b, "async losses with migration \(b) vs without \(a)")
         #expect(moving.statistics().decisions.first?.applied == true)
+    }
+}
+
+/// Host-defined layers: the host's forward and backward run inside the pipeline.
+@Suite struct ExternalLayerTests {
+    typealias S = SessionTests
+
+    static func registerTanh(_ name: String, failAtRow: Int? = nil) {
+        ExternalRegistry.register(name, ExternalCallbacks(
+            forward: { x, y, rows, i, o in
+                for k in 0..<(rows * o) { y[k] = tanhf(x[k]) }
+                return nil
+            },
+            backward: { _, y, dy, dx, rows, i, _ in
+                if failAtRow != nil { return "the host gave up" }
+                for k in 0..<(rows * i) { dx[k] = dy[k] * (1 - y[k] * y[k]) }
+                return nil
+            }))
+    }
+
+    static func model(_ callback: String) -> ModelSpec {
+        S.model("ext", [.linear(inFeatures: 8, outFeatures: 16), .external(callback: callback, inFeatures: 16, outFeatures: 16),
+                        .linear(inFeatures: 16, outFeatures: 4), .softmaxCrossEntropy])
+    }
+
+    func train(_ model: ModelSpec, stages p: Int) throws -> [Float] {
+        let layout = PlanLayout(stageStarts: p == 1 ? [0] : [0, 2], layerCount: 4, policies: [.keep, .recompute, .swap, .keep])
+        let s = try TrainingSession(SessionConfig(model: model, cluster: S.cluster(p), plan: layout,
+                                                  training: TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 9, optimizer: .sgd(learningRate: 0.1, momentum: 0.9))))
+        return try (0..<5).map { k in
+            let (x, y) = S.batch(rows: 16, features: 8, classes: 4, tokens: false, seed: k % 2)
+            return try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try s.step(inputs: xs, targets: ys) } }
+        }
+    }
+
+    @Test func hostLayerTrainsInsideThePipeline() throws {
+        Self.registerTanh("test.tanh")
+        let one = try train(Self.model("test.tanh"), stages: 1), two = try train(Self.model("test.tanh"), stages: 2)
+        #expect(one == two, "1 stage \(one) vs 2 stages \(two)")
+        #expect(one.last! < one.first!, "loss did not fall: \(one)")
+    }
+
+    @Test func failingCallbackEndsTheStepWithItsMessage() throws {
+        Self.registerTanh("test.failing", failAtRow: 0)
+        do {
+            _ = try train(Self.model("test.failing"), stages: 2)
+            Issue.record("expected the host's failure")
+        } catch {
+            #expect("\(error)".contains("the host gave up") && "\(error)".contains("stage 0"), "error: \(error)")
+        }
+    }
+
+    @Test func unregisteredCallbackIsAnErrorAtOpen() {
+        #expect(throws: RuntimeError.self) { _ = try train(Self.model("test.nobody"), stages: 1) }
     }
 }

@@ -23,6 +23,7 @@ typedef struct Vpipe__LayerNorm Vpipe__LayerNorm;
 typedef struct Vpipe__Embedding Vpipe__Embedding;
 typedef struct Vpipe__TransformerBlock Vpipe__TransformerBlock;
 typedef struct Vpipe__SoftmaxCrossEntropy Vpipe__SoftmaxCrossEntropy;
+typedef struct Vpipe__External Vpipe__External;
 typedef struct Vpipe__ChoiceBlock Vpipe__ChoiceBlock;
 typedef struct Vpipe__ModelSpec Vpipe__ModelSpec;
 typedef struct Vpipe__DeviceSpec Vpipe__DeviceSpec;
@@ -176,7 +177,8 @@ typedef enum {
   VPIPE__LAYER_SPEC__KIND_EMBEDDING = 19,
   VPIPE__LAYER_SPEC__KIND_TRANSFORMER_BLOCK = 20,
   VPIPE__LAYER_SPEC__KIND_SOFTMAX_CROSS_ENTROPY = 21,
-  VPIPE__LAYER_SPEC__KIND_CHOICE_BLOCK = 22
+  VPIPE__LAYER_SPEC__KIND_CHOICE_BLOCK = 22,
+  VPIPE__LAYER_SPEC__KIND_EXTERNAL = 23
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__LAYER_SPEC__KIND__CASE)
 } Vpipe__LayerSpec__KindCase;
 
@@ -197,6 +199,7 @@ struct  Vpipe__LayerSpec
     Vpipe__TransformerBlock *transformer_block;
     Vpipe__SoftmaxCrossEntropy *softmax_cross_entropy;
     Vpipe__ChoiceBlock *choice_block;
+    Vpipe__External *external;
   };
 };
 #define VPIPE__LAYER_SPEC__INIT \
@@ -283,6 +286,23 @@ struct  Vpipe__SoftmaxCrossEntropy
 #define VPIPE__SOFTMAX_CROSS_ENTROPY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__softmax_cross_entropy__descriptor) \
      }
+
+
+/*
+ * A host-defined layer: forward and backward are the host's callbacks, registered under
+ * `callback` with vp_register_external_layer (Python: vpipe.register_layer) before the
+ * session opens; [rows, in_features] -> [rows, out_features]. Plan it from `profile`.
+ */
+struct  Vpipe__External
+{
+  ProtobufCMessage base;
+  char *callback;
+  uint32_t in_features;
+  uint32_t out_features;
+};
+#define VPIPE__EXTERNAL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__external__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0 }
 
 
 /*
@@ -1039,6 +1059,25 @@ Vpipe__SoftmaxCrossEntropy *
 void   vpipe__softmax_cross_entropy__free_unpacked
                      (Vpipe__SoftmaxCrossEntropy *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__External methods */
+void   vpipe__external__init
+                     (Vpipe__External         *message);
+size_t vpipe__external__get_packed_size
+                     (const Vpipe__External   *message);
+size_t vpipe__external__pack
+                     (const Vpipe__External   *message,
+                      uint8_t             *out);
+size_t vpipe__external__pack_to_buffer
+                     (const Vpipe__External   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__External *
+       vpipe__external__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__external__free_unpacked
+                     (Vpipe__External *message,
+                      ProtobufCAllocator *allocator);
 /* Vpipe__ChoiceBlock methods */
 void   vpipe__choice_block__init
                      (Vpipe__ChoiceBlock         *message);
@@ -1502,6 +1541,9 @@ typedef void (*Vpipe__TransformerBlock_Closure)
 typedef void (*Vpipe__SoftmaxCrossEntropy_Closure)
                  (const Vpipe__SoftmaxCrossEntropy *message,
                   void *closure_data);
+typedef void (*Vpipe__External_Closure)
+                 (const Vpipe__External *message,
+                  void *closure_data);
 typedef void (*Vpipe__ChoiceBlock_Closure)
                  (const Vpipe__ChoiceBlock *message,
                   void *closure_data);
@@ -1590,6 +1632,7 @@ extern const ProtobufCMessageDescriptor vpipe__layer_norm__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__embedding__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__transformer_block__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__softmax_cross_entropy__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__external__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__choice_block__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__model_spec__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__device_spec__descriptor;

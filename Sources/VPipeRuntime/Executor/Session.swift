@@ -215,6 +215,7 @@ public final class TrainingSession: @unchecked Sendable {
         case let .layerNorm(features): return features
         case let .transformerBlock(features, _, _, _): return features
         case let .choiceBlock(features, _, _): return features
+        case let .external(_, inFeatures, _): return inFeatures
         default: return nil
         }
     }

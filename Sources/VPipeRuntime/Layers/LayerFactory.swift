@@ -22,6 +22,8 @@ public func makeLayer(kind: LayerKind, name: String, index: Int, seed: UInt64, i
                                     sequenceLength: sequenceLength, mlpRatio: mlpRatio, rng: &rng, in: space)
     case .softmaxCrossEntropy:
         return try SoftmaxCrossEntropy(name: name, label: label)
+    case let .external(callback, inFeatures, outFeatures):
+        return try ExternalLayer(name: name, callback: callback, inFeatures: inFeatures, outFeatures: outFeatures, label: label)
     case let .choiceBlock(features, hiddenOptions, switchEvery):
         return try ChoiceBlock(name: name, label: label, features: features, hiddenOptions: hiddenOptions, switchEvery: switchEvery,
                                index: index, rng: &rng, in: space)

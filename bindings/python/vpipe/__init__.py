@@ -230,3 +230,4 @@ def _parse(cls: Type[_M], data: bytes) -> _M:
         ) from None
 from .simulate import simulate, simulate_bytes  # noqa: E402,F401
 from .session import Session  # noqa: E402,F401
+from .external import register_layer  # noqa: E402,F401

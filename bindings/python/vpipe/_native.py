@@ -119,6 +119,10 @@ class Library:
             "session_set_parameters": [handle, ctypes.c_uint32, ctypes.c_char_p, size],
             # (vp_session *)
             "session_close": [handle],
+            # (vp_session *, const uint8_t *plan, size_t plan_len)
+            "session_apply_plan": [handle, ctypes.c_char_p, size],
+            # (const char *callback, vp_external_forward, vp_external_backward, void *user_data)
+            "register_external_layer": [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
         }
         self.session_functions_missing: List[str] = []
         for name, argtypes in signatures.items():

@@ -222,6 +222,19 @@ class Session:
         handle = self._live()
         self._lib.check(self._lib.session_write_trace(handle, os.fsencode(path)))
 
+    def apply_plan(self, plan: "_pb.Plan") -> None:
+        """Live migration to ``plan`` (same model, stage count, schedule and micro-batches):
+        layers move between stages and change policies at the next ``step`` while training
+        continues, computing exactly what it would have without the move. A plan that
+        cannot be applied raises (``InfeasibleError``, ``InvalidRequestError``) and training
+        continues on the current plan. Safe to call from another thread while ``step`` runs.
+        The outcome is in ``stats().decisions``."""
+        if not isinstance(plan, _pb.Plan):
+            raise TypeError(f"Session.apply_plan() takes a vpipe.pb.Plan, got {type(plan).__name__}")
+        handle = self._live()
+        data = plan.SerializeToString()
+        self._lib.check(self._lib.session_apply_plan(handle, data, len(data)))
+
     # ------------------------------------------------------------ internals
 
     def _live(self) -> int:

@@ -1,0 +1,100 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A layer whose forward and backward are the host's code (C function pointers, Python
+/// callables), registered by name before a session opens. The library owns the tensors:
+/// the callbacks get views of buffers in the stage's arena, `[rows, in]` in and
+/// `[rows, out]` out, and fill them. The runtime keeps the input and the output as the
+/// stash, so the backward gets both.
+///
+/// Threading: callbacks run on the stage's worker thread (one stage's calls never overlap;
+/// different stages' may). In Python the GIL serialises them.
+public struct ExternalCallbacks: @unchecked Sendable {
+    /// (input [rows, in], output [rows, out], rows, in, out) -> nil on success, or the host's message.
+    public var forward: (_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ rows: Int,
+                         _ inFeatures: Int, _ outFeatures: Int) -> String?
+    /// (input, output, output gradient, input gradient to fill, rows, in, out) -> nil or the message.
+    public var backward: (_ input: UnsafeMutablePointer<Float>, _ output: UnsafeMutablePointer<Float>,
+                          _ gradOutput: UnsafeMutablePointer<Float>, _ gradInput: UnsafeMutablePointer<Float>, _ rows: Int,
+                          _ inFeatures: Int, _ outFeatures: Int) -> String?
+
+    public init(forward: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, Int, Int, Int) -> String?,
+                backward: @escaping (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>,
+                                     UnsafeMutablePointer<Float>, Int, Int, Int) -> String?) {
+        self.forward = forward
+        self.backward = backward
+    }
+}
+
+/// Host-registered layer implementations, by name. Thread-safe.
+public enum ExternalRegistry {
+    nonisolated(unsafe) private static var table: [String: ExternalCallbacks] = [:]
+    nonisolated(unsafe) private static var mutex: pthread_mutex_t = {
+        var m = pthread_mutex_t()
+        pthread_mutex_init(&m, nil)
+        return m
+    }()
+
+    /// Registers (or replaces) `name`. Sessions opened afterwards use it.
+    public static func register(_ name: String, _ callbacks: ExternalCallbacks) {
+        pthread_mutex_lock(&mutex)
+        table[name] = callbacks
+        pthread_mutex_unlock(&mutex)
+    }
+
+    public static func unregister(_ name: String) {
+        pthread_mutex_lock(&mutex)
+        table[name] = nil
+        pthread_mutex_unlock(&mutex)
+    }
+
+    public static func lookup(_ name: String) -> ExternalCallbacks? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return table[name]
+    }
+}
+
+public final class ExternalLayer: Layer {
+    public let name: String
+    let callback: String
+    let inFeatures: Int, outFeatures: Int
+    let callbacks: ExternalCallbacks
+
+    public init(name: String, callback: String, inFeatures: Int, outFeatures: Int, label: String) throws {
+        guard let c = ExternalRegistry.lookup(callback) else {
+            throw RuntimeError.failed("\(label): external layer callback \"\(callback)\" is not registered (vp_register_external_layer before opening the session)")
+        }
+        self.name = name
+        self.callback = callback
+        self.inFeatures = inFeatures
+        self.outFeatures = outFeatures
+        callbacks = c
+    }
+
+    public var parameters: [Tensor] { [] }
+    public var gradients: [Tensor] { [] }
+    public func place(in space: MemorySpace?) throws {}
+    public func adopt(values: [Tensor], gradients: [Tensor]) throws {}
+
+    public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
+        let rows = try ShapeCheck.matrix(input, columns: inFeatures, "input", context)
+        let output = try context.allocate([rows, outFeatures], "output")  // [rows, out]
+        if let message = callbacks.forward(input.data, output.data, rows, inFeatures, outFeatures) {
+            throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" forward failed: \(message)")
+        }
+        return (output, [input, output])
+    }
+
+    public func backward(_ gradOutput: Tensor, saved: [Tensor], _ context: LayerContext) throws -> Tensor? {
+        try ShapeCheck.saved(saved, count: 2, context)
+        let rows = try ShapeCheck.matrix(saved[0], columns: inFeatures, "saved input", context)
+        try ShapeCheck.exact(gradOutput, [rows, outFeatures], "output gradient", context)
+        let gradInput = try context.allocate([rows, inFeatures], "input gradient")  // [rows, in]
+        if let message = callbacks.backward(saved[0].data, saved[1].data, gradOutput.data, gradInput.data, rows, inFeatures, outFeatures) {
+            throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" backward failed: \(message)")
+        }
+        return gradInput
+    }
+}
