@@ -7,6 +7,12 @@ import VPipeRuntime
 
 // vp_register_external_layer: C function pointers become the runtime's callbacks.
 
+/// The host's NUL-terminated message, or what it returned when it wrote none.
+private func message(_ buffer: [CChar], _ rc: Int32) -> String {
+    let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return bytes.isEmpty ? "returned \(rc)" : String(decoding: bytes, as: UTF8.self)
+}
+
 @_cdecl("vp_register_external_layer")
 public func cRegisterExternalLayer(_ name: UnsafePointer<CChar>?, _ forward: vp_external_forward?, _ backward: vp_external_backward?,
                                    _ userData: UnsafeMutableRawPointer?) -> vp_status {
@@ -22,12 +28,12 @@ public func cRegisterExternalLayer(_ name: UnsafePointer<CChar>?, _ forward: vp_
             forward: { input, output, rows, inFeatures, outFeatures in
                 var error = [CChar](repeating: 0, count: 512)
                 let rc = forward(user, input, output, Int64(rows), Int64(inFeatures), Int64(outFeatures), &error, error.count - 1)
-                return rc == 0 ? nil : (error[0] == 0 ? "returned \(rc)" : String(cString: error))
+                return rc == 0 ? nil : message(error, rc)
             },
             backward: { input, output, gradOutput, gradInput, rows, inFeatures, outFeatures in
                 var error = [CChar](repeating: 0, count: 512)
                 let rc = backward(user, input, output, gradOutput, gradInput, Int64(rows), Int64(inFeatures), Int64(outFeatures), &error, error.count - 1)
-                return rc == 0 ? nil : (error[0] == 0 ? "returned \(rc)" : String(cString: error))
+                return rc == 0 ? nil : message(error, rc)
             }))
     }
 }

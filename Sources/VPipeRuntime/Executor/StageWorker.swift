@@ -154,6 +154,12 @@ struct StageWorker {
             }
         }
 
+        // Swap-outs submitted and not yet known to have landed. A forward waits for them
+        // before allocating a new micro-batch's stash: the copy engine may fall behind (a
+        // slow link, a busy machine), and a GPU runtime would then stall rather than run out
+        // of memory; this keeps the device at the cost model's double buffer.
+        var pendingSwapOuts: [SwapSlot] = []
+
         for (k, action) in actions.enumerated() {
             let mb = action.microBatch
             // Prefetch: while this compute action runs, bring back the stash of the next
@@ -167,6 +173,8 @@ struct StageWorker {
                 if let f = input.failure, f.iteration == input.iteration, f.stage == stage.index, f.microBatch == mb {
                     throw RuntimeError.failed("stage \(stage.index): injected failure in the forward of micro-batch \(mb), iteration \(input.iteration)")
                 }
+                for slot in pendingSwapOuts { try slot.waitSwappedOut() }
+                pendingSwapOuts.removeAll()
                 let s = state(mb)
                 var x: Tensor
                 if stage.index == 0 {
@@ -222,6 +230,7 @@ struct StageWorker {
                     let engine = stage.copyEngine, host = stage.host
                     m.swappedBytes += slot.deviceBytes
                     stage.copyEngine.submit { slot.swapOut(engine, host: host, label: label) }
+                    pendingSwapOuts.append(slot)
                 }
             case .swapIn:
                 submitSwapIns(mb)

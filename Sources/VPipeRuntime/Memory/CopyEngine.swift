@@ -129,6 +129,17 @@ final class SwapSlot: @unchecked Sendable {
         }
     }
 
+    /// Blocks until the swap-out has landed on the host (or failed): the device copy is gone.
+    func waitSwappedOut() throws {
+        try monitor.locked {
+            while true {
+                if let failure { throw failure }
+                if device == nil || swapInIssued { return }
+                monitor.wait()
+            }
+        }
+    }
+
     func fail(_ error: Error) {
         monitor.locked {
             if failure == nil { failure = error }
