@@ -17,6 +17,7 @@ ap.add_argument("--width", type=int, default=16)
 ap.add_argument("--fail", help="iteration:stage:micro_batch")
 ap.add_argument("--timeout", type=float, default=0)
 ap.add_argument("--split", help="first layer of each stage, comma-separated (default: an even split)")
+ap.add_argument("--memory", help="stage:bytes, memory_bytes of that device (default 1 GiB)")
 ap.add_argument("--plan-only", action="store_true", help="write only the vpipe.Plan (for vpipe train --migrate-plan)")
 a = ap.parse_args()
 
@@ -44,7 +45,7 @@ m.input_bytes = 4 * 8 * 8
 for i in range(a.stages):
     d = c.cluster.devices.add()
     d.name = f"cpu{i}"
-    d.memory_bytes = 1 << 30
+    d.memory_bytes = int(a.memory.split(":")[1]) if a.memory and int(a.memory.split(":")[0]) == i else 1 << 30
     d.host_bandwidth = 1e10
 for i in range(a.stages - 1):
     c.cluster.links.add(bandwidth=1e10)

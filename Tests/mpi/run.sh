@@ -11,7 +11,8 @@
 #     ranks keep the loss trajectory bit-identical to the in-process pipeline without
 #     migration, and every layer's parameters (the moved ones included) end bit-identical on
 #     the rank that owns them; a rank dying at a migration's flush ends every other rank
-#     naming it; ranks that did not all apply the same plan all fail, naming that.
+#     naming it; ranks that did not all apply the same plan all fail, naming that; a
+#     receiver without room abandons the migration on every rank and training goes on.
 set -u
 CLI=${CLI:-$(pwd)/.build/release/vpipe-cli}
 PY=${PYTHON:-python3}
@@ -60,6 +61,18 @@ for np in 2 4; do
     else bad "np=$np $sched checksums"; echo "in-process:"; echo "$ref"; echo "MPI:"; echo "$got"; fi
   done
 done
+
+# The receiving rank cannot place the moving layers (its device holds 4000 bytes): it still
+# receives the transfers, votes no, and every rank keeps the old plan and trains on, exactly.
+$MK "$dir/c.pb" --stages 2 --memory 1:4000 --timeout $T
+$MK "$dir/a.pb" --stages 2 --split 0,1 --plan-only
+out=$(timeout 60 $MPIRUN -np 2 "$CLI" train "$dir/c.pb" --steps 4 --compare-in-process --checksums --migrate-at 2 --migrate-plan "$dir/a.pb" 2>&1)
+abandoned=$(echo "$out" | grep -c "NOT applied.*migration abandoned on every rank")
+ref=$(echo "$out" | grep -o "in-process: layer [0-9]* checksum [0-9a-f]*" | sed 's/in-process: //' | sort)
+got=$(echo "$out" | grep -o "rank [0-9]*: layer [0-9]* checksum [0-9a-f]*" | sed 's/rank [0-9]*: //' | sort)
+if [ "$abandoned" -eq 2 ] && echo "$out" | grep -q "loss trajectories identical" && [ -n "$ref" ] && [ "$ref" = "$got" ]; then
+  ok "np=2 receiver out of memory: migration abandoned on every rank, training continues unchanged"
+else bad "np=2 receiver out of memory"; echo "$out" | tail -20; fi
 
 # Every one of `ranks` must print an error containing `pattern` within BOUND seconds.
 check_all() {
