@@ -53,7 +53,8 @@ test-swift:
 	$(SWIFT) test -c release --skip-build
 
 ## test-mpi: the MPI transport under mpirun with 2 and 4 ranks: losses equal the in-process
-## pipeline's bit for bit; an injected failure or a dead rank stops every rank, naming it.
+## pipeline's bit for bit, also across live migrations between ranks (vpipe train --migrate-at);
+## an injected failure or a dead rank (also during a migration) stops every rank, naming it.
 test-mpi: build
 	CLI=$(CURDIR)/$(CLI) PYTHON=$(PYTHON) Tests/mpi/run.sh
 

@@ -203,7 +203,10 @@ vp_status vp_register_external_layer(const char *callback, vp_external_forward f
  * wrong layer or stage count, another schedule) is rejected with the reason, and training
  * continues on the current plan, untouched. May be called from another thread while a step
  * runs (not serialised with it); a later request replaces one that has not started.
- * The outcome appears in vp_session_stats (decisions). */
+ * The outcome appears in vp_session_stats (decisions).
+ * TRANSPORT_MPI: every rank's host calls this with the same plan between the same two
+ * steps (e.g. rank 0 decides and broadcasts it); the layers travel between ranks over MPI
+ * (docs/mpi.md). A step that the ranks start with different plans fails on every rank. */
 vp_status vp_session_apply_plan(vp_session *session, const uint8_t *plan, size_t plan_len);
 
 /* Closes the session and frees everything it owns. NULL is accepted (VP_OK). Closing a

@@ -21,8 +21,14 @@ struct TrainCommand: ParsableCommand {
             an embedding first layer) and targets in [0, classes). Rank 0 prints the losses. \
             With TRANSPORT_MPI run it under `mpirun -np <stages>`. --compare-in-process also \
             trains the same config in one process (rank 0) and fails unless both loss \
-            trajectories are bit-identical. Test hook: VPIPE_TEST_KILL=rank:iteration[:exit] \
-            makes that rank die (SIGKILL, or exit(1)) before that step.
+            trajectories are bit-identical. Test hook: VPIPE_TEST_KILL=rank:iteration[:exit][:migration] \
+            makes that rank die (SIGKILL, or exit(1)) before that step; with :migration, at \
+            the flush of that step's migration instead, before it hands over its gradients. \
+            --migrate-at N --migrate-plan plan.pb (repeatable, paired in order) applies that \
+            serialised vpipe.Plan on every rank before step N: a live migration (across ranks \
+            with TRANSPORT_MPI). --checksums prints a checksum of every layer's parameters at \
+            the end, on the rank that owns it (and of the in-process run's with \
+            --compare-in-process).
             """)
 
     @Argument(help: "A serialised vpipe.SessionConfig.") var config: String
@@ -31,6 +37,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Classes of the targets (default: the last linear layer's width).") var classes: Int?
     @Option(help: "Seed of the synthetic data.") var dataSeed = 0
     @Flag(help: "Also train in-process (rank 0) and require bit-identical losses.") var compareInProcess = false
+    @Option(help: "Before this step, apply the matching --migrate-plan (repeatable).") var migrateAt: [Int] = []
+    @Option(help: "A serialised vpipe.Plan to migrate to (repeatable, paired with --migrate-at).") var migratePlan: [String] = []
+    @Flag(help: "Print a checksum of each layer's parameters at the end.") var checksums = false
 
     func run() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: config))
@@ -40,11 +49,30 @@ struct TrainCommand: ParsableCommand {
         let kill = Self.killHook()
         let width = classes ?? Self.classes(sessionConfig.model)
         var losses: [Float] = []
+        guard migrateAt.count == migratePlan.count else {
+            throw ValidationError("--migrate-at and --migrate-plan come in pairs (got \(migrateAt.count) and \(migratePlan.count))")
+        }
+        var migrations: [Int: PlanLayout] = [:]
+        for (n, path) in zip(migrateAt, migratePlan) {
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+            migrations[n] = try WireSession.planCodec.decode(bytes)
+        }
         do {
             let session = try TrainingSession(sessionConfig)
             let features = session.inputFeatures ?? 1
             for k in 1...max(1, steps) {
-                if let kill, kill.rank == world.rank, kill.iteration == k {
+                if let layout = migrations[k], ProcessInfo.processInfo.environment["VPIPE_TEST_SKIP_MIGRATE"] != String(world.rank) {
+                    // Every rank applies the same plan before the same step (the test hook
+                    // VPIPE_TEST_SKIP_MIGRATE=rank makes that rank not apply it).
+                    try session.applyPlan(layout)
+                }
+                if let kill, kill.rank == world.rank, kill.iteration == k, kill.atMigration {
+                    // Dies at the migration flush of step k, before handing over its gradients.
+                    MPITransport.testHookAtMigrationFlush = {
+                        FileHandle.standardError.write(Data("rank \(world.rank): test hook: dying at the migration flush of step \(k)\n".utf8))
+                        if kill.exit { Glibc.exit(1) } else { raise(SIGKILL) }
+                    }
+                } else if let kill, kill.rank == world.rank, kill.iteration == k {
                     FileHandle.standardError.write(Data("rank \(world.rank): test hook: dying before step \(k)\n".utf8))
                     if kill.exit { Glibc.exit(1) } else { raise(SIGKILL) }
                 }
@@ -53,6 +81,18 @@ struct TrainCommand: ParsableCommand {
                 let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } }
                 losses.append(loss)
                 if world.rank == 0 { print("step \(k) loss \(Self.show(loss))"); fflush(nil) }
+                if migrations[k] != nil, let d = session.statistics().decisions.last {
+                    print("rank \(world.rank): migration before step \(k): \(d.applied ? "applied" : "NOT applied"), layers \(d.layersMoved.map(String.init).joined(separator: ",")), \(d.bytesMoved) bytes through this rank, stall \(String(format: "%.6f", d.stallSeconds)) s\(d.applied ? "" : " (\(d.note))")")
+                    fflush(nil)
+                }
+            }
+            if checksums {
+                for l in sessionConfig.model.layers.indices {
+                    if let params = try? session.parameters(layer: l), !params.isEmpty {
+                        print("rank \(world.rank): layer \(l) checksum \(Self.checksum(params))")
+                    }
+                }
+                fflush(nil)
             }
             session.close()
         } catch {
@@ -77,6 +117,13 @@ struct TrainCommand: ParsableCommand {
                 let (x, y) = Self.batch(rows: rows, features: features, classes: width, tokens: Self.tokens(local.model), seed: dataSeed * 2 + (k - 1) % 2)
                 reference.append(try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } })
             }
+            if checksums {
+                for l in local.model.layers.indices {
+                    if let params = try? session.parameters(layer: l), !params.isEmpty {
+                        print("in-process: layer \(l) checksum \(Self.checksum(params))")
+                    }
+                }
+            }
             session.close()
             print("distributed (\(world.size) ranks): \(losses.map(Self.show).joined(separator: " "))")
             print("in-process  (\(session.statistics().stages.count) stages): \(reference.map(Self.show).joined(separator: " "))")
@@ -86,13 +133,24 @@ struct TrainCommand: ParsableCommand {
         }
     }
 
+    /// FNV-1a over the shapes and the values' bit patterns.
+    static func checksum(_ params: [(shape: [Int], values: [Float])]) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ v: UInt32) { for k in 0..<4 { h = (h ^ UInt64((v >> (8 * k)) & 0xff)) &* 0x100_0000_01b3 } }
+        for (shape, values) in params {
+            for d in shape { mix(UInt32(truncatingIfNeeded: d)) }
+            for v in values { mix(v.bitPattern) }
+        }
+        return String(h, radix: 16)
+    }
+
     static func show(_ v: Float) -> String { String(format: "%.9g", Double(v)) }
 
-    static func killHook() -> (rank: Int, iteration: Int, exit: Bool)? {
+    static func killHook() -> (rank: Int, iteration: Int, exit: Bool, atMigration: Bool)? {
         guard let raw = ProcessInfo.processInfo.environment["VPIPE_TEST_KILL"] else { return nil }
         let parts = raw.split(separator: ":")
         guard parts.count >= 2, let r = Int(parts[0]), let i = Int(parts[1]) else { return nil }
-        return (r, i, parts.count > 2 && parts[2] == "exit")
+        return (r, i, parts.dropFirst(2).contains("exit"), parts.dropFirst(2).contains("migration"))
     }
 
     static func tokens(_ model: ModelSpec) -> Bool {

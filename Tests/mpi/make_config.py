@@ -16,6 +16,9 @@ ap.add_argument("--profiles", action="store_true", help="no plan: profiles, rank
 ap.add_argument("--width", type=int, default=16)
 ap.add_argument("--fail", help="iteration:stage:micro_batch")
 ap.add_argument("--timeout", type=float, default=0)
+ap.add_argument("--split", help="first layer of each stage, comma-separated (default: an even split)")
+ap.add_argument("--memory", help="stage:bytes, memory_bytes of that device (default 1 GiB)")
+ap.add_argument("--plan-only", action="store_true", help="write only the vpipe.Plan (for vpipe train --migrate-plan)")
 a = ap.parse_args()
 
 w = a.width
@@ -42,7 +45,7 @@ m.input_bytes = 4 * 8 * 8
 for i in range(a.stages):
     d = c.cluster.devices.add()
     d.name = f"cpu{i}"
-    d.memory_bytes = 1 << 30
+    d.memory_bytes = int(a.memory.split(":")[1]) if a.memory and int(a.memory.split(":")[0]) == i else 1 << 30
     d.host_bandwidth = 1e10
 for i in range(a.stages - 1):
     c.cluster.links.add(bandwidth=1e10)
@@ -55,15 +58,17 @@ t.transport = pb.TRANSPORT_MPI if a.transport == "mpi" else pb.TRANSPORT_IN_PROC
 t.failure_timeout_seconds = a.timeout
 if a.fail:
     t.fail_iteration, t.fail_stage, t.fail_micro_batch = map(int, a.fail.split(":"))
-if not a.profiles:
+if not a.profiles or a.plan_only:
     L = len(kinds)
+    firsts = [int(x) for x in a.split.split(",")] if a.split else [i * L // a.stages for i in range(a.stages)]
+    assert len(firsts) == a.stages and firsts[0] == 0, "--split: one first layer per stage, starting at 0"
     p = c.plan
     p.schedule = t.schedule
     p.micro_batches = a.micro_batches
     for i in range(a.stages):
         s = p.stages.add()
         s.device = i
-        s.first_layer = i * L // a.stages
-        s.last_layer = (i + 1) * L // a.stages - 1
+        s.first_layer = firsts[i]
+        s.last_layer = (firsts[i + 1] if i + 1 < a.stages else L) - 1
         s.policy.extend([pb.MEMORY_POLICY_KEEP] * (s.last_layer - s.first_layer + 1))
-open(a.out, "wb").write(c.SerializeToString())
+open(a.out, "wb").write((c.plan if a.plan_only else c).SerializeToString())

@@ -6,7 +6,13 @@
 #  3. a rank that dies (SIGKILL, or exit(1)) ends the others with an error naming it
 #     within the failure timeout (mpirun --enable-recovery keeps the survivors alive long
 #     enough to report; without it mpirun itself kills the job);
-#  4. a world size that does not match the plan is a clear error on every rank.
+#  4. a world size that does not match the plan is a clear error on every rank;
+#  5. live migration across ranks (vpipe train --migrate-at): two migrations with 2 and 4
+#     ranks keep the loss trajectory bit-identical to the in-process pipeline without
+#     migration, and every layer's parameters (the moved ones included) end bit-identical on
+#     the rank that owns them; a rank dying at a migration's flush ends every other rank
+#     naming it; ranks that did not all apply the same plan all fail, naming that; a
+#     receiver without room abandons the migration on every rank and training goes on.
 set -u
 CLI=${CLI:-$(pwd)/.build/release/vpipe-cli}
 PY=${PYTHON:-python3}
@@ -31,6 +37,42 @@ done
 $MK "$dir/p.pb" --stages 4 --profiles
 out=$(timeout 60 $MPIRUN -np 4 "$CLI" train "$dir/p.pb" --steps 4 --compare-in-process 2>&1)
 if echo "$out" | grep -q "loss trajectories identical"; then ok "np=4, no plan: rank 0 planned from profiles and broadcast the plan"; else bad "np=4 profiles"; echo "$out" | tail -20; fi
+
+# Live migration across ranks: before steps 2 and 4 every rank applies the same plan.
+# np=2: [0-2][3-5] -> [0][1-5] -> [0-3][4-5]; np=4: [0][1-2][3][4-5] -> [0-2][3][4][5] ->
+# [0][1][2][3-5] (layers move to neighbours and further, some twice).
+for np in 2 4; do
+  if [ $np -eq 2 ]; then sa=0,1; sb=0,4; else sa=0,3,4,5; sb=0,1,2,3; fi
+  for sched in 1f1b gpipe; do
+    $MK "$dir/c.pb" --stages $np --schedule $sched
+    $MK "$dir/a.pb" --stages $np --schedule $sched --split $sa --plan-only
+    $MK "$dir/b.pb" --stages $np --schedule $sched --split $sb --plan-only
+    out=$(timeout 60 $MPIRUN -np $np "$CLI" train "$dir/c.pb" --steps 6 --compare-in-process --checksums \
+          --migrate-at 2 --migrate-plan "$dir/a.pb" --migrate-at 4 --migrate-plan "$dir/b.pb" 2>&1)
+    echo "$out" | grep -E "distributed|in-process  " | sed 's/^\[[0-9,]*\]<stdout>:/    /'
+    applied=$(echo "$out" | grep -c "migration before step [24]: applied")
+    if echo "$out" | grep -q "loss trajectories identical" && [ "$applied" -eq $((2 * np)) ]; then
+      ok "np=$np $sched, 2 migrations across ranks: MPI losses == in-process losses without migration"
+    else bad "np=$np $sched migration: $applied of $((2 * np)) applied"; echo "$out" | tail -20; fi
+    # Each layer's checksum: one owning rank, equal to the in-process run's.
+    ref=$(echo "$out" | grep -o "in-process: layer [0-9]* checksum [0-9a-f]*" | sed 's/in-process: //' | sort)
+    got=$(echo "$out" | grep -o "rank [0-9]*: layer [0-9]* checksum [0-9a-f]*" | sed 's/rank [0-9]*: //' | sort)
+    if [ -n "$ref" ] && [ "$ref" = "$got" ]; then ok "np=$np $sched: parameters of every layer (moved ones too) == in-process, bit for bit ($(echo $ref | wc -w | awk '{print $1/4}') layers)"
+    else bad "np=$np $sched checksums"; echo "in-process:"; echo "$ref"; echo "MPI:"; echo "$got"; fi
+  done
+done
+
+# The receiving rank cannot place the moving layers (its device holds 4000 bytes): it still
+# receives the transfers, votes no, and every rank keeps the old plan and trains on, exactly.
+$MK "$dir/c.pb" --stages 2 --memory 1:4000 --timeout $T
+$MK "$dir/a.pb" --stages 2 --split 0,1 --plan-only
+out=$(timeout 60 $MPIRUN -np 2 "$CLI" train "$dir/c.pb" --steps 4 --compare-in-process --checksums --migrate-at 2 --migrate-plan "$dir/a.pb" 2>&1)
+abandoned=$(echo "$out" | grep -c "NOT applied.*migration abandoned on every rank")
+ref=$(echo "$out" | grep -o "in-process: layer [0-9]* checksum [0-9a-f]*" | sed 's/in-process: //' | sort)
+got=$(echo "$out" | grep -o "rank [0-9]*: layer [0-9]* checksum [0-9a-f]*" | sed 's/rank [0-9]*: //' | sort)
+if [ "$abandoned" -eq 2 ] && echo "$out" | grep -q "loss trajectories identical" && [ -n "$ref" ] && [ "$ref" = "$got" ]; then
+  ok "np=2 receiver out of memory: migration abandoned on every rank, training continues unchanged"
+else bad "np=2 receiver out of memory"; echo "$out" | tail -20; fi
 
 # Every one of `ranks` must print an error containing `pattern` within BOUND seconds.
 check_all() {
@@ -62,6 +104,29 @@ for np in 2 4; do
     check_all "np=$np rank $victim dies ($how): every other rank stops naming it" "$out" $secs "rank $victim (stage $victim) did not answer within $T s" $survivors
   done
 done
+
+# A rank dies at the flush of a migrating step, before handing over its gradients.
+for np in 2 4; do
+  if [ $np -eq 2 ]; then sa=0,1; sb=0,4; victim=1; else sa=0,3,4,5; sb=0,1,2,3; victim=2; fi
+  $MK "$dir/k.pb" --stages $np --timeout $T
+  $MK "$dir/a.pb" --stages $np --split $sa --plan-only
+  $MK "$dir/b.pb" --stages $np --split $sb --plan-only
+  for how in migration migration:exit; do
+    start=$(date +%s)
+    out=$(VPIPE_TEST_KILL=$victim:4:$how timeout 60 $MPIRUN --enable-recovery -np $np "$CLI" train "$dir/k.pb" --steps 6 \
+          --migrate-at 2 --migrate-plan "$dir/a.pb" --migrate-at 4 --migrate-plan "$dir/b.pb" 2>&1)
+    secs=$(( $(date +%s) - start ))
+    survivors=$(seq 0 $((np - 1)) | grep -vx $victim)
+    check_all "np=$np rank $victim dies during a migration ($how): every other rank stops naming it" "$out" $secs "rank $victim (stage $victim) did not answer within $T s" $survivors
+  done
+done
+# Rank 1's host does not apply the plan the others apply: every rank fails, saying so.
+$MK "$dir/k.pb" --stages 4 --timeout $T
+$MK "$dir/a.pb" --stages 4 --split 0,3,4,5 --plan-only
+start=$(date +%s)
+out=$(VPIPE_TEST_SKIP_MIGRATE=1 timeout 60 $MPIRUN -np 4 "$CLI" train "$dir/k.pb" --steps 4 --migrate-at 2 --migrate-plan "$dir/a.pb" 2>&1)
+secs=$(( $(date +%s) - start ))
+check_all "np=4 rank 1 skips the migration: every rank stops with a clear error" "$out" $secs "did not all apply the same plan" 0 1 2 3
 
 # From Python: each rank opens a session through the C ABI (ctypes) with the same config.
 $MK "$dir/c.pb" --stages 2

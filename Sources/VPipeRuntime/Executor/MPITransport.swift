@@ -104,7 +104,20 @@ protocol DistributedTransport: Transport {
     func prepare(stage: Int, actions: [ScheduleAction], space: MemorySpace?) throws
     /// After the local stages ran: completes the sends, agrees across ranks that every
     /// stage finished cleanly, and returns rank `lossRank`'s loss. Throws if any rank failed.
-    func agree(localError: Error?, loss: Float?, lossRank: Int) throws -> Float
+    /// `migration`: a fingerprint of the migration this rank starts with the step (0: none);
+    /// every rank must have the same, else every rank fails naming the disagreement.
+    func agree(localError: Error?, loss: Float?, lossRank: Int, migration: Int32) throws -> Float
+    /// Live migration: posts non-blocking sends of `tensors` to rank `peer` (weights and
+    /// optimizer state on the pre-copy tag, gradients on the gradient tag), in order. The
+    /// tensors stay referenced until `completeMigration`.
+    func migrationSend(_ tensors: [Tensor], to peer: Int, gradients: Bool) throws
+    /// Posts the matching receives, straight into `tensors` (same order, same sizes).
+    func migrationReceive(_ tensors: [Tensor], from peer: Int, gradients: Bool) throws
+    /// Waits (with the failure protocol) until every posted migration transfer completed;
+    /// returns the bytes this rank sent and received. A failure poisons the session.
+    func completeMigration() throws -> Int
+    /// Every rank's `ok` (e.g. the receiver could place the layer in its arena), MIN-reduced.
+    func agreeMigration(ok: Bool) throws -> Bool
     /// Cancels pending receives.
     func close()
 }
@@ -130,6 +143,12 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
     var grace: Double { max(0.5, timeout / 4) }
 
     static let abortTag: Int32 = 1, pingTag: Int32 = 2, pongTag: Int32 = 3
+    /// Live migration: weights + optimizer state (pre-copy), and gradients (at the flush).
+    /// Below the activation/gradient tags (16 and up), apart from the control tags.
+    static let migrationTag: Int32 = 4, migrationGradientTag: Int32 = 5
+    /// Test hook: runs on this process at the flush of a migrating step, before its
+    /// gradients are handed over (the failure tests make a rank die there).
+    nonisolated(unsafe) public static var testHookAtMigrationFlush: (() -> Void)?
     static let headerWords = 8
     static func headerTag(_ mb: Int, gradient: Bool) -> Int32 { Int32(16 + 4 * mb + (gradient ? 2 : 0)) }
 
@@ -165,7 +184,18 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         deinit { buffer.deallocate() }
     }
 
+    /// A migration transfer in flight: one tensor to or from `peer`.
+    final class Transfer {
+        let peer: Int
+        let receive: Bool
+        let tensor: Tensor
+        var request: MPI_Request?
+        init(peer: Int, receive: Bool, tensor: Tensor) { self.peer = peer; self.receive = receive; self.tensor = tensor }
+    }
+
     private var incoming: [Key: Incoming] = [:]
+    private var transfers: [Transfer] = []
+    private var transferBytes = 0
     private var outgoing: [Outgoing] = []
     private var space: MemorySpace?
     private let abortReceive = Control(capacity: 1024)
@@ -248,7 +278,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         }
     }
 
-    public func agree(localError: Error?, loss: Float?, lossRank: Int) throws -> Float {
+    public func agree(localError: Error?, loss: Float?, lossRank: Int, migration: Int32 = 0) throws -> Float {
         if let localError { fail(localError, lost: false, broadcast: true) }
         let others = (0..<size).filter { $0 != rank }
         if failure == nil {
@@ -261,13 +291,16 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             throw failure
         }
         // Every rank, failed or not, joins the agreement, so no collective is left dangling.
-        let flags = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+        // [ok, migration, -migration] MIN-reduced: min(migration) == max(migration) iff every
+        // rank starts the same migration (or none) with this step.
+        let flags = UnsafeMutablePointer<Int32>.allocate(capacity: 6)
         defer { flags.deallocate() }
         flags[0] = failure == nil ? 1 : 0
-        flags[1] = 0
+        flags[1] = migration
+        flags[2] = -migration
         var request: MPI_Request?
         do {
-            try MPIRuntime.check(MPI_Iallreduce(flags, flags + 1, 1, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
+            try MPIRuntime.check(MPI_Iallreduce(flags, flags + 3, 3, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
             try wait(peers: others, "agreeing that every stage finished", throwOnFailure: failure == nil) { try self.test(&request) }
         } catch {
             poisoned = failure ?? error
@@ -277,7 +310,11 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             poisoned = failure
             throw failure
         }
-        if flags[1] == 0 {
+        if flags[3] != 0 && flags[4] != -flags[5] {
+            poisoned = RuntimeError.failed("the ranks did not all apply the same plan before this step (rank \(rank) \(migration == 0 ? "applied none" : "applied one")): with TRANSPORT_MPI every rank's host must call vp_session_apply_plan with the same plan between the same two steps")
+            throw poisoned!
+        }
+        if flags[3] == 0 {
             // Another rank failed; its abort message names it.
             let deadline = monotonicSeconds() + grace
             while monotonicSeconds() < deadline && failure == nil { pollControl(); sleepSeconds(0.0005) }
@@ -308,11 +345,77 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         MPIRuntime.adjustOpen(-1)
         var pending = [abortReceive.request, pingReceive.request, pongReceive.request]
         pending += incoming.values.flatMap { [$0.headerRequest, $0.payloadRequest] }
+        pending += transfers.filter(\.receive).map(\.request)
+        // A migration send still pending has no receiver any more: MPI_Finalize could wait for it.
+        if transfers.contains(where: { !$0.receive && Self.active($0.request) }) { MPIRuntime.peerLost = true }
         for var r in pending where Self.active(r) {
             MPI_Cancel(&r)
             if !peerLost { MPI_Wait(&r, vp_mpi_status_ignore()) }
         }
         incoming.removeAll()
+    }
+
+    // MARK: Live migration
+
+    public func migrationSend(_ tensors: [Tensor], to peer: Int, gradients: Bool) throws {
+        try postTransfers(tensors, peer: peer, receive: false, tag: gradients ? Self.migrationGradientTag : Self.migrationTag)
+    }
+
+    public func migrationReceive(_ tensors: [Tensor], from peer: Int, gradients: Bool) throws {
+        try postTransfers(tensors, peer: peer, receive: true, tag: gradients ? Self.migrationGradientTag : Self.migrationTag)
+    }
+
+    private func postTransfers(_ tensors: [Tensor], peer: Int, receive: Bool, tag: Int32) throws {
+        if let failure { throw failure }
+        guard peer >= 0 && peer < size && peer != rank else {
+            throw RuntimeError.failed("rank \(rank): no rank \(peer) to migrate to or from (the world has \(size) ranks)")
+        }
+        for t in tensors {
+            guard t.count < Int(Int32.max) else { throw RuntimeError.failed("rank \(rank): cannot migrate a tensor of shape \(t.shape) over MPI") }
+            let x = Transfer(peer: peer, receive: receive, tensor: t)
+            if receive {
+                try MPIRuntime.check(MPI_Irecv(t.data, Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Irecv")
+            } else {
+                try MPIRuntime.check(MPI_Isend(t.data, Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Isend")
+            }
+            transfers.append(x)
+            transferBytes += t.bytes
+        }
+    }
+
+    public func completeMigration() throws -> Int {
+        do {
+            if let poisoned { throw poisoned }
+            let peers = Array(Set(transfers.map(\.peer))).sorted()
+            try wait(peers: peers, "migrating layers") {
+                var keep: [Transfer] = []
+                for x in self.transfers where !(try self.test(&x.request)) { keep.append(x) }
+                self.transfers = keep
+                return keep.isEmpty
+            }
+        } catch {
+            poisoned = failure ?? error
+            throw poisoned!
+        }
+        defer { transferBytes = 0 }
+        return transferBytes
+    }
+
+    public func agreeMigration(ok: Bool) throws -> Bool {
+        let flags = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+        defer { flags.deallocate() }
+        flags[0] = ok ? 1 : 0
+        flags[1] = 0
+        var request: MPI_Request?
+        do {
+            if let poisoned { throw poisoned }
+            try MPIRuntime.check(MPI_Iallreduce(flags, flags + 1, 1, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
+            try wait(peers: (0..<size).filter { $0 != rank }, "agreeing on the migration") { try self.test(&request) }
+        } catch {
+            poisoned = failure ?? error
+            throw poisoned!
+        }
+        return flags[1] != 0
     }
 
     // MARK: Messages

@@ -18,7 +18,8 @@ final class Pipeline: @unchecked Sendable {
     let cluster: ClusterSpec
     let options: TrainingOptions
     /// The model's layers by index; nil for the layers of stages that run in another process.
-    let layers: [Layer?]
+    /// (A migration across ranks builds a layer on its new rank and drops it on the old one.)
+    private(set) var layers: [Layer?]
     let optimizer: Optimizer
     var stages: [Stage]
     /// The stages this process runs (all of them in-process).
@@ -218,7 +219,18 @@ final class Pipeline: @unchecked Sendable {
         // PIPEDREAM_ASYNC updates weights during the iteration, so a pre-copy taken then would
         // be stale: it drains first (the iteration ends with no micro-batch in flight and no
         // stashed version), and copies at the boundary. The flushing schedules pre-copy now.
-        if let target, !async { preCopy(target) }
+        let distributed0 = transport as? DistributedTransport
+        if let target, !async, distributed0 == nil { preCopy(target) }
+        // Across ranks: the receivers build the moving layers and post their receives, the
+        // senders post non-blocking sends of weights and optimizer state (the pre-copy).
+        var remote: RemoteMigration?
+        if let target, let distributed0 {
+            do {
+                remote = try beginRemoteMigration(target, distributed0, preCopy: !async)
+            } catch {
+                transport.abort(error)
+            }
+        }
         let p = stages.count
         let local = localStages
         final class Results: @unchecked Sendable {
@@ -253,7 +265,8 @@ final class Pipeline: @unchecked Sendable {
         if let distributed {
             // Every rank learns whether every stage finished, and the last stage's loss.
             do {
-                loss = try distributed.agree(localError: transport.abortError, loss: local.contains(p - 1) ? loss : nil, lossRank: p - 1)
+                loss = try distributed.agree(localError: transport.abortError, loss: local.contains(p - 1) ? loss : nil, lossRank: p - 1,
+                                             migration: target.map(Self.fingerprint) ?? 0)
             } catch {
                 for case let layer? in layers { for g in layer.gradients { g.zero() } }
                 throw error
@@ -266,10 +279,36 @@ final class Pipeline: @unchecked Sendable {
         // Live migration, phase 2 (at the flush): the pre-copies must be complete; the
         // accumulated gradients are handed over instead of re-sending weights.
         let flush = monotonicSeconds()
-        if let target, async { preCopy(target) }
+        if let target, async, distributed == nil { preCopy(target) }
         var migration: MigrationOutcome?
         var arrived: [Int: (values: [Tensor], gradients: [Tensor], state: [[Tensor]])] = [:]
-        if let target {
+        var adopted: [Int: (layer: Layer, state: [[Tensor]])] = [:]
+        var remoteApplied = false
+        if let remote, let distributed {
+            // Phase 2 across ranks: the senders hand over the accumulated gradients; every
+            // transfer completes; then every rank agrees that every receiver could place its
+            // layers (else all keep the old plan).
+            do {
+                if async { try remote.post(self, distributed, gradients: false) }
+                MPITransport.testHookAtMigrationFlush?()
+                try remote.post(self, distributed, gradients: true)
+                let bytes = try distributed.completeMigration()
+                let ok = try distributed.agreeMigration(ok: remote.failure == nil)
+                if ok {
+                    remoteApplied = true
+                    adopted = remote.incoming
+                    migration = MigrationOutcome(layersMoved: remote.moves.map(\.layer), bytesMoved: bytes,
+                                                 stallSeconds: 0, failure: nil)
+                } else {
+                    migration = MigrationOutcome(layersMoved: [], bytesMoved: 0, stallSeconds: monotonicSeconds() - flush,
+                                                 failure: "migration abandoned on every rank, training continues on the old plan: " +
+                                                    (remote.failure ?? "a receiving rank could not place its layers"))
+                }
+            } catch {
+                for case let layer? in layers { for g in layer.gradients { g.zero() } }
+                throw error
+            }
+        } else if target != nil {
             var bytes = 0
             do {
                 for m in moves {
@@ -293,10 +332,13 @@ final class Pipeline: @unchecked Sendable {
         // the sender would have produced.
         if !async { optimizerSteps += 1 }
         let step = optimizerSteps
-        let owners: [Range<Int>] = arrived.isEmpty ? stages.map(\.layers) : (target?.ranges ?? stages.map(\.layers))
+        let owners: [Range<Int>] = arrived.isEmpty && !remoteApplied ? stages.map(\.layers) : (target?.ranges ?? stages.map(\.layers))
         runOnThreads(async ? 0 : local.count) { [self] k in
             for l in owners[local[k]] {
-                if let a = arrived[l] {
+                if let a = adopted[l] {
+                    optimizer.step(parameters: a.layer.parameters, gradients: a.layer.gradients, state: a.state, iteration: step)
+                    for g in a.layer.gradients { g.zero() }
+                } else if let a = arrived[l] {
                     optimizer.step(parameters: a.values, gradients: a.gradients, state: a.state, iteration: step)
                     for g in a.gradients { g.zero() }
                 } else if let layer = layers[l] {
@@ -313,6 +355,17 @@ final class Pipeline: @unchecked Sendable {
                     try layers[l]?.adopt(values: a.values, gradients: a.gradients)
                     optimizerState[l] = a.state
                 }
+                if let remote, remoteApplied {
+                    // The senders drop their copies (released with the last reference).
+                    for m in remote.moves where m.from == remote.rank {
+                        layers[m.layer] = nil
+                        optimizerState[m.layer] = []
+                    }
+                    for (l, a) in adopted {
+                        layers[l] = a.layer
+                        optimizerState[l] = a.state
+                    }
+                }
                 for (i, range) in target.ranges.enumerated() {
                     stages[i].layers = range
                     stages[i].policies = Array(target.policies[range])
@@ -325,5 +378,74 @@ final class Pipeline: @unchecked Sendable {
         }
         return StepResult(loss: loss, seconds: monotonicSeconds() - epoch, measurements: measurements,
                           peaks: stages.map { $0.device.peakBytes }, epoch: epoch, migration: migration, ranges: ranges)
+    }
+
+    // MARK: Live migration across ranks
+
+    /// The layers one rank sends or receives in a migration across ranks.
+    final class RemoteMigration {
+        let rank: Int
+        /// Every moving layer (the same list on every rank), ascending.
+        let moves: [(layer: Int, from: Int, to: Int)]
+        /// The layers this rank receives: built in its stage's arena, weights and state
+        /// overwritten by the transfers.
+        var incoming: [Int: (layer: Layer, state: [[Tensor]])] = [:]
+        /// Why this rank cannot take its layers (then every rank keeps the old plan).
+        var failure: String?
+        init(rank: Int, moves: [(layer: Int, from: Int, to: Int)]) { self.rank = rank; self.moves = moves }
+
+        /// Posts this rank's sends and receives of weights + optimizer state, or of gradients,
+        /// layer by layer in ascending order (both sides post in the same order).
+        func post(_ pipeline: Pipeline, _ t: DistributedTransport, gradients: Bool) throws {
+            for m in moves {
+                if m.from == rank, let layer = pipeline.layers[m.layer] {
+                    try t.migrationSend(gradients ? layer.gradients : layer.parameters + pipeline.optimizerState[m.layer].joined(),
+                                        to: m.to, gradients: gradients)
+                } else if m.to == rank, let a = incoming[m.layer] {
+                    try t.migrationReceive(gradients ? a.layer.gradients : a.layer.parameters + a.state.joined(),
+                                           from: m.from, gradients: gradients)
+                }
+            }
+        }
+    }
+
+    /// Starts a migration to `target` across ranks: the layers whose stage changes move from
+    /// the old stage's rank to the new one's. The receiver builds each with `makeLayer` in its
+    /// stage's arena (or, when the arena is full, outside it so that the transfers still match,
+    /// and reports the failure at the migration agreement). With `preCopy`, weights and
+    /// optimizer state are posted now (they are read-only until the optimizer step).
+    private func beginRemoteMigration(_ target: PlanLayout, _ t: DistributedTransport, preCopy: Bool) throws -> RemoteMigration {
+        var moves: [(layer: Int, from: Int, to: Int)] = []
+        for (to, range) in target.ranges.enumerated() {
+            for l in range {
+                guard let from = stages.firstIndex(where: { $0.layers.contains(l) }), from != to else { continue }
+                moves.append((l, from, to))
+            }
+        }
+        let r = RemoteMigration(rank: t.rank, moves: moves)
+        for m in moves where m.to == t.rank {
+            guard let kind = model.layers[m.layer].kind else { continue }
+            let space = stages[m.to].device
+            do {
+                let layer = try makeLayer(kind: kind, name: model.layers[m.layer].name, index: m.layer, seed: options.seed, in: space)
+                let state = try optimizer.makeState(for: layer.parameters, in: space, label: "stage \(m.to) layer \(m.layer) migrated optimizer state")
+                r.incoming[m.layer] = (layer, state)
+            } catch {
+                if r.failure == nil { r.failure = "rank \(t.rank) cannot take layer \(m.layer): \(error)" }
+                let layer = try makeLayer(kind: kind, name: model.layers[m.layer].name, index: m.layer, seed: options.seed, in: nil)
+                r.incoming[m.layer] = (layer, try optimizer.makeState(for: layer.parameters, in: nil, label: "discarded migration"))
+            }
+        }
+        if preCopy { try r.post(self, t, gradients: false) }
+        return r
+    }
+
+    /// A fingerprint of a migration target, the same in every process (never 0).
+    static func fingerprint(_ target: PlanLayout) -> Int32 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ v: Int) { for b in withUnsafeBytes(of: Int64(v).littleEndian, Array.init) { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 } }
+        for r in target.ranges { mix(r.lowerBound); mix(r.upperBound) }
+        for p in target.policies { mix(p.rawValue) }
+        return Int32(truncatingIfNeeded: h & 0x3fff_ffff) | 1
     }
 }

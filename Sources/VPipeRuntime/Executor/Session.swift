@@ -229,7 +229,9 @@ public final class TrainingSession: @unchecked Sendable {
             defer { pending = nil }
             return pending
         }
-        let replanning = config.training.replanEvery > 0 && !profiling
+        // Online re-planning decides on this process's measurements; across MPI ranks those
+        // differ (each rank measures its own stage), so it is off there: the host applies plans.
+        let replanning = config.training.replanEvery > 0 && !profiling && config.training.transport != .mpi
         let result: Pipeline.StepResult
         do {
             result = try pipeline.step(inputs: inputs, features: features, targets: targets, migrateTo: migrate?.layout, calibrate: replanning)
@@ -393,6 +395,9 @@ public final class TrainingSession: @unchecked Sendable {
 
     /// Asks for a live migration to `layout` (layers between stages, policies), applied at
     /// the next step: pre-copy during that iteration, gradients handed over at its flush.
+    /// With TRANSPORT_MPI every rank's host must call this with the same plan between the
+    /// same two steps (e.g. rank 0 decides and broadcasts it); a step whose ranks disagree
+    /// fails on every rank. The layers then travel between ranks over MPI (docs/mpi.md).
     /// Checked now against the measured profiles; a plan that cannot be applied is rejected
     /// and the session continues on its plan, untouched. Safe to call from another thread
     /// while a step runs; a later request replaces one not yet started.
@@ -403,9 +408,6 @@ public final class TrainingSession: @unchecked Sendable {
         if let microBatches, microBatches != config.training.microBatches {
             throw VPipeError.invalidField(field: "plan.micro_batches", message: "the session trains with \(config.training.microBatches) micro-batches, the plan has \(microBatches)")
         }
-        if config.training.transport == .mpi {
-            throw VPipeError.notImplemented("live migration across MPI ranks (training.transport TRANSPORT_MPI); migrate within one process, or open a new session with the new plan")
-        }
         try stateLock.locked {
             if profiling {
                 throw VPipeError.invalidField(field: "plan", message: "the session is still profiling (it plans itself after training.profile_iterations steps); apply a plan after that")
@@ -414,8 +416,12 @@ public final class TrainingSession: @unchecked Sendable {
             if layout.ranges.count != stageCount {
                 throw VPipeError.invalidField(field: "plan.stages", message: "the session runs \(stageCount) stages, the plan has \(layout.ranges.count); changing the stage count needs a new session")
             }
-            let model = profiledIterations > 0 ? measuredModel : config.model
-            let cm = CostModel(model: model, cluster: clusterWithWorkspace, schedule: config.training.schedule, microBatches: config.training.microBatches)
+            // Across MPI ranks each rank measured only its own stage: the check uses what every
+            // rank has alike (the config's profiles and cluster), so every rank reaches the same
+            // verdict on the same plan.
+            let mpi = config.training.transport == .mpi
+            let model = profiledIterations > 0 && !mpi ? measuredModel : config.model
+            let cm = CostModel(model: model, cluster: mpi ? config.cluster : clusterWithWorkspace, schedule: config.training.schedule, microBatches: config.training.microBatches)
             let evaluated = try cm.evaluate(layout)
             let over = cm.violations(evaluated)
             if !over.isEmpty {
