@@ -8,7 +8,7 @@ enum RuntimeBench {
         let threads = Int(ProcessInfo.processInfo.environment["VPIPE_BENCH_THREADS"] ?? "") ?? 1
         print("## Runtime: one training step of a 3-layer MLP, 1024 wide, batch 256, one stage\n")
         oneStageMLP(threads: threads)
-        print("\n## Runtime: 2-stage 1F1B pipeline vs 1 stage (one BLAS thread per stage), m = 8, six 1024-wide linears, batch 512\n")
+        print("\n## Runtime: 2-stage 1F1B pipeline vs 1 stage (one BLAS thread per stage), m = 8, batch 512")
         pipelineSpeedup()
         print("\n## Runtime: swap that hides behind compute vs KEEP\n")
         hiddenSwap()
@@ -64,21 +64,35 @@ enum RuntimeBench {
     /// Six 1024×1024 linears with ReLUs, a 1024→16 head, the loss: 14 layers. The model's
     /// first linear needs no input gradient (2 matrix products instead of 3), so the even
     /// split is 3 linears per stage: 8 vs 9 products, 94% balanced.
-    static let deepMLP: ModelSpec = {
-        var kinds: [LayerKind] = []
+    static let deepMLP: ModelSpec = deep(normalisedInput: false)
+
+    /// The same with a LayerNorm first: then every linear computes its input gradient, and
+    /// the two halves carry equal work — the case the ideal 2m/(m+1) describes.
+    static let balancedMLP: ModelSpec = deep(normalisedInput: true)
+
+    static func deep(normalisedInput: Bool) -> ModelSpec {
+        var kinds: [LayerKind] = normalisedInput ? [.layerNorm(features: 1024)] : []
         for _ in 0..<6 { kinds += [.linear(inFeatures: 1024, outFeatures: 1024), .activation(.relu)] }
         kinds += [.linear(inFeatures: 1024, outFeatures: 16), .softmaxCrossEntropy]
         return model(kinds)
-    }()
+    }
 
     static func pipelineSpeedup() {
+        for (name, model, split) in [("LayerNorm + six 1024-wide linears (balanced halves)", balancedMLP, 7),
+                                     ("six 1024-wide linears (the first needs no input gradient: 8 vs 9.3 products)", deepMLP, 6)] {
+            print("\n\(name):\n")
+            pipelineSpeedup(model, split: split)
+        }
+    }
+
+    static func pipelineSpeedup(_ model: ModelSpec, split: Int) {
         let m = 8
         let d = data(rows: 512, features: 1024, classes: 16)
-        let L = deepMLP.layers.count
+        let L = model.layers.count
         let policies = Array(repeating: MemoryPolicy.keep, count: L)
         func session(_ p: Int) -> TrainingSession? {
-            let layout = p == 1 ? PlanLayout(ranges: [0..<L], policies: policies) : PlanLayout(ranges: [0..<6, 6..<L], policies: policies)
-            return try? TrainingSession(SessionConfig(model: deepMLP, cluster: cluster(p), plan: layout,
+            let layout = p == 1 ? PlanLayout(ranges: [0..<L], policies: policies) : PlanLayout(ranges: [0..<split, split..<L], policies: policies)
+            return try? TrainingSession(SessionConfig(model: model, cluster: cluster(p), plan: layout,
                                                       training: TrainingOptions(schedule: .oneFOneB, microBatches: m, optimizer: .sgd(learningRate: 0.01, momentum: 0))))
         }
         BLASThreads.set(1)
@@ -92,11 +106,11 @@ enum RuntimeBench {
         print("| 2 | \(formatSeconds(t2)) | \(formatFixed(t1 / t2, decimals: 2)) | \(formatFixed(ideal, decimals: 2)) | \(formatFixed(t1 / t2 / ideal * 100, decimals: 1))% |")
         // Measured vs simulator on the measured profiles.
         let stats = two.statistics()
-        var measuredModel = deepMLP
+        var measuredModel = model
         for l in measuredModel.layers.indices { measuredModel.layers[l].profile = stats.measuredProfiles[l] }
         measuredModel.inputBytes = 1024 * 4 * 512 / m
         if let sim = try? Simulator(model: measuredModel, cluster: cluster(2)).simulate(
-            PlanLayout(ranges: [0..<6, 6..<L], policies: policies), schedule: .oneFOneB, microBatches: m) {
+            PlanLayout(ranges: [0..<split, split..<L], policies: policies), schedule: .oneFOneB, microBatches: m) {
             print("\nmeasured iteration (2 stages) \(formatSeconds(t2)) vs simulator on measured profiles \(formatSeconds(sim.iterationSeconds)): "
                 + "ratio \(formatFixed(t2 / sim.iterationSeconds, decimals: 3)) (optimizer step not simulated)")
         }

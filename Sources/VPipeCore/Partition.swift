@@ -19,7 +19,7 @@ enum MinMaxPartition {
     /// `layerCount` layers into `stageCount` stages, or nil when no stage assignment is
     /// allowed. `cost(k, s, e)` is stage k owning layers s..<e.
     static func solve(layerCount L: Int, stageCount p: Int, cost: (Int, Int, Int) -> Double?) -> [Int]? {
-        precondition(p >= 1 && p <= L)
+        guard p >= 1 && p <= L else { return nil }  // validation rejects these before planning
         // best[k][e], choice[k][e] = start of stage k in the best solution ending at e.
         var best = [[Score]](repeating: [Score](repeating: .impossible, count: L + 1), count: p)
         var choice = [[Int]](repeating: [Int](repeating: -1, count: L + 1), count: p)
