@@ -18,8 +18,13 @@ final class SessionHandle: @unchecked Sendable {
         pthread_mutex_init(&mutex, nil)
     }
     deinit { pthread_mutex_destroy(&mutex) }
-    /// Calls on one session are serialised.
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
+    /// Calls on one session are serialised. A call from a stage thread (a host layer
+    /// callback calling back into a session) is refused: it would wait on the step that is
+    /// waiting for the callback.
+    func locked<T>(_ body: () throws -> T) throws -> T {
+        if StageThread.isCurrent {
+            throw ArgumentError(message: "session: called from inside a layer callback on a stage thread; session calls are not allowed there (the step is waiting for the callback)")
+        }
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body()
@@ -100,6 +105,9 @@ public func cSessionStepTokens(_ session: OpaquePointer?, _ tokens: UnsafePointe
     guard tokenCount >= 0, tokenCount < Int(Int32.max), tokens != nil || tokenCount == 0 else {
         return fail(Int32(VP_ERR_INVALID_ARGUMENT), "tokens: NULL or token_count \(tokenCount) implausible")
     }
+    if let handle = try? SessionRegistry.find(session), case .embedding = handle.session.config.model.layers.first?.kind {} else if (try? SessionRegistry.find(session)) != nil {
+        return fail(Int32(VP_ERR_INVALID_ARGUMENT), "tokens: the model's first layer is not an embedding; use vp_session_step with float inputs")
+    }
     // Token ids travel as float32, exact up to 2^24 (vocabularies are limited to that).
     var floats = [Float](repeating: 0, count: tokenCount)
     for i in 0..<tokenCount { floats[i] = Float(tokens![i]) }
@@ -110,7 +118,7 @@ public func cSessionStepTokens(_ session: OpaquePointer?, _ tokens: UnsafePointe
 public func cSessionStats(_ session: OpaquePointer?, _ out: UnsafeMutablePointer<vp_bytes>?) -> vp_status {
     withOutput(out, name: "stats_out") {
         let handle = try SessionRegistry.find(session)
-        return WireSession.stats(handle.locked { handle.session.statistics() })
+        return WireSession.stats(try handle.locked { handle.session.statistics() })
     }
 }
 
@@ -120,15 +128,16 @@ public func cSessionWriteTrace(_ session: OpaquePointer?, _ path: UnsafePointer<
         let handle = try SessionRegistry.find(session)
         guard let path else { throw ArgumentError(message: "path: NULL") }
         let name = String(cString: path)
-        let trace = handle.locked { handle.session.trace() }
+        let trace = try handle.locked { handle.session.trace() }
         let text = name.hasSuffix(".svg") ? trace.svg : trace.json
         guard let file = fopen(path, "w") else {
             throw VPipeError.invalidField(field: "path", message: "cannot open \(name) for writing: \(String(cString: strerror(errno)))")
         }
-        defer { fclose(file) }
         let bytes = Array(text.utf8)
-        if fwrite(bytes, 1, bytes.count, file) != bytes.count {
-            throw VPipeError.invalidField(field: "path", message: "short write to \(name)")
+        let written = fwrite(bytes, 1, bytes.count, file)
+        let closed = fclose(file)
+        if written != bytes.count || closed != 0 {
+            throw VPipeError.invalidField(field: "path", message: "could not write all of \(name): \(String(cString: strerror(errno)))")
         }
     }
 }
@@ -167,9 +176,13 @@ public func cSessionApplyPlan(_ session: OpaquePointer?, _ plan: UnsafePointer<U
 @_cdecl("vp_session_close")
 public func cSessionClose(_ session: OpaquePointer?) -> vp_status {
     guard let session else { return Int32(VP_OK) }
-    guard let handle = SessionRegistry.remove(session) else {
-        return fail(Int32(VP_ERR_INVALID_ARGUMENT), "session: not an open session (already closed, or never returned by vp_session_open)")
+    return withStatus {
+        if StageThread.isCurrent {
+            throw ArgumentError(message: "session: vp_session_close called from inside a layer callback on a stage thread; close it after the step")
+        }
+        guard let handle = SessionRegistry.remove(session) else {
+            throw ArgumentError(message: "session: not an open session (already closed, or never returned by vp_session_open)")
+        }
+        try handle.locked { handle.session.close() }
     }
-    handle.locked { handle.session.close() }
-    return Int32(VP_OK)
 }

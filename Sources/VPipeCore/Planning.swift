@@ -1,6 +1,28 @@
 /// The entry point of planning: validate the request, run the chosen planner, evaluate its
 /// layout with cost model v1 and stamp the plan with the planner and the time it took.
 public enum Planning {
+    /// Work limits, so that no valid request blocks a call for minutes: the exact
+    /// min-bottleneck search of TIME_BALANCED/GPIPE costs p·L²; VPIPE's local search grows
+    /// faster than L. Real models (thousands of layers) are far inside both; larger chains
+    /// should be grouped into blocks first.
+    public static let maxBalancedWork = 400_000_000
+    public static let maxVPipeLayers = 10_000
+
+    static func checkWork(_ r: PlanRequest) throws {
+        let L = r.model.layers.count, p = r.cluster.devices.count
+        switch r.options.planner {
+        case .timeBalanced, .gpipe:
+            if p * L * L > maxBalancedWork {
+                throw VPipeError.invalidField(field: "model.layers", message: "PLANNER_\(r.options.planner.name)'s exact search costs p·L² = \(p * L * L) steps, more than the \(maxBalancedWork) it allows; use PLANNER_VPIPE or group layers into blocks")
+            }
+        case .vpipe:
+            if L > maxVPipeLayers {
+                throw VPipeError.invalidField(field: "model.layers", message: "PLANNER_VPIPE plans at most \(maxVPipeLayers) layers, got \(L); group layers into blocks (a transformer block is one layer)")
+            }
+        default: break
+        }
+    }
+
     /// Knobs of the search planners that are not part of a request (benchmarks use them).
     public struct Settings: Sendable {
         /// VPIPE: on small instances, also start from the exact best partition given the
@@ -14,6 +36,7 @@ public enum Planning {
     public static func plan(_ request: PlanRequest, settings: Settings = Settings()) throws -> Plan {
         let started = ContinuousClock.now
         try Validation.validate(request)
+        try checkWork(request)
         let costModel = CostModel(request)
         let layout: PlanLayout
         switch request.options.planner {

@@ -33,6 +33,9 @@ public struct Simulator: Sendable {
     /// above what a plan needs to be judged, low enough that a request cannot keep a host busy
     /// for minutes or make gigabytes of trace.
     public static let maxStageMicroBatches = 1 << 14
+    /// The cost of a simulation also grows with the square of the stage count (every stage
+    /// scans its neighbours' events); 512 stages keep the worst case to seconds.
+    public static let maxStages = 512
 
     /// Evaluates `layout` with the cost model, generates its schedule, validates it, and
     /// plays it. Throws `invalidField` when the layout is not a plan for the model and
@@ -40,6 +43,9 @@ public struct Simulator: Sendable {
     public func simulate(_ layout: PlanLayout, schedule kind: Schedule, microBatches m: Int) throws -> SimulationReport {
         let costModel = CostModel(model: model, cluster: cluster, schedule: kind, microBatches: m)
         let plan = try costModel.evaluate(layout)
+        if plan.stages.count > Simulator.maxStages {
+            throw VPipeError.invalidField(field: "plan.stages", message: "\(plan.stages.count) stages is more than the simulator plays (\(Simulator.maxStages))")
+        }
         if plan.stages.count * m > Simulator.maxStageMicroBatches {
             throw VPipeError.invalidField(
                 field: "plan.micro_batches",

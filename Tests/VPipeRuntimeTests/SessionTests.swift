@@ -410,3 +410,28 @@ final class ErrorBox: @unchecked Sendable { var error: Error? }
         #expect(throws: RuntimeError.self) { _ = try train(Self.model("test.nobody"), stages: 1) }
     }
 }
+
+@Suite struct ResourceLimitTests {
+    @Test func impossibleAllocationIsAnErrorNotATrap() {
+        do {
+            _ = try Tensor(shape: [1 << 40, 1 << 10], in: nil, for: "a test's huge tensor")
+            Issue.record("expected an out-of-memory error")
+        } catch {
+            #expect("\(error)".contains("a test's huge tensor"), "error: \(error)")
+        }
+    }
+
+    @Test func plannersRefuseWorkTheyCannotFinish() {
+        let layers = (0..<10_001).map { LayerSpec(name: "l\($0)", profile: LayerProfile(fwdSeconds: 1, bwdSeconds: 2, stashBytes: 1, outputBytes: 1, paramBytes: 1)) }
+        let model = ModelSpec(name: "long", layers: layers, inputBytes: 1)
+        let cluster = ClusterSpec.uniform(count: 16, device: DeviceSpec(name: "d", memoryBytes: 1 << 40, hostBandwidth: 1e9), link: LinkSpec(bandwidth: 1e9))
+        for kind in [PlannerKind.timeBalanced, .vpipe] {
+            do {
+                _ = try Planning.plan(PlanRequest(model: model, cluster: cluster, options: PlanOptions(microBatches: 4, planner: kind)))
+                Issue.record("\(kind.name): expected a work-limit error")
+            } catch let VPipeError.invalidField(field, message) {
+                #expect(field == "model.layers" && message.contains(kind.name), "\(field): \(message)")
+            } catch { Issue.record("\(kind.name): unexpected \(error)") }
+        }
+    }
+}

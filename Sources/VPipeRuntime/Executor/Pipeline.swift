@@ -47,8 +47,9 @@ final class Pipeline: @unchecked Sendable {
             let d = cluster.devices[i]
             // The arena is the whole device: reserved_bytes (R_i) is the part the runtime's own
             // workspace (temporaries of a layer call) uses, which the planner sets aside.
-            let device = MemorySpace(name: "stage \(i) (device \"\(d.name)\")", kind: .device, capacity: d.memoryBytes)
-            let host = MemorySpace(name: "stage \(i) host pool", kind: .host, capacity: Int.max / 2)
+            // Capped at the host's physical memory: these virtual devices live in it.
+            let device = MemorySpace(name: "stage \(i) (device \"\(d.name)\")", kind: .device, capacity: min(d.memoryBytes, BufferPool.physicalBytes))
+            let host = MemorySpace(name: "stage \(i) host pool", kind: .host, capacity: BufferPool.physicalBytes)
             let engine = CopyEngine(bandwidth: options.throttleCopies ? d.hostBandwidth : nil)
             stages.append(Stage(index: i, device: device, host: host, copyEngine: engine, layers: range,
                                 policies: Array(layout.policies[range])))

@@ -101,6 +101,9 @@ public final class TrainingSession: @unchecked Sendable {
     private let stateLock = Monitor()
     private var pending: (layout: PlanLayout, decision: Int)?
     public private(set) var decisions: [MigrationDecision] = []
+    /// The stats keep the most recent decisions: a host calling apply_plan in a loop must
+    /// not grow them without bound.
+    static let decisionsKept = 500
     /// Re-planning window: per-layer times normalised to speed 1.0, and iteration times.
     private var windowSums: [(fwd: Double, bwd: Double)] = []
     private var windowIterations = 0
@@ -123,6 +126,13 @@ public final class TrainingSession: @unchecked Sendable {
         if let kind = config.model.layers.last?.kind, kind != .softmaxCrossEntropy {
             throw VPipeError.invalidField(field: "model.layers[\(config.model.layers.count - 1)]", message: "the last layer must be softmax_cross_entropy (the loss)")
         }
+        let stageCount = config.plan?.ranges.count ?? config.cluster.devices.count
+        if let f = config.training.failure, f.stage >= stageCount || f.microBatch >= config.training.microBatches {
+            throw VPipeError.invalidField(field: "training.fail_stage", message: "stage \(f.stage), micro-batch \(f.microBatch) does not exist (\(stageCount) stages, \(config.training.microBatches) micro-batches)")
+        }
+        if let s = config.training.slowdown, s.stage >= stageCount {
+            throw VPipeError.invalidField(field: "training.slowdown_stage", message: "stage \(s.stage) does not exist (\(stageCount) stages)")
+        }
         self.config = config
         profileSums = Array(repeating: LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0),
                             count: config.model.layers.count)
@@ -141,7 +151,8 @@ public final class TrainingSession: @unchecked Sendable {
             // One uncapped stage on device 0's description: measuring, not enforcing.
             var cluster = config.cluster
             cluster.devices = [config.cluster.devices[0]]
-            cluster.devices[0].memoryBytes = Int.max / 4
+            // The whole cluster's memory (the model will be spread over it), within the host's.
+            cluster.devices[0].memoryBytes = min(config.cluster.devices.reduce(0) { $0 + $1.memoryBytes }, BufferPool.physicalBytes)
             cluster.links = []
             let L = config.model.layers.count
             pipeline = try Pipeline(model: config.model, cluster: cluster, options: config.training,
@@ -254,7 +265,13 @@ public final class TrainingSession: @unchecked Sendable {
             }
         }
         lastResult = result
-        stateLock.locked { layoutSnapshot = pipeline.layout }
+        stateLock.locked {
+            layoutSnapshot = pipeline.layout
+            // Trim only with nothing pending, so a pending decision's index stays valid.
+            if pending == nil && decisions.count > 2 * Self.decisionsKept {
+                decisions.removeFirst(decisions.count - Self.decisionsKept)
+            }
+        }
         rowsPerMicroBatch = inputs.count / features / config.training.microBatches
         iterations += 1
         totalSeconds += result.seconds
@@ -433,6 +450,11 @@ public final class TrainingSession: @unchecked Sendable {
                                                applied: false, iterationSecondsBefore: before, note: "requested by the host"))
             if let p = pending { decisions[p.decision].note += "; replaced by a later request before it started" }
             pending = (layout, decisions.count - 1)
+            if decisions.count > 2 * Self.decisionsKept {
+                let drop = decisions.count - Self.decisionsKept
+                decisions.removeFirst(drop)
+                pending?.decision -= drop
+            }
         }
     }
 

@@ -103,6 +103,7 @@ struct StageWorker {
     }
 
     func run(_ input: IterationInput) throws -> StageMeasurement {
+        StageThread.mark()
         var m = StageMeasurement()
         let n = stage.layers.count
         let owned: [Layer] = try stage.layers.map { l in

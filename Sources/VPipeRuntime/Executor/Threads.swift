@@ -31,6 +31,21 @@ func runOnThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
     for t in threads { pthread_join(t, nil) }
 }
 
+/// Marks the threads that run pipeline stages, so that the C ABI can refuse a call into a
+/// session from inside a layer callback (it would wait on the step that is waiting for it).
+public enum StageThread {
+    static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    static func mark() { pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1)) }
+
+    /// True on a stage worker thread.
+    public static var isCurrent: Bool { pthread_getspecific(key) != nil }
+}
+
 /// A mutex and a condition variable, for the few hand-offs the executor has (one per
 /// micro-batch and stage boundary, never per layer).
 final class Monitor: @unchecked Sendable {

@@ -14,7 +14,7 @@ enum BufferPool {
     /// Buffers below this many elements go straight to malloc (cheap, no page faults).
     static let minimumCount = 16 << 10
 
-    nonisolated(unsafe) private static var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    nonisolated(unsafe) private static var cache: [Int: [UnsafeMutablePointer<Float>]] = [:]
     nonisolated(unsafe) private static var cachedBytes = 0
     nonisolated(unsafe) private static var mutex: pthread_mutex_t = {
         var m = pthread_mutex_t()
@@ -22,12 +22,13 @@ enum BufferPool {
         return m
     }()
 
-    /// `count` zero-filled floats.
-    static func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// `count` zero-filled floats, or nil when the host cannot provide them (the caller
+    /// reports an out-of-memory error instead of trapping).
+    static func take(_ count: Int) -> UnsafeMutablePointer<Float>? {
         let n = max(count, 1)
         if n >= minimumCount {
             pthread_mutex_lock(&mutex)
-            let reused = free[n]?.popLast()
+            let reused = cache[n]?.popLast()
             if reused != nil { cachedBytes -= n * MemoryLayout<Float>.stride }
             pthread_mutex_unlock(&mutex)
             if let reused {
@@ -35,9 +36,8 @@ enum BufferPool {
                 return reused
             }
         }
-        let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
-        p.initialize(repeating: 0, count: n)
-        return p
+        guard n <= Int.max / MemoryLayout<Float>.stride, let raw = calloc(n, MemoryLayout<Float>.stride) else { return nil }
+        return raw.bindMemory(to: Float.self, capacity: n)
     }
 
     static func give(_ p: UnsafeMutablePointer<Float>, _ count: Int) {
@@ -45,13 +45,20 @@ enum BufferPool {
         if n >= minimumCount {
             pthread_mutex_lock(&mutex)
             if cachedBytes + n * MemoryLayout<Float>.stride <= limitBytes {
-                free[n, default: []].append(p)
+                cache[n, default: []].append(p)
                 cachedBytes += n * MemoryLayout<Float>.stride
                 pthread_mutex_unlock(&mutex)
                 return
             }
             pthread_mutex_unlock(&mutex)
         }
-        p.deallocate()
+        free(p)
     }
+
+    /// Bytes of physical memory: no arena may promise more than the host can back (an
+    /// allocation past it would be killed by the kernel, not reported).
+    static let physicalBytes: Int = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        return pages > 0 && size > 0 ? pages * size : Int.max / 4
+    }()
 }

@@ -32,10 +32,13 @@ final class CopyEngine: @unchecked Sendable {
         }
     }
 
-    /// Stops the thread after the queued copies; called when the session closes.
+    /// Stops the thread; called when the session closes. Queued copies are dropped (their
+    /// results could no longer be used) and a throttled copy stops waiting, so closing never
+    /// waits out bytes / bandwidth.
     func shutdown() {
         monitor.locked {
             closed = true
+            queue.removeAll()
             monitor.broadcast()
         }
         if started { pthread_join(thread, nil) }
@@ -60,7 +63,11 @@ final class CopyEngine: @unchecked Sendable {
         let copies = try tensors.map { try $0.copy(to: space, for: label) }
         if let bandwidth {
             let bytes = Double(tensors.reduce(0) { $0 + $1.bytes })
-            sleepSeconds(bytes / bandwidth - (monotonicSeconds() - start))
+            let until = start + bytes / bandwidth
+            // In slices, so that a closing session does not wait for the whole duration.
+            while monotonicSeconds() < until && !monitor.locked({ closed }) {
+                sleepSeconds(min(0.01, until - monotonicSeconds()))
+            }
         }
         return copies
     }

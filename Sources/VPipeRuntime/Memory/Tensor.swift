@@ -26,7 +26,12 @@ public final class Tensor: @unchecked Sendable {
         self.shape = shape
         self.count = count
         self.space = space
-        data = BufferPool.take(count)
+        guard let storage = BufferPool.take(count) else {
+            space?.release(count * MemoryLayout<Float>.stride)
+            throw RuntimeError.outOfMemory(space: "host allocator", what: label(), requested: count * MemoryLayout<Float>.stride,
+                                           inUse: 0, capacity: BufferPool.physicalBytes)
+        }
+        data = storage
     }
 
     deinit {

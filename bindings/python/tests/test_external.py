@@ -84,3 +84,28 @@ def test_apply_plan_keeps_the_loss_trajectory():
     assert [d.applied for d in decisions] == [True, True], decisions
     with pytest.raises(TypeError):
         moving.apply_plan(b"not a plan")
+
+
+def test_reregistering_while_a_session_uses_the_layer_is_safe():
+    import gc
+    vpipe.register_layer("py.rereg", tanh_forward, tanh_backward)
+    with vpipe.Session(config("py.rereg", 2, [0, 2])) as s:
+        s.step(*data(0))
+        vpipe.register_layer("py.rereg", tanh_forward, tanh_backward)
+        gc.collect()
+        s.step(*data(1))  # still calls the first trampolines, which must be alive
+
+
+def test_a_callback_calling_back_into_its_session_is_refused_not_deadlocked():
+    holder = {}
+
+    def forward(x, y):
+        holder["s"].stats()  # would wait on the step that waits for this callback
+        np.tanh(x, out=y)
+
+    vpipe.register_layer("py.reentrant", forward, tanh_backward)
+    with vpipe.Session(config("py.reentrant", 2, [0, 2])) as s:
+        holder["s"] = s
+        with pytest.raises(vpipe.VPipeError) as info:
+            s.step(*data(0))
+    assert "inside a layer callback" in info.value.message, info.value.message

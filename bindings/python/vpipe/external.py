@@ -20,7 +20,7 @@ callback fails the training step on every stage with its message.
 from __future__ import annotations
 
 import ctypes
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -34,8 +34,9 @@ _BACKWARD = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(cty
                              ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float), ctypes.c_int64, ctypes.c_int64,
                              ctypes.c_int64, ctypes.c_void_p, ctypes.c_size_t)
 
-# The ctypes trampolines must outlive every session that uses them: kept here by name.
-_registered: Dict[str, Tuple[object, object]] = {}
+# The ctypes trampolines must outlive every session that uses them. A session opened before
+# a re-registration still calls the old ones, so none is ever dropped (they are small).
+_registered: Dict[str, List[Tuple[object, object]]] = {}
 
 
 def _view(pointer, rows: int, columns: int) -> np.ndarray:
@@ -74,4 +75,4 @@ def register_layer(name: str, forward: Callable[[np.ndarray, np.ndarray], None],
     if lib.register_external_layer is None:
         raise RuntimeError("this libvpipe has no vp_register_external_layer")
     lib.check(lib.register_external_layer(name.encode("utf-8"), ctypes.cast(f, ctypes.c_void_p), ctypes.cast(b, ctypes.c_void_p), None))
-    _registered[name] = (f, b)
+    _registered.setdefault(name, []).append((f, b))
