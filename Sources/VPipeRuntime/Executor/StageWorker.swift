@@ -159,7 +159,9 @@ struct StageWorker {
         // before allocating a new micro-batch's stash: the copy engine may fall behind (a
         // slow link, a busy machine), and a GPU runtime would then stall rather than run out
         // of memory; this keeps the device at the cost model's double buffer.
-        var pendingSwapOuts: [SwapSlot] = []
+        // One micro-batch's swap-out may still be in flight while the next forward runs (the
+        // double buffer); older ones must have landed.
+        var pendingSwapOuts: [[SwapSlot]] = []
 
         for (k, action) in actions.enumerated() {
             let mb = action.microBatch
@@ -174,8 +176,9 @@ struct StageWorker {
                 if let f = input.failure, f.iteration == input.iteration, f.stage == stage.index, f.microBatch == mb {
                     throw RuntimeError.failed("stage \(stage.index): injected failure in the forward of micro-batch \(mb), iteration \(input.iteration)")
                 }
-                for slot in pendingSwapOuts { try slot.waitSwappedOut() }
-                pendingSwapOuts.removeAll()
+                while pendingSwapOuts.count > 1 {
+                    for slot in pendingSwapOuts.removeFirst() { try slot.waitSwappedOut() }
+                }
                 let s = state(mb)
                 var x: Tensor
                 if stage.index == 0 {
@@ -226,12 +229,13 @@ struct StageWorker {
                 states[mb]?.output = nil
             case .swapOut:
                 guard let s = states[mb] else { continue }
+                pendingSwapOuts.append([])
                 for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) {
                     let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
                     let engine = stage.copyEngine, host = stage.host
                     m.swappedBytes += slot.deviceBytes
                     stage.copyEngine.submit { slot.swapOut(engine, host: host, label: label) }
-                    pendingSwapOuts.append(slot)
+                    pendingSwapOuts[pendingSwapOuts.count - 1].append(slot)
                 }
             case .swapIn:
                 submitSwapIns(mb)
