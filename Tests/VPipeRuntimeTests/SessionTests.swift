@@ -435,3 +435,21 @@ final class ErrorBox: @unchecked Sendable { var error: Error? }
         }
     }
 }
+
+@Suite struct ModelShapeTests {
+    @Test func mismatchedWidthsAndAMisplacedLossAreRejectedAtOpen() {
+        let cases: [([LayerKind], String)] = [
+            ([.linear(inFeatures: 8, outFeatures: 16), .linear(inFeatures: 8, outFeatures: 4), .softmaxCrossEntropy], "model.layers[1]"),
+            ([.linear(inFeatures: 8, outFeatures: 4), .softmaxCrossEntropy, .linear(inFeatures: 4, outFeatures: 4), .softmaxCrossEntropy], "model.layers[1]"),
+        ]
+        for (kinds, field) in cases {
+            do {
+                _ = try TrainingSession(SessionConfig(model: SessionTests.model("bad", kinds), cluster: SessionTests.cluster(1), plan: nil,
+                                                      training: TrainingOptions(microBatches: 2)))
+                Issue.record("expected an error naming \(field)")
+            } catch let VPipeError.invalidField(f, message) {
+                #expect(f == field, "\(f): \(message)")
+            } catch { Issue.record("unexpected \(error)") }
+        }
+    }
+}

@@ -126,6 +126,7 @@ public final class TrainingSession: @unchecked Sendable {
         if let kind = config.model.layers.last?.kind, kind != .softmaxCrossEntropy {
             throw VPipeError.invalidField(field: "model.layers[\(config.model.layers.count - 1)]", message: "the last layer must be softmax_cross_entropy (the loss)")
         }
+        try Self.checkWidths(config.model)
         let stageCount = config.plan?.ranges.count ?? config.cluster.devices.count
         if let f = config.training.failure, f.stage >= stageCount || f.microBatch >= config.training.microBatches {
             throw VPipeError.invalidField(field: "training.fail_stage", message: "stage \(f.stage), micro-batch \(f.microBatch) does not exist (\(stageCount) stages, \(config.training.microBatches) micro-batches)")
@@ -166,6 +167,34 @@ public final class TrainingSession: @unchecked Sendable {
     }
 
     deinit { pipeline.shutdown() }
+
+    /// Each layer's input width must be the previous layer's output width, and the loss comes
+    /// last only: caught at open, naming the layer, rather than at the first step.
+    static func checkWidths(_ model: ModelSpec) throws {
+        var width: Int?
+        for (l, layer) in model.layers.enumerated() {
+            guard let kind = layer.kind else { continue }
+            let (input, output): (Int?, Int?)
+            switch kind {
+            case let .linear(i, o): (input, output) = (i, o)
+            case .activation: (input, output) = (width, width)
+            case let .layerNorm(f): (input, output) = (f, f)
+            case let .embedding(_, f, _): (input, output) = (l == 0 ? nil : 1, f)
+            case let .transformerBlock(f, _, _, _): (input, output) = (f, f)
+            case let .choiceBlock(f, _, _): (input, output) = (f, f)
+            case let .external(_, i, o): (input, output) = (i, o)
+            case .softmaxCrossEntropy:
+                if l != model.layers.count - 1 {
+                    throw VPipeError.invalidField(field: "model.layers[\(l)]", message: "softmax_cross_entropy must be the last layer (it is layer \(l) of \(model.layers.count))")
+                }
+                (input, output) = (width, nil)
+            }
+            if let input, let width, input != width {
+                throw VPipeError.invalidField(field: "model.layers[\(l)]", message: "expects \(input) input features but the previous layer gives \(width)")
+            }
+            width = output
+        }
+    }
 
     /// This process's rank in a distributed (MPI) session; nil in-process.
     public var rank: Int? { (pipeline.transport as? DistributedTransport)?.rank }
