@@ -30,8 +30,8 @@ deps:
 	  echo "deps: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@$(PYTHON) -c "import google.protobuf, pytest, numpy" 2>/dev/null || \
-	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy
+	@$(PYTHON) -c "import google.protobuf, pytest, numpy, build, wheel" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy build wheel
 
 ## build: the library (libvpipe.so) and the command-line tool (bin/vpipe), release mode.
 build: deps

@@ -22,7 +22,7 @@ import vpipe
 BINDING_ROOT = Path(__file__).resolve().parents[1]  # bindings/python
 
 
-def build_wheel(tmp_path: Path, library: Optional[str]) -> Path:
+def build_wheel(tmp_path: Path, library: Optional[str], tool: str = "pip") -> Path:
     source = tmp_path / "src" / "bindings" / "python"  # no .build/release two levels up
     shutil.copytree(BINDING_ROOT, source, ignore=shutil.ignore_patterns(
         "__pycache__", "*.so", "build", "dist", "*.egg-info", "tests", ".pytest_cache"))
@@ -30,9 +30,10 @@ def build_wheel(tmp_path: Path, library: Optional[str]) -> Path:
     if library:
         env["VPIPE_LIBRARY"] = library
     out = tmp_path / "wheels"
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                             "--disable-pip-version-check", "-q", "-w", str(out), str(source)],
-                            env=env, capture_output=True, text=True, timeout=300)
+    command = ([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                "--disable-pip-version-check", "-q", "-w", str(out), str(source)] if tool == "pip" else
+               [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)])
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if result.returncode != 0 and "No module named" in result.stderr:
         pytest.skip(f"cannot build wheels here: {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, f"pip wheel failed: {result.stderr}"
@@ -56,6 +57,14 @@ def test_wheel_bundles_the_library(tmp_path: Path) -> None:
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [str(target / "vpipe" / "libvpipe.so"), "0.1.0"], f"got {result.stdout!r}"
+
+
+def test_python_m_build_makes_the_same_wheel(tmp_path: Path) -> None:
+    """``python -m build`` (installed by ``make deps``) goes through the same hook."""
+    pytest.importorskip("build", reason="python -m build needs the 'build' package (make deps installs it)")
+    wheel = build_wheel(tmp_path, os.path.abspath(vpipe.library_path()), tool="build")
+    assert wheel.name.startswith("vpipe-0.1.0-py3-none-linux"), f"got {wheel.name}"
+    assert "vpipe/libvpipe.so" in zipfile.ZipFile(wheel).namelist()
 
 
 def test_wheel_without_a_library_is_pure(tmp_path: Path) -> None:
