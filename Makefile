@@ -60,6 +60,7 @@ test-mpi: build
 
 test-hosts: install-stage
 	@mkdir -p $(HOSTBIN)
+	$(CC) -std=c11 -O1 -c -o $(HOSTBIN)/vpipe.pb-c.o $(PROTO_C) $(PROTO_CFLAGS) $$(pkg-config --cflags libprotobuf-c)
 	@echo "checking exports and dependencies of the installed library"
 	@test -f $(STAGE)/lib/libvpipe.so && test -f $(STAGE)/include/vpipe.h && test -f $(STAGE)/lib/pkgconfig/vpipe.pc
 	@bad=$$(nm -D --defined-only --extern-only $(STAGE)/lib/libvpipe.so | awk '{print $$3}' | grep -v '^vp_' || true); \
@@ -68,7 +69,7 @@ test-hosts: install-stage
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_abi_c Tests/host/test_abi.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
 	$(HOSTBIN)/test_abi_c
-	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_abi_cpp Tests/host/test_abi.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_abi_cpp Tests/host/test_abi.cpp $(HOSTBIN)/vpipe.pb-c.o $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread
 	$(HOSTBIN)/test_abi_cpp
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_session_c Tests/host/test_session.c $(PROTO_C) $(PROTO_CFLAGS) \
@@ -80,13 +81,13 @@ test-hosts: install-stage
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/example_c examples/c/plan.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_c
-	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_cpp examples/cpp/plan.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_cpp examples/cpp/plan.cpp $(HOSTBIN)/vpipe.pb-c.o $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_cpp
-	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_vpipe_hpp Tests/host/test_vpipe_hpp.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_vpipe_hpp Tests/host/test_vpipe_hpp.cpp $(HOSTBIN)/vpipe.pb-c.o $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/test_vpipe_hpp
-	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_session_cpp bindings/cpp/example.cpp -x c $(PROTO_C) -x none $(PROTO_CFLAGS) \
+	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/example_session_cpp bindings/cpp/example.cpp $(HOSTBIN)/vpipe.pb-c.o $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_session_cpp
 
