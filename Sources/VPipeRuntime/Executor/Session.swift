@@ -582,6 +582,9 @@ public final class TrainingSession: @unchecked Sendable {
             guard shape == params[k].shape, values.count == params[k].count else {
                 throw VPipeError.invalidField(field: "tensors[\(k)]", message: "layer \(layer) tensor \(k) has shape \(params[k].shape), got shape \(shape) with \(values.count) values")
             }
+            if let bad = values.firstIndex(where: { !$0.isFinite }) {
+                throw VPipeError.invalidField(field: "tensors[\(k)].values[\(bad)]", message: "layer \(layer) tensor \(k): weights must be finite, got \(values[bad])")
+            }
         }
         for (k, (_, values)) in arrays.enumerated() { params[k].fill(from: values) }
     }

@@ -109,3 +109,16 @@ def test_a_callback_calling_back_into_its_session_is_refused_not_deadlocked():
         with pytest.raises(vpipe.VPipeError) as info:
             s.step(*data(0))
     assert "inside a layer callback" in info.value.message, info.value.message
+
+
+def test_set_parameters_refuses_non_finite_weights_and_changes_nothing():
+    vpipe.register_layer("py.tanh", tanh_forward, tanh_backward)
+    with vpipe.Session(config("py.tanh", 1, [0])) as s:
+        before = s.parameters(0)
+        bad = [np.array(a, copy=True) for a in before]
+        bad[0].flat[3] = np.nan
+        with pytest.raises(vpipe.VPipeError) as info:
+            s.set_parameters(0, bad)
+        assert "tensors[0].values[3]" in info.value.message, info.value.message
+        after = s.parameters(0)
+        assert all(np.array_equal(a, b) for a, b in zip(before, after)), "a refused set_parameters changed weights"
