@@ -60,7 +60,7 @@ import VPipeRuntime
         let layer = try makeLayer(kind: .embedding(vocabulary: 7, features: 4, sequenceLength: 3), name: "wte",
                                   index: 0, seed: 1, in: nil)
         let ids = try Tensor(shape: [6, 1], in: nil, for: "ids")
-        ids.fill(from: [0, 3, 3, 6, 1, 0])  // repeated ids: gradients must accumulate
+        try ids.fill(from: [0, 3, 3, 6, 1, 0])  // repeated ids: gradients must accumulate
         expectClose(try GradientCheck.run(layer, input: ids, context: context, checkInput: false),
                     parameters: 2, checkedInput: false)
     }
@@ -70,7 +70,7 @@ import VPipeRuntime
                                   index: 0, seed: 1, in: nil)
         #expect(layer.parameters.count == 1, "no position table when sequenceLength is 0")
         let ids = try Tensor(shape: [4], in: nil, for: "ids")
-        ids.fill(from: [4, 0, 4, 2])
+        try ids.fill(from: [4, 0, 4, 2])
         expectClose(try GradientCheck.run(layer, input: ids, context: context, checkInput: false),
                     parameters: 1, checkedInput: false)
     }

@@ -5,7 +5,7 @@ import VPipeRuntime
 @Suite struct OptimizerTests {
     func tensor(_ values: [Float]) throws -> Tensor {
         let t = try Tensor(shape: [values.count], in: nil, for: "test")
-        t.fill(from: values)
+        try t.fill(from: values)
         return t
     }
 
@@ -57,7 +57,7 @@ import VPipeRuntime
         //   m = [0.9·0.05 + 0.1, 0.9·(−0.4), 0] = [0.145, −0.36, 0]; m̂ = m / 0.19
         //   v = [0.999·0.00025 + 0.001, 0.999·0.016, 0] = [0.00124975, 0.015984, 0]; v̂ = v / 0.001999
         //   p −= 0.01·m̂/(√v̂ + 1e-8)
-        g.fill(from: [1, 0, 0])
+        try g.fill(from: [1, 0, 0])
         opt.step(parameters: [p], gradients: [g], state: state, iteration: 2)
         let mHat: [Double] = [0.145 / 0.19, -0.36 / 0.19]
         let vHat: [Double] = [0.00124975 / 0.001999, 0.015984 / 0.001999]

@@ -206,6 +206,12 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
     private var failure: Error?
     private var peerLost = false
     private(set) var poisoned: Error?
+
+    /// Records `error` as the failure that ends this distributed session, and returns it to throw.
+    private func poison(_ error: Error) -> Error {
+        poisoned = error
+        return error
+    }
     private var closed = false
     /// Seconds spent waiting in the transport during the last iteration (for the benchmark).
     public private(set) var waitSeconds = 0.0
@@ -303,23 +309,20 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             try MPIRuntime.check(MPI_Iallreduce(flags, flags + 3, 3, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
             try wait(peers: others, "agreeing that every stage finished", throwOnFailure: failure == nil) { try self.test(&request) }
         } catch {
-            poisoned = failure ?? error
-            throw poisoned!
+            throw poison(failure ?? error)
         }
         if let failure {
             poisoned = failure
             throw failure
         }
         if flags[3] != 0 && flags[4] != -flags[5] {
-            poisoned = RuntimeError.failed("the ranks did not all apply the same plan before this step (rank \(rank) \(migration == 0 ? "applied none" : "applied one")): with TRANSPORT_MPI every rank's host must call vp_session_apply_plan with the same plan between the same two steps")
-            throw poisoned!
+            throw poison(RuntimeError.failed("the ranks did not all apply the same plan before this step (rank \(rank) \(migration == 0 ? "applied none" : "applied one")): with TRANSPORT_MPI every rank's host must call vp_session_apply_plan with the same plan between the same two steps"))
         }
         if flags[3] == 0 {
             // Another rank failed; its abort message names it.
             let deadline = monotonicSeconds() + grace
             while monotonicSeconds() < deadline && failure == nil { pollControl(); sleepSeconds(0.0005) }
-            poisoned = failure ?? RuntimeError.failed("another rank failed the step")
-            throw poisoned!
+            throw poison(failure ?? RuntimeError.failed("another rank failed the step"))
         }
         let value = UnsafeMutablePointer<Float>.allocate(capacity: 1)
         defer { value.deallocate() }
@@ -328,8 +331,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             try MPIRuntime.check(MPI_Ibcast(value, 1, vp_mpi_float(), Int32(lossRank), comm, &request), "MPI_Ibcast")
             try wait(peers: rank == lossRank ? [] : [lossRank], "receiving the loss") { try self.test(&request) }
         } catch {
-            poisoned = failure ?? error
-            throw poisoned!
+            throw poison(failure ?? error)
         }
         return value.pointee
     }
@@ -394,8 +396,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
                 return keep.isEmpty
             }
         } catch {
-            poisoned = failure ?? error
-            throw poisoned!
+            throw poison(failure ?? error)
         }
         defer { transferBytes = 0 }
         return transferBytes
@@ -412,8 +413,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             try MPIRuntime.check(MPI_Iallreduce(flags, flags + 1, 1, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
             try wait(peers: (0..<size).filter { $0 != rank }, "agreeing on the migration") { try self.test(&request) }
         } catch {
-            poisoned = failure ?? error
-            throw poisoned!
+            throw poison(failure ?? error)
         }
         return flags[1] != 0
     }

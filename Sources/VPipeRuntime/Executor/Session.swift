@@ -586,7 +586,7 @@ public final class TrainingSession: @unchecked Sendable {
                 throw VPipeError.invalidField(field: "tensors[\(k)].values[\(bad)]", message: "layer \(layer) tensor \(k): weights must be finite, got \(values[bad])")
             }
         }
-        for (k, (_, values)) in arrays.enumerated() { params[k].fill(from: values) }
+        for (k, (_, values)) in arrays.enumerated() { try params[k].fill(from: values) }
     }
 
     /// Layer `layer`, which must live in this process (a distributed session holds only its stage's).

@@ -183,7 +183,7 @@ struct StageWorker {
                 var x: Tensor
                 if stage.index == 0 {
                     x = try Tensor(shape: input.inputShape, in: stage.device, for: "stage 0 micro-batch \(mb) input")
-                    x.fill(from: input.inputs[mb])
+                    try x.fill(from: input.inputs[mb])
                 } else {
                     guard let received = s.input else { throw RuntimeError.failed("stage \(stage.index): forward of micro-batch \(mb) without its activation") }
                     x = received

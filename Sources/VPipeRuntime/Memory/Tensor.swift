@@ -56,9 +56,14 @@ public final class Tensor: @unchecked Sendable {
 
     public func toArray() -> [Float] { Array(buffer) }
 
-    public func fill(from values: [Float]) {
-        precondition(values.count == count, "fill: \(values.count) values for \(count) elements")
-        values.withUnsafeBufferPointer { data.update(from: $0.baseAddress!, count: count) }
+    /// Overwrites every element; `values` must hold exactly `count` of them.
+    public func fill(from values: [Float]) throws {
+        guard values.count == count else {
+            throw RuntimeError.invalidShape("fill: \(values.count) values for a tensor of shape \(shape) (\(count) elements)")
+        }
+        values.withUnsafeBufferPointer { buffer in
+            if let base = buffer.baseAddress { data.update(from: base, count: count) }
+        }
     }
 
     public func zero() { data.update(repeating: 0, count: count) }
