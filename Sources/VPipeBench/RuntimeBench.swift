@@ -14,11 +14,7 @@ enum RuntimeBench {
         hiddenSwap()
     }
 
-    static let zero = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
-
-    static func model(_ kinds: [LayerKind]) -> ModelSpec {
-        ModelSpec(name: "mlp", layers: kinds.enumerated().map { LayerSpec(name: "l\($0)", profile: zero, kind: $1) }, inputBytes: 0)
-    }
+    static func model(_ kinds: [LayerKind]) -> ModelSpec { ModelSpec(name: "mlp", kinds: kinds) }
 
     /// Linear 1024→1024, ReLU, Linear 1024→1024, ReLU, Linear 1024→16, loss.
     static let mlp = model([.linear(inFeatures: 1024, outFeatures: 1024), .activation(.relu), .linear(inFeatures: 1024, outFeatures: 1024),

@@ -41,6 +41,15 @@ public struct ModelSpec: Sendable, Equatable {
     /// κ as given; 0 means "use 4" (see `stateFactor`).
     public var stateBytesPerParamByte: Double
 
+    /// A model for training from layer kinds alone: a session measures the profiles (they
+    /// start at zero). Layers are named `names[i]`, or `l<i>` without names.
+    public init(name: String, kinds: [LayerKind], names: [String]? = nil) {
+        let zero = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
+        self.init(name: name, layers: kinds.enumerated().map { i, kind in
+            LayerSpec(name: names.map { i < $0.count ? $0[i] : "l\(i)" } ?? "l\(i)", profile: zero, kind: kind)
+        }, inputBytes: 0)
+    }
+
     public init(name: String, layers: [LayerSpec], inputBytes: Int, stateBytesPerParamByte: Double = 0) {
         self.name = name
         self.layers = layers

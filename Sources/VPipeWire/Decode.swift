@@ -28,18 +28,21 @@ public enum WireDecode {
     {
         try unpack(bytes, type: "vpipe.EvaluationRequest", unpack: vpipe__evaluation_request__unpack,
                    free: vpipe__evaluation_request__free_unpacked) { req in
-            guard let model = req.pointee.model else {
-                throw VPipeError.invalidField(field: "model", message: "missing: an EvaluationRequest needs the model")
-            }
-            guard let cluster = req.pointee.cluster else {
-                throw VPipeError.invalidField(field: "cluster", message: "missing: an EvaluationRequest needs the cluster")
-            }
-            guard let plan = req.pointee.plan else {
-                throw VPipeError.invalidField(field: "plan", message: "missing: an EvaluationRequest needs the plan to evaluate")
-            }
-            let decoded = try self.plan(plan)
-            return (try modelSpec(model), try clusterSpec(cluster), decoded.schedule, decoded.microBatches, decoded.layout)
+            try planOnModel(req.pointee.model, req.pointee.cluster, req.pointee.plan, message: "an EvaluationRequest", use: "evaluate")
         }
+    }
+
+    /// The {model, cluster, plan} triple that EvaluationRequest and SimulationRequest share:
+    /// each part required (the error names it), the plan read for its decisions only.
+    static func planOnModel(_ model: UnsafeMutablePointer<Vpipe__ModelSpec>?, _ cluster: UnsafeMutablePointer<Vpipe__ClusterSpec>?,
+                            _ plan: UnsafeMutablePointer<Vpipe__Plan>?, message: String, use: String) throws
+        -> (model: ModelSpec, cluster: ClusterSpec, schedule: Schedule, microBatches: Int, layout: PlanLayout)
+    {
+        guard let model else { throw VPipeError.invalidField(field: "model", message: "missing: \(message) needs the model") }
+        guard let cluster else { throw VPipeError.invalidField(field: "cluster", message: "missing: \(message) needs the cluster") }
+        guard let plan else { throw VPipeError.invalidField(field: "plan", message: "missing: \(message) needs the plan to \(use)") }
+        let decoded = try self.plan(plan)
+        return (try modelSpec(model), try clusterSpec(cluster), decoded.schedule, decoded.microBatches, decoded.layout)
     }
 
     /// A Plan's decisions and settings (its numbers are not read back: they are derived).

@@ -93,14 +93,7 @@ public enum WireEncode {
             let spec = arena.allocate(Vpipe__LayerSpec.self, count: 1)
             vpipe__layer_spec__init(spec)
             spec.pointee.name = arena.string(layer.name)
-            let profile = arena.allocate(Vpipe__LayerProfile.self, count: 1)
-            vpipe__layer_profile__init(profile)
-            profile.pointee.fwd_seconds = layer.profile.fwdSeconds
-            profile.pointee.bwd_seconds = layer.profile.bwdSeconds
-            profile.pointee.stash_bytes = UInt64(clamping: layer.profile.stashBytes)
-            profile.pointee.output_bytes = UInt64(clamping: layer.profile.outputBytes)
-            profile.pointee.param_bytes = UInt64(clamping: layer.profile.paramBytes)
-            spec.pointee.profile = profile
+            spec.pointee.profile = fill(layer.profile, arena)
             fillKind(layer.kind, spec, arena)
             layers[l] = spec
         }
@@ -138,6 +131,17 @@ public enum WireEncode {
         message.pointee.n_links = cluster.links.count
         message.pointee.links = links
         return message
+    }
+
+    static func fill(_ p: LayerProfile, _ arena: CArena) -> UnsafeMutablePointer<Vpipe__LayerProfile> {
+        let m = arena.allocate(Vpipe__LayerProfile.self, count: 1)
+        vpipe__layer_profile__init(m)
+        m.pointee.fwd_seconds = p.fwdSeconds
+        m.pointee.bwd_seconds = p.bwdSeconds
+        m.pointee.stash_bytes = UInt64(clamping: p.stashBytes)
+        m.pointee.output_bytes = UInt64(clamping: p.outputBytes)
+        m.pointee.param_bytes = UInt64(clamping: p.paramBytes)
+        return m
     }
 
     static func fillKind(_ kind: LayerKind?, _ spec: UnsafeMutablePointer<Vpipe__LayerSpec>, _ arena: CArena) {

@@ -135,16 +135,7 @@ public enum WireSession {
         message.pointee.n_stages = s.stages.count
         message.pointee.stages = stages
         let profiles = arena.allocate(UnsafeMutablePointer<Vpipe__LayerProfile>?.self, count: s.measuredProfiles.count)
-        for (l, p) in s.measuredProfiles.enumerated() {
-            let m = arena.allocate(Vpipe__LayerProfile.self, count: 1)
-            vpipe__layer_profile__init(m)
-            m.pointee.fwd_seconds = p.fwdSeconds
-            m.pointee.bwd_seconds = p.bwdSeconds
-            m.pointee.stash_bytes = UInt64(max(0, p.stashBytes))
-            m.pointee.output_bytes = UInt64(max(0, p.outputBytes))
-            m.pointee.param_bytes = UInt64(max(0, p.paramBytes))
-            profiles[l] = m
-        }
+        for (l, p) in s.measuredProfiles.enumerated() { profiles[l] = WireEncode.fill(p, arena) }
         message.pointee.n_measured_profiles = s.measuredProfiles.count
         message.pointee.measured_profiles = profiles
         if let plan = s.plan { message.pointee.plan = WireEncode.fill(plan, arena) }

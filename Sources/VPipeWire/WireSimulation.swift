@@ -10,17 +10,7 @@ extension WireDecode {
     {
         try unpack(bytes, type: "vpipe.SimulationRequest", unpack: vpipe__simulation_request__unpack,
                    free: vpipe__simulation_request__free_unpacked) { req in
-            guard let model = req.pointee.model else {
-                throw VPipeError.invalidField(field: "model", message: "missing: a SimulationRequest needs the model")
-            }
-            guard let cluster = req.pointee.cluster else {
-                throw VPipeError.invalidField(field: "cluster", message: "missing: a SimulationRequest needs the cluster")
-            }
-            guard let plan = req.pointee.plan else {
-                throw VPipeError.invalidField(field: "plan", message: "missing: a SimulationRequest needs the plan to simulate")
-            }
-            let decoded = try self.plan(plan)
-            return (try modelSpec(model), try clusterSpec(cluster), decoded.schedule, decoded.microBatches, decoded.layout)
+            try planOnModel(req.pointee.model, req.pointee.cluster, req.pointee.plan, message: "a SimulationRequest", use: "simulate")
         }
     }
 }

@@ -40,14 +40,10 @@ struct DemoCommand: ParsableCommand {
         kinds += Array(repeating: .transformerBlock(features: features, heads: 4, sequenceLength: T, mlpRatio: 4), count: blocks)
         kinds += [.layerNorm(features: features), .linear(inFeatures: features, outFeatures: V), .softmaxCrossEntropy]
         let names = ["embedding"] + (0..<blocks).map { "block\($0)" } + ["ln_f", "lm_head", "loss"]
-        let zero = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
-        let model = ModelSpec(name: "char-gpt-\(blocks)x\(features)",
-                              layers: zip(names, kinds).map { LayerSpec(name: $0, profile: zero, kind: $1) }, inputBytes: 0)
+        let model = ModelSpec(name: "char-gpt-\(blocks)x\(features)", kinds: kinds, names: names)
         let training = TrainingOptions(schedule: .oneFOneB, microBatches: microBatches, seed: 1234,
                                        optimizer: .adam(learningRate: 3e-3, beta1: 0.9, beta2: 0.99, epsilon: 1e-8), profileIterations: 3)
         let rowsPerStep = microBatches * sequencesPerMicroBatch * T
-        var rng = SystemRandomNumberGenerator()
-        _ = rng
         var state: UInt64 = 42
         func batch() -> ([Float], [Int32]) {
             var x: [Float] = [], y: [Int32] = []

@@ -17,7 +17,6 @@ struct DemoDynamicCommand: ParsableCommand {
     @Option(help: "Where to write the SVG charts.") var out = "build/demo-dynamic"
     @Flag(help: "Also measure stalls and the gap to a fresh plan (make bench-migration).") var bench = false
 
-    static let zero = LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0)
 
     struct Workload {
         var name: String
@@ -31,9 +30,7 @@ struct DemoDynamicCommand: ParsableCommand {
         var after: (ModelSpec, TrainingOptions.Slowdown?)
     }
 
-    static func model(_ name: String, _ kinds: [LayerKind]) -> ModelSpec {
-        ModelSpec(name: name, layers: kinds.enumerated().map { LayerSpec(name: "l\($0)", profile: zero, kind: $1) }, inputBytes: 0)
-    }
+    static func model(_ name: String, _ kinds: [LayerKind]) -> ModelSpec { ModelSpec(name: name, kinds: kinds) }
 
     func workloads() -> [Workload] {
         let switchAt = iterations / 3

@@ -33,11 +33,7 @@ import VPipeRuntime
         return model("gpt", kinds)
     }
 
-    static func model(_ name: String, _ kinds: [LayerKind]) -> ModelSpec {
-        ModelSpec(name: name, layers: kinds.enumerated().map { i, k in
-            LayerSpec(name: "l\(i)", profile: LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0), kind: k)
-        }, inputBytes: 0)
-    }
+    static func model(_ name: String, _ kinds: [LayerKind]) -> ModelSpec { ModelSpec(name: name, kinds: kinds) }
 
     static func cluster(_ p: Int, memory: Int = gib) -> ClusterSpec {
         .uniform(count: p, device: DeviceSpec(name: "cpu", memoryBytes: memory, hostBandwidth: 1e10), link: LinkSpec(bandwidth: 1e10))

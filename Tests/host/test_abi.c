@@ -10,16 +10,7 @@
 #include <vpipe.h>
 #include "request_builder.h"
 
-static int failures = 0;
-#define CHECK(cond, ...)                                              \
-    do {                                                              \
-        if (!(cond)) {                                                \
-            failures++;                                               \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-            fprintf(stderr, __VA_ARGS__);                             \
-            fprintf(stderr, "\n");                                    \
-        }                                                             \
-    } while (0)
+#include "check.h"
 
 /* Plans `t` and expects `status`; when `field` is given the message must contain it. */
 static void expect_plan_status(const char *what, const test_request *t, vp_status status, const char *field) {
