@@ -105,12 +105,13 @@ public func cSessionStepTokens(_ session: OpaquePointer?, _ tokens: UnsafePointe
     guard tokenCount >= 0, tokenCount < Int(Int32.max), tokens != nil || tokenCount == 0 else {
         return fail(Int32(VP_ERR_INVALID_ARGUMENT), "tokens: NULL or token_count \(tokenCount) implausible")
     }
-    if let handle = try? SessionRegistry.find(session), case .embedding = handle.session.config.model.layers.first?.kind {} else if (try? SessionRegistry.find(session)) != nil {
+    // (A bad handle is reported by `step`.)
+    if let handle = try? SessionRegistry.find(session), !handle.session.takesTokens {
         return fail(Int32(VP_ERR_INVALID_ARGUMENT), "tokens: the model's first layer is not an embedding; use vp_session_step with float inputs")
     }
     // Token ids travel as float32, exact up to 2^24 (vocabularies are limited to that).
     var floats = [Float](repeating: 0, count: tokenCount)
-    for i in 0..<tokenCount { floats[i] = Float(tokens![i]) }
+    if let tokens { for i in 0..<tokenCount { floats[i] = Float(tokens[i]) } }
     return floats.withUnsafeBufferPointer { step(session, $0, targets, targetCount, lossOut) }
 }
 

@@ -247,6 +247,12 @@ public final class TrainingSession: @unchecked Sendable {
     /// Stops the stages' copy engines; the session cannot step afterwards.
     public func close() { pipeline.shutdown() }
 
+    /// True when the model starts with an embedding: its inputs are token ids.
+    public var takesTokens: Bool {
+        if case .embedding = config.model.layers.first?.kind { return true }
+        return false
+    }
+
     /// Values per row of the first layer's input (token models: 1, a token id per row).
     public var inputFeatures: Int? {
         switch config.model.layers.first?.kind {
