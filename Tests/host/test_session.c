@@ -2,6 +2,9 @@
  * read statistics and parameters back, write traces, misuse every handle, and inject a
  * stage failure. Built and run by `make test-hosts` against the installed library. */
 #define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -237,11 +240,104 @@ static void test_injected_failure(void) {
     CHECK(vp_session_close(s) == VP_OK, "close after a failure: %s", vp_last_error());
 }
 
+/* vp_session_apply_plan from a second thread while the first steps (vpipe.h allows it):
+ * thousands of requests, each re-applying the running plan, during hundreds of steps. The
+ * decision list is trimmed past 1,000 entries while steps hold a pending decision; nothing
+ * may crash, every request must succeed, and the losses must equal a run without requests
+ * (re-applying the running plan moves no layer). */
+#define CONCURRENT_APPLIES 4000
+#define CONCURRENT_MIN_STEPS 200
+#define CONCURRENT_MAX_STEPS 100000
+
+#define CONCURRENT_BURST 20
+
+typedef struct {
+    vp_session *session;
+    const uint8_t *plan;
+    size_t plan_len;
+    atomic_int steps_started; /* by the stepping thread */
+    atomic_int stepping_over;
+    atomic_int done;
+    int refused;
+    char first_error[256];
+} plan_applier;
+
+/* Requests come in bursts, one burst per step once that step has started, so that they
+ * land while steps run (an apply is much faster than a step: a plain loop would be over
+ * within the first few steps). */
+static void *apply_plans(void *arg) {
+    plan_applier *a = arg;
+    int seen = -1;
+    for (int i = 0; i < CONCURRENT_APPLIES; i++) {
+        if (i % CONCURRENT_BURST == 0) {
+            while (atomic_load(&a->steps_started) == seen && !atomic_load(&a->stepping_over)) sched_yield();
+            seen = atomic_load(&a->steps_started);
+        }
+        if (vp_session_apply_plan(a->session, a->plan, a->plan_len) != VP_OK && a->refused++ == 0)
+            snprintf(a->first_error, sizeof a->first_error, "%s", vp_last_error());
+    }
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+static void test_apply_plan_while_stepping(void) {
+    test_session_config t;
+    test_session_config_init(&t, 2);
+    vp_session *s = open_config(&t);
+    if (!s) return;
+    float x[ROWS * MLP_FEATURES];
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    float *losses = malloc(sizeof(float) * CONCURRENT_MAX_STEPS);
+    int steps = 0;
+    for (; steps < 3; steps++) CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &losses[steps]) == VP_OK, "step: %s", vp_last_error());
+    size_t len = vpipe__plan__get_packed_size(&t.plan);
+    uint8_t *plan = malloc(len);
+    vpipe__plan__pack(&t.plan, plan);
+    plan_applier a = {.session = s, .plan = plan, .plan_len = len};
+    atomic_init(&a.done, 0);
+    atomic_init(&a.steps_started, 0);
+    atomic_init(&a.stepping_over, 0);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, apply_plans, &a) == 0, "pthread_create");
+    while ((steps < CONCURRENT_MIN_STEPS || !atomic_load(&a.done)) && steps < CONCURRENT_MAX_STEPS) {
+        atomic_fetch_add(&a.steps_started, 1);
+        vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &losses[steps]);
+        CHECK(st == VP_OK, "step %d during apply_plan: expected VP_OK, got %d (%s)", steps, st, vp_last_error());
+        if (st != VP_OK) break;
+        steps++;
+    }
+    atomic_store(&a.stepping_over, 1);
+    pthread_join(thread, NULL);
+    CHECK(a.refused == 0, "expected every apply_plan of the running plan to succeed; %d of %d refused, the first: %s",
+          a.refused, CONCURRENT_APPLIES, a.first_error);
+    vp_bytes out = {0};
+    CHECK(vp_session_stats(s, &out) == VP_OK, "stats: %s", vp_last_error());
+    Vpipe__SessionStats *stats = vpipe__session_stats__unpack(NULL, out.len, out.data);
+    vp_bytes_free(&out);
+    CHECK(stats && stats->n_decisions > 0 && stats->n_decisions <= 1000,
+          "expected the stats to keep at most 1000 of the %d decisions, got %zu", CONCURRENT_APPLIES, stats ? stats->n_decisions : 0);
+    if (stats) vpipe__session_stats__free_unpacked(stats, NULL);
+    CHECK(vp_session_close(s) == VP_OK, "close: %s", vp_last_error());
+
+    float *clean = malloc(sizeof(float) * (size_t)steps);
+    clean_losses(2, clean, steps);
+    int first_diff = -1;
+    for (int i = 0; i < steps && first_diff < 0; i++) if (memcmp(&clean[i], &losses[i], sizeof(float)) != 0) first_diff = i;
+    CHECK(first_diff < 0, "expected the losses of a run without apply_plan; step %d: %.9g vs %.9g",
+          first_diff, first_diff < 0 ? 0.0 : clean[first_diff], first_diff < 0 ? 0.0 : losses[first_diff]);
+    printf("C session host: %d apply_plan calls during %d steps\n", CONCURRENT_APPLIES, steps);
+    free(clean);
+    free(plan);
+    free(losses);
+}
+
 int main(void) {
     CHECK(vp_abi_version() == VPIPE_ABI_VERSION, "abi %u vs header %d", vp_abi_version(), VPIPE_ABI_VERSION);
     test_train_two_stages();
     test_bad_handles();
     test_injected_failure();
+    test_apply_plan_while_stepping();
     if (failures) {
         fprintf(stderr, "test_session: %d failure(s)\n", failures);
         return 1;

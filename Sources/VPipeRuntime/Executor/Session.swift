@@ -54,25 +54,6 @@ public struct SessionStatistics: Sendable {
     public var decisions: [MigrationDecision]
 }
 
-/// One re-planning decision or host-requested migration, as it happened.
-public struct MigrationDecision: Sendable {
-    /// "online" (re-planning) or "host" (vp_session_apply_plan).
-    public var source: String
-    /// The iteration after which it was decided.
-    public var iteration: Int
-    /// Cost model v1 on the fresh profiles: the running plan and the new one.
-    public var oldPredictedSeconds: Double
-    public var newPredictedSeconds: Double
-    public var applied: Bool
-    public var layersMoved: [Int] = []
-    public var bytesMoved: Int = 0
-    public var stallSeconds: Double = 0
-    /// Mean measured iteration time over the window before, and over the window after.
-    public var iterationSecondsBefore: Double
-    public var iterationSecondsAfter: Double = 0
-    public var note: String
-}
-
 /// A training session: a model placed on pipeline stages by a plan, trained step by step.
 ///
 /// Opened without a plan, the first `profileIterations` steps run the whole model on one
@@ -88,6 +69,7 @@ public final class TrainingSession: @unchecked Sendable {
     private var profileSums: [LayerProfile]
     private var profiledIterations = 0
     /// The largest transient workspace any layer call needed so far (bytes).
+    /// Written under `stateLock` (`applyPlan` reads it from another thread).
     public private(set) var workspaceBytes = 0
     /// The same, per stage of the current placement.
     private var stageWorkspace: [Int] = []
@@ -96,14 +78,14 @@ public final class TrainingSession: @unchecked Sendable {
     private var totalSeconds = 0.0
     private var lastLoss: Float = .nan
     public private(set) var plan: Plan?
-    /// Guards what another thread may touch while a step runs: the pending migration and
-    /// the measured numbers `applyPlan` checks a plan against.
+    /// Guards what another thread may touch while a step runs: the pending migration, the
+    /// decisions, and the measured numbers `applyPlan` checks a plan against (profiles,
+    /// workspace, window, iterations, last result, running layout). The step thread writes
+    /// them only under the lock; it may read them without.
     private let stateLock = Monitor()
+    /// The next migration to start, and the ticket of its decision in `log`.
     private var pending: (layout: PlanLayout, decision: Int)?
-    public private(set) var decisions: [MigrationDecision] = []
-    /// The stats keep the most recent decisions: a host calling apply_plan in a loop must
-    /// not grow them without bound.
-    static let decisionsKept = 500
+    private var log = DecisionLog()
     /// Re-planning window: per-layer times normalised to speed 1.0, and iteration times.
     private var windowSums: [(fwd: Double, bwd: Double)] = []
     private var windowIterations = 0
@@ -115,6 +97,8 @@ public final class TrainingSession: @unchecked Sendable {
     private var layoutSnapshot = PlanLayout(ranges: [], policies: [])
     /// Parameter bytes per layer (fixed at construction).
     private var parameterBytes: [Int] = []
+    /// The optimizer's state bytes per parameter byte (κ), fixed by the options.
+    private let stateBytesPerParamByte: Double
 
     public init(_ config: SessionConfig) throws {
         try Validation.validate(config.model)
@@ -135,6 +119,7 @@ public final class TrainingSession: @unchecked Sendable {
             throw VPipeError.invalidField(field: "training.slowdown_stage", message: "stage \(s.stage) does not exist (\(stageCount) stages)")
         }
         self.config = config
+        stateBytesPerParamByte = config.training.makeOptimizer().stateBytesPerParamByte
         profileSums = Array(repeating: LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0),
                             count: config.model.layers.count)
         if config.training.transport == .mpi {
@@ -282,16 +267,18 @@ public final class TrainingSession: @unchecked Sendable {
         do {
             result = try pipeline.step(inputs: inputs, features: features, targets: targets, migrateTo: migrate?.layout, calibrate: replanning)
         } catch {
-            if let migrate { stateLock.locked { decisions[migrate.decision].note += "; not applied: the step failed" } }
+            if let migrate { stateLock.locked { log.update(migrate.decision) { $0.note += "; not applied: the step failed" } } }
             throw error
         }
         if let migrate, let outcome = result.migration {
             stateLock.locked {
-                decisions[migrate.decision].applied = outcome.failure == nil
-                decisions[migrate.decision].layersMoved = outcome.layersMoved
-                decisions[migrate.decision].bytesMoved = outcome.bytesMoved
-                decisions[migrate.decision].stallSeconds = outcome.stallSeconds
-                if let f = outcome.failure { decisions[migrate.decision].note += "; \(f)" }
+                log.update(migrate.decision) { d in
+                    d.applied = outcome.failure == nil
+                    d.layersMoved = outcome.layersMoved
+                    d.bytesMoved = outcome.bytesMoved
+                    d.stallSeconds = outcome.stallSeconds
+                    if let f = outcome.failure { d.note += "; \(f)" }
+                }
                 if outcome.failure == nil {
                     let cm = CostModel(model: measuredModel, cluster: config.cluster, schedule: config.training.schedule, microBatches: config.training.microBatches)
                     if var p = try? cm.evaluate(pipeline.layout) { p.planner = plan?.planner; plan = p }
@@ -299,20 +286,16 @@ public final class TrainingSession: @unchecked Sendable {
                 }
             }
         }
-        lastResult = result
         stateLock.locked {
+            lastResult = result
             layoutSnapshot = pipeline.layout
-            // Trim only with nothing pending, so a pending decision's index stays valid.
-            if pending == nil && decisions.count > 2 * Self.decisionsKept {
-                decisions.removeFirst(decisions.count - Self.decisionsKept)
-            }
+            rowsPerMicroBatch = inputs.count / features / config.training.microBatches
+            iterations += 1
+            accumulateProfiles(result)
+            workspaceBytes = max(workspaceBytes, result.measurements.map(\.workspaceBytes).max() ?? 0)
         }
-        rowsPerMicroBatch = inputs.count / features / config.training.microBatches
-        iterations += 1
         totalSeconds += result.seconds
         lastLoss = result.loss
-        stateLock.locked { accumulateProfiles(result) }
-        workspaceBytes = max(workspaceBytes, result.measurements.map(\.workspaceBytes).max() ?? 0)
         if stageWorkspace.count != result.measurements.count { stageWorkspace = Array(repeating: 0, count: result.measurements.count) }
         for (i, m) in result.measurements.enumerated() { stageWorkspace[i] = max(stageWorkspace[i], m.workspaceBytes) }
         if profiling && profiledIterations >= max(1, config.training.profileIterations) {
@@ -339,7 +322,7 @@ public final class TrainingSession: @unchecked Sendable {
         var model = config.model
         let profiles = measuredProfiles
         for l in model.layers.indices { model.layers[l].profile = profiles[l] }
-        model.stateBytesPerParamByte = pipeline.optimizer.stateBytesPerParamByte
+        model.stateBytesPerParamByte = stateBytesPerParamByte
         if let features = inputFeatures, rowsPerMicroBatch > 0 {
             model.inputBytes = features * MemoryLayout<Float>.stride * rowsPerMicroBatch
         }
@@ -385,7 +368,7 @@ public final class TrainingSession: @unchecked Sendable {
             }
         }
         windowIterations += 1
-        windowIterationSeconds.append(r.seconds)
+        stateLock.locked { windowIterationSeconds.append(r.seconds) }
     }
 
     /// The model with the window's normalised profiles, and the cluster with the measured
@@ -409,14 +392,12 @@ public final class TrainingSession: @unchecked Sendable {
     private func replan() {
         let (model, cluster) = windowModelAndCluster()
         let before = windowIterationSeconds.reduce(0, +) / Double(max(1, windowIterationSeconds.count))
-        stateLock.locked {
-            // The previous decision's "after" is this window.
-            if let k = decisions.lastIndex(where: { $0.applied && $0.iterationSecondsAfter == 0 }) { decisions[k].iterationSecondsAfter = before }
-        }
+        // The previous decision's "after" is this window.
+        stateLock.locked { log.recordAfterWindow(before) }
         defer {
             windowSums = []
             windowIterations = 0
-            windowIterationSeconds = []
+            stateLock.locked { windowIterationSeconds = [] }
         }
         let options = PlanOptions(schedule: config.training.schedule, microBatches: config.training.microBatches, planner: .vpipe)
         let current = CostModel(model: model, cluster: cluster, schedule: options.schedule, microBatches: options.microBatches)
@@ -431,10 +412,7 @@ public final class TrainingSession: @unchecked Sendable {
                 decision.note = "the running plan is still the best"
             } else if gain > config.training.replanThreshold {
                 decision.note = "predicted gain \(formatFixed(gain * 100, decimals: 1))% > threshold \(formatFixed(config.training.replanThreshold * 100, decimals: 1))%: migrating"
-                stateLock.locked {
-                    decisions.append(decision)
-                    pending = (fresh.layout, decisions.count - 1)
-                }
+                stateLock.locked { pending = (fresh.layout, log.append(decision)) }
                 return
             } else {
                 decision.note = "predicted gain \(formatFixed(gain * 100, decimals: 1))% below the threshold"
@@ -442,7 +420,7 @@ public final class TrainingSession: @unchecked Sendable {
         } catch {
             decision.note = "re-planning failed: \(error)"
         }
-        stateLock.locked { decisions.append(decision) }
+        stateLock.locked { _ = log.append(decision) }
     }
 
     /// Asks for a live migration to `layout` (layers between stages, policies), applied at
@@ -481,15 +459,10 @@ public final class TrainingSession: @unchecked Sendable {
             }
             let old = (try? cm.evaluate(layoutSnapshot).iterationSeconds) ?? .nan
             let before = windowIterationSeconds.isEmpty ? (lastResult?.seconds ?? 0) : windowIterationSeconds.reduce(0, +) / Double(windowIterationSeconds.count)
-            decisions.append(MigrationDecision(source: "host", iteration: iterations, oldPredictedSeconds: old, newPredictedSeconds: evaluated.iterationSeconds,
-                                               applied: false, iterationSecondsBefore: before, note: "requested by the host"))
-            if let p = pending { decisions[p.decision].note += "; replaced by a later request before it started" }
-            pending = (layout, decisions.count - 1)
-            if decisions.count > 2 * Self.decisionsKept {
-                let drop = decisions.count - Self.decisionsKept
-                decisions.removeFirst(drop)
-                pending?.decision -= drop
-            }
+            if let p = pending { log.update(p.decision) { $0.note += "; replaced by a later request before it started" } }
+            let ticket = log.append(MigrationDecision(source: "host", iteration: iterations, oldPredictedSeconds: old, newPredictedSeconds: evaluated.iterationSeconds,
+                                                      applied: false, iterationSecondsBefore: before, note: "requested by the host"))
+            pending = (layout, ticket)
         }
     }
 
@@ -505,8 +478,10 @@ public final class TrainingSession: @unchecked Sendable {
         old.shutdown()
         stageWorkspace = []
         self.plan = plan
-        stateLock.locked { layoutSnapshot = pipeline.layout }
-        profiling = false
+        stateLock.locked {
+            layoutSnapshot = pipeline.layout
+            profiling = false
+        }
     }
 
     public var isProfiling: Bool { profiling }
@@ -563,7 +538,7 @@ public final class TrainingSession: @unchecked Sendable {
             iterations: iterations, lastIterationSeconds: lastResult?.seconds ?? 0,
             meanIterationSeconds: iterations > 0 ? totalSeconds / Double(iterations) : 0, lastLoss: lastLoss,
             stages: stages, measuredProfiles: profiles, plan: profiling ? nil : currentPlan,
-            decisions: stateLock.locked { decisions })
+            decisions: stateLock.locked { log.entries })
     }
 
 

@@ -9,6 +9,8 @@ misuse (bad configs, dtypes, shapes, sizes, a closed session) raises a clear err
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -329,3 +331,49 @@ def test_injected_failure_names_the_stage_and_changes_nothing() -> None:
         assert s.step(x, y) == clean[0]
         expect_error(vpipe.TrainingError, lambda: s.step(x, y), "stage 1")
         assert s.step(x, y) == clean[1], "a failed step must not change the weights"
+
+
+# ---------------------------------------------------------------- concurrency
+
+
+def test_apply_plan_from_another_thread_while_stepping() -> None:
+    """vpipe.h allows apply_plan from another thread while a step runs: thousands of requests
+    (each re-applying the running plan) during hundreds of steps must neither crash nor
+    fail, and the losses must equal a run without requests (re-applying moves no layer)."""
+    x, y = mlp_batch()
+    plan = hand_plan([(0, 1), (2, 3)])
+    c = config(mlp_layers(), 2, plan)
+    applies, burst, min_steps = 4000, 20, 100
+    steps_started = 0
+    stepping_over = threading.Event()
+    errors: List[str] = []
+
+    def apply_in_bursts(s: vpipe.Session) -> None:
+        # One burst per step, once that step has started: an apply is much faster than a
+        # step, so a plain loop would be over within the first few steps.
+        seen = -1
+        for i in range(applies):
+            if i % burst == 0:
+                while steps_started == seen and not stepping_over.is_set():
+                    time.sleep(0)
+                seen = steps_started
+            try:
+                s.apply_plan(plan)
+            except vpipe.VPipeError as e:
+                errors.append(e.message)
+
+    losses: List[float] = []
+    with vpipe.Session(c) as s:
+        losses += [s.step(x, y) for _ in range(3)]
+        applier = threading.Thread(target=apply_in_bursts, args=(s,))
+        applier.start()
+        while len(losses) < min_steps or applier.is_alive():
+            steps_started += 1
+            losses.append(s.step(x, y))
+        stepping_over.set()
+        applier.join()
+        kept = len(s.stats().decisions)
+    assert not errors, f"expected every apply_plan of the running plan to succeed; {len(errors)} of {applies} failed, the first: {errors[0]}"
+    assert 0 < kept <= 1000, f"expected the stats to keep at most 1000 of the {applies} decisions, got {kept}"
+    clean = train(c, x, y, steps=len(losses))
+    assert clean == losses, f"expected the losses of a run without apply_plan, first difference at step {next(i for i, (a, b) in enumerate(zip(clean, losses)) if a != b)}"
