@@ -4286,7 +4286,7 @@ const ProtobufCEnumDescriptor vpipe__memory_policy__descriptor =
   vpipe__memory_policy__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue vpipe__planner__enum_values_by_number[7] =
+static const ProtobufCEnumValue vpipe__planner__enum_values_by_number[8] =
 {
   { "PLANNER_UNSPECIFIED", "VPIPE__PLANNER__PLANNER_UNSPECIFIED", 0 },
   { "PLANNER_VPIPE", "VPIPE__PLANNER__PLANNER_VPIPE", 1 },
@@ -4295,15 +4295,17 @@ static const ProtobufCEnumValue vpipe__planner__enum_values_by_number[7] =
   { "PLANNER_PARAMETERS", "VPIPE__PLANNER__PLANNER_PARAMETERS", 4 },
   { "PLANNER_TIME_BALANCED", "VPIPE__PLANNER__PLANNER_TIME_BALANCED", 5 },
   { "PLANNER_GPIPE", "VPIPE__PLANNER__PLANNER_GPIPE", 6 },
+  { "PLANNER_PIPEDREAM", "VPIPE__PLANNER__PLANNER_PIPEDREAM", 7 },
 };
 static const ProtobufCIntRange vpipe__planner__value_ranges[] = {
-{0, 0},{0, 7}
+{0, 0},{0, 8}
 };
-static const ProtobufCEnumValueIndex vpipe__planner__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex vpipe__planner__enum_values_by_name[8] =
 {
   { "PLANNER_EXACT", 2 },
   { "PLANNER_GPIPE", 6 },
   { "PLANNER_PARAMETERS", 4 },
+  { "PLANNER_PIPEDREAM", 7 },
   { "PLANNER_TIME_BALANCED", 5 },
   { "PLANNER_UNIFORM", 3 },
   { "PLANNER_UNSPECIFIED", 0 },
@@ -4316,9 +4318,9 @@ const ProtobufCEnumDescriptor vpipe__planner__descriptor =
   "Planner",
   "Vpipe__Planner",
   "vpipe",
-  7,
+  8,
   vpipe__planner__enum_values_by_number,
-  7,
+  8,
   vpipe__planner__enum_values_by_name,
   1,
   vpipe__planner__value_ranges,

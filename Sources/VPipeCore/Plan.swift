@@ -40,6 +40,7 @@ public enum PlannerKind: Int, Sendable, CaseIterable {
     case parameters = 4
     case timeBalanced = 5
     case gpipe = 6
+    case pipedream = 7
 
     public var name: String {
         switch self {
@@ -49,6 +50,7 @@ public enum PlannerKind: Int, Sendable, CaseIterable {
         case .parameters: return "PARAMETERS"
         case .timeBalanced: return "TIME_BALANCED"
         case .gpipe: return "GPIPE"
+        case .pipedream: return "PIPEDREAM"
         }
     }
 }

@@ -2,7 +2,7 @@
 /// layout with cost model v1 and stamp the plan with the planner and the time it took.
 public enum Planning {
     /// Work limits, so that no valid request blocks a call for minutes: the exact
-    /// min-bottleneck search of TIME_BALANCED/GPIPE costs p·L²; VPIPE's local search grows
+    /// min-bottleneck search of TIME_BALANCED/GPIPE/PIPEDREAM costs p·L²; VPIPE's local search grows
     /// faster than L. Real models (thousands of layers) are far inside both; larger chains
     /// should be grouped into blocks first.
     public static let maxBalancedWork = 400_000_000
@@ -11,7 +11,7 @@ public enum Planning {
     static func checkWork(_ r: PlanRequest) throws {
         let L = r.model.layers.count, p = r.cluster.devices.count
         switch r.options.planner {
-        case .timeBalanced, .gpipe:
+        case .timeBalanced, .gpipe, .pipedream:
             if p * L * L > maxBalancedWork {
                 throw VPipeError.invalidField(field: "model.layers", message: "PLANNER_\(r.options.planner.name)'s exact search costs p·L² = \(p * L * L) steps, more than the \(maxBalancedWork) it allows; use PLANNER_VPIPE or group layers into blocks")
             }
@@ -48,6 +48,8 @@ public enum Planning {
             layout = try BalancedPlanner.layout(costModel, policy: .keep, plannerName: "TIME_BALANCED")
         case .gpipe:
             layout = try BalancedPlanner.layout(costModel, policy: .recompute, plannerName: "GPIPE")
+        case .pipedream:
+            layout = PipeDreamPlanner.layout(costModel)
         case .vpipe:
             layout = try VPipePlanner.layout(costModel, useExactPartition: settings.exactPartitionOnSmallInstances)
         case .exact:

@@ -233,7 +233,7 @@ public enum WireDecode {
 
     static func plannerValue(_ raw: Int, field: String) throws -> PlannerKind {
         guard let p = PlannerKind(rawValue: raw) else {
-            throw VPipeError.invalidField(field: field, message: "expected a Planner between PLANNER_VPIPE (1) and PLANNER_GPIPE (6), got \(raw)")
+            throw VPipeError.invalidField(field: field, message: "expected a Planner between PLANNER_VPIPE (1) and PLANNER_PIPEDREAM (7), got \(raw)")
         }
         return p
     }

@@ -19,7 +19,7 @@ enum ScheduleArgument: String, ExpressibleByArgument, CaseIterable {
 }
 
 enum PlannerArgument: String, ExpressibleByArgument, CaseIterable {
-    case vpipe, exact, uniform, parameters, timeBalanced = "time-balanced", gpipe
+    case vpipe, exact, uniform, parameters, timeBalanced = "time-balanced", gpipe, pipedream
     var kind: PlannerKind {
         switch self {
         case .vpipe: return .vpipe
@@ -28,6 +28,7 @@ enum PlannerArgument: String, ExpressibleByArgument, CaseIterable {
         case .parameters: return .parameters
         case .timeBalanced: return .timeBalanced
         case .gpipe: return .gpipe
+        case .pipedream: return .pipedream
         }
     }
 }

@@ -123,7 +123,11 @@ typedef enum _Vpipe__Planner {
   /*
    * min bottleneck under memory, all RECOMPUTE
    */
-  VPIPE__PLANNER__PLANNER_GPIPE = 6
+  VPIPE__PLANNER__PLANNER_GPIPE = 6,
+  /*
+   * PipeDream's straight-pipeline DP: min bottleneck, memory-unaware, all KEEP
+   */
+  VPIPE__PLANNER__PLANNER_PIPEDREAM = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__PLANNER)
 } Vpipe__Planner;
 typedef enum _Vpipe__Transport {
@@ -730,7 +734,8 @@ struct  Vpipe__TrainingConfig
   /*
    * Online re-planning: every replan_every iterations (0 = off) the profiler's numbers of
    * the last window go to the planner; the session migrates when the predicted iteration
-   * time drops by more than replan_threshold (a fraction; 0 means 0.05).
+   * time drops by more than replan_threshold (a fraction; 0 means 0.05). Off with
+   * TRANSPORT_MPI (each rank measures only its stage): there the host applies plans.
    */
   uint32_t replan_every;
   double replan_threshold;
