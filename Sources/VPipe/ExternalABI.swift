@@ -20,7 +20,11 @@ public func cRegisterExternalLayer(_ name: UnsafePointer<CChar>?, _ forward: vp_
         guard let name else { throw ArgumentError(message: "callback: NULL; name the external layer") }
         guard let forward else { throw ArgumentError(message: "forward: NULL") }
         guard let backward else { throw ArgumentError(message: "backward: NULL") }
-        let callback = String(cString: name)
+        // A C string cannot hold a NUL, but it can hold bytes that are not UTF-8, which a
+        // lenient decoding would silently turn into another name.
+        guard let callback = String(validatingCString: name) else {
+            throw ArgumentError(message: "callback: not valid UTF-8; a layer name is UTF-8 text without NUL characters")
+        }
         guard !callback.isEmpty else { throw ArgumentError(message: "callback: empty name") }
         nonisolated(unsafe) let user = userData
         // in/out widths are the layer's; the closures get them from the ExternalLayer call.

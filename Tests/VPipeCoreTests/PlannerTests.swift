@@ -27,6 +27,35 @@ import VPipeCore
         #expect(perStage.max() == 40, "per-stage params \(perStage)")
     }
 
+    /// PARAMETERS is exact: on random small instances its largest stage equals the best
+    /// over every partition (brute force), and every stage has a layer.
+    @Test func parametersMatchesBruteForce() throws {
+        var rng = Fixtures.Random(seed: 7)
+        for _ in 0..<400 {
+            let L = rng.int(1...9), p = rng.int(1...L)
+            let params = (0..<L).map { _ in rng.int(0...3) == 0 ? 0 : rng.int(1...1000) }
+            let model = Fixtures.model(params.map { (1, 1, 1, $0) })
+            let plan = try Planning.plan(request(model, Fixtures.cluster(p), .parameters))
+            func largest(_ starts: [Int]) -> Int {
+                (0..<p).map { k in params[starts[k]..<(k + 1 < p ? starts[k + 1] : L)].reduce(0, +) }.max()!
+            }
+            let best = Fixtures.allPartitions(L, p).map(largest).min()!
+            #expect(plan.stages.count == p && plan.stages.allSatisfy { !$0.layers.isEmpty }, "params \(params) on \(p) stages: \(starts(plan))")
+            #expect(largest(starts(plan)) == best, "params \(params) on \(p) stages: largest stage \(largest(starts(plan))), brute force \(best)")
+        }
+    }
+
+    /// The largest request validation accepts (2^20 layers, 4,096 devices) gets an answer:
+    /// PARAMETERS used to run a p·L² search with no work limit and never answered.
+    @Test func parametersAnswersTheLargestRequest() throws {
+        let L = Validation.maxLayers, p = Validation.maxDevices
+        var rng = Fixtures.Random(seed: 3)
+        let model = Fixtures.model((0..<L).map { _ in (1e-6, 8, 8, rng.int(1...1 << 20)) })
+        let plan = try Planning.plan(request(model, Fixtures.cluster(p), .parameters))
+        #expect(plan.stages.count == p)
+        #expect(plan.stages.allSatisfy { !$0.layers.isEmpty })
+    }
+
     @Test func timeBalancedMinimisesTheBottleneck() throws {
         // f+b: 1, 1, 1, 1, 4 on 2 stages: the best cut is [0..3] | [4], τ = 4.
         let model = Fixtures.model([(1, 1, 1, 0), (1, 1, 1, 0), (1, 1, 1, 0), (1, 1, 1, 0), (4, 1, 1, 0)])

@@ -417,6 +417,22 @@ final class ErrorBox: @unchecked Sendable { var error: Error? }
         }
     }
 
+    /// Byte counts in out-of-memory messages are never negative and never overflow: a host
+    /// allocation can fail below the capacity (a 65536 × 65536 Linear used to report
+    /// "-8096104448 bytes over"), and a request near Int.max must not trap in the sum.
+    @Test func outOfMemoryByteCountsAreNeverNegative() throws {
+        let belowCapacity = RuntimeError.outOfMemory(space: "host allocator", what: "layer 0 weights", requested: 17_179_869_184,
+                                                     inUse: 0, capacity: 25_276_000_000).description
+        #expect(!belowCapacity.contains("-") && belowCapacity.contains("could not provide"), "\(belowCapacity)")
+        let huge = RuntimeError.outOfMemory(space: "d", what: "w", requested: Int.max, inUse: 10, capacity: 100).description
+        #expect(!huge.contains("-") && huge.contains("more than"), "\(huge)")
+        let plain = RuntimeError.outOfMemory(space: "d", what: "w", requested: 60, inUse: 50, capacity: 100).description
+        #expect(plain.hasSuffix("10 bytes over"), "\(plain)")
+        let space = MemorySpace(name: "tiny", kind: .device, capacity: 100)
+        try space.reserve(50, for: "half")
+        #expect(throws: RuntimeError.self) { try space.reserve(Int.max, for: "everything") }
+    }
+
     @Test func plannersRefuseWorkTheyCannotFinish() {
         let layers = (0..<10_001).map { LayerSpec(name: "l\($0)", profile: LayerProfile(fwdSeconds: 1, bwdSeconds: 2, stashBytes: 1, outputBytes: 1, paramBytes: 1)) }
         let model = ModelSpec(name: "long", layers: layers, inputBytes: 1)

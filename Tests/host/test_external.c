@@ -30,6 +30,14 @@ static int32_t tanh_backward(void *user, const float *x, const float *y, const f
     return 0;
 }
 
+/* A layer that produces a NaN in row 2, column 3 of every output. */
+static int32_t nan_forward(void *user, const float *x, float *y, int64_t rows, int64_t in, int64_t out, char *error, size_t error_len) {
+    (void)user; (void)in; (void)error; (void)error_len;
+    for (int64_t k = 0; k < rows * out; k++) y[k] = x[k];
+    y[2 * out + 3] = nanf("");
+    return 0;
+}
+
 static vp_status run(const char *callback, float *losses, int steps) {
     test_session_config t;
     test_session_config_init(&t, 2);
@@ -72,6 +80,16 @@ int main(void) {
 
     s = run("c.unregistered", losses, 1);
     CHECK(s != VP_OK && strstr(vp_last_error(), "c.unregistered"), "unregistered callback: %d '%s'", s, vp_last_error());
+
+    CHECK(vp_register_external_layer("c.nan", nan_forward, tanh_backward, NULL) == VP_OK, "register: %s", vp_last_error());
+    s = run("c.nan", losses, 1);
+    CHECK(s == VP_ERR_RUNTIME, "a layer producing NaN: expected VP_ERR_RUNTIME, got %d", s);
+    CHECK(strstr(vp_last_error(), "stage 0 layer 1") && strstr(vp_last_error(), "micro-batch 0: output row 2 column 3 is nan"),
+          "message '%s'", vp_last_error());
+
+    /* A name is UTF-8 text: bytes that are not would be decoded into another name. */
+    CHECK(vp_register_external_layer("c.\xff\xfe", tanh_forward, tanh_backward, NULL) == VP_ERR_INVALID_ARGUMENT
+              && strstr(vp_last_error(), "UTF-8"), "invalid UTF-8 name: '%s'", vp_last_error());
 
     if (failures) {
         fprintf(stderr, "test_external (C): %d failure(s)\n", failures);

@@ -332,12 +332,47 @@ static void test_apply_plan_while_stepping(void) {
     free(losses);
 }
 
+/* An infinity in one input value: VP_ERR_RUNTIME naming the stage, layer and micro-batch, and
+ * no weight of any layer changes (the next step gives the clean second loss). */
+static void test_non_finite_input(void) {
+    float clean[2];
+    clean_losses(2, clean, 2);
+    test_session_config t;
+    test_session_config_init(&t, 2);
+    vp_session *s = open_config(&t);
+    if (!s) return;
+    float x[ROWS * MLP_FEATURES], loss = 0;
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss) == VP_OK && loss == clean[0], "step 1: %s", vp_last_error());
+    Vpipe__LayerParameters *before[MLP_LAYERS];
+    for (uint32_t l = 0; l < MLP_LAYERS; l++) before[l] = get_parameters(s, l);
+    float saved = x[13 * MLP_FEATURES + 2];
+    x[13 * MLP_FEATURES + 2] = 1.0f / 0.0f; /* row 13: micro-batch 1 (of 2), its row 5 */
+    vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss);
+    CHECK(st == VP_ERR_RUNTIME, "Inf input: expected VP_ERR_RUNTIME, got %d (%s)", st, vp_last_error());
+    CHECK(strstr(vp_last_error(), "stage 0 layer 0 (\"fc1\") micro-batch 1: input row 5 column 2 is inf") != NULL,
+          "the message must name stage, layer, micro-batch and the element: %s", vp_last_error());
+    for (uint32_t l = 0; l < MLP_LAYERS; l++) {
+        Vpipe__LayerParameters *after = get_parameters(s, l);
+        CHECK(before[l] && after && same_parameters(before[l], after), "layer %u: a refused step changed weights", l);
+        if (after) vpipe__layer_parameters__free_unpacked(after, NULL);
+        if (before[l]) vpipe__layer_parameters__free_unpacked(before[l], NULL);
+    }
+    x[13 * MLP_FEATURES + 2] = saved;
+    st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss);
+    CHECK(st == VP_OK && loss == clean[1], "after the refused step expected the clean second loss %g, got %g (%s)", clean[1], loss,
+          st == VP_OK ? "" : vp_last_error());
+    CHECK(vp_session_close(s) == VP_OK, "close: %s", vp_last_error());
+}
+
 int main(void) {
     CHECK(vp_abi_version() == VPIPE_ABI_VERSION, "abi %u vs header %d", vp_abi_version(), VPIPE_ABI_VERSION);
     test_train_two_stages();
     test_bad_handles();
     test_injected_failure();
     test_apply_plan_while_stepping();
+    test_non_finite_input();
     if (failures) {
         fprintf(stderr, "test_session: %d failure(s)\n", failures);
         return 1;

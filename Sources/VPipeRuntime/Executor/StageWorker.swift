@@ -200,6 +200,11 @@ struct StageWorker {
                     }
                 }
                 let t0 = monotonicSeconds()
+                if stage.index == 0 {
+                    // NaN or infinity in the host's batch: stop here, before layer 0 learns from it.
+                    try FiniteCheck.require(x, "input", label: context(0, mb).label,
+                                            hint: "the step's inputs must be finite (micro-batch \(mb) holds rows \(mb * x.rows)..<\((mb + 1) * x.rows) of the batch)")
+                }
                 for j in 0..<n {
                     let l = stage.layers.lowerBound + j
                     let start = monotonicSeconds()
@@ -207,6 +212,9 @@ struct StageWorker {
                     let (y, saved) = try owned[j].forward(x, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.forwardSeconds[j] += monotonicSeconds() - start
+                    // Every layer's output (the last one's is the loss), once per micro-batch:
+                    // the error names the layer that produced the first bad value.
+                    try FiniteCheck.require(y, "output", label: context(j, mb).label)
                     m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
                     m.stashBytes[j] = uniqueBytes(saved)
                     m.outputBytes[j] = y.bytes
@@ -300,6 +308,7 @@ struct StageWorker {
                     let gIn = try owned[j].backward(g, saved: saved, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.backwardSeconds[j] += monotonicSeconds() - start
+                    if let gIn { try FiniteCheck.require(gIn, "input gradient", label: context(j, mb).label) }
                     m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
                     s.swaps[j] = nil
@@ -310,6 +319,7 @@ struct StageWorker {
                 if let update = asyncUpdate {
                     // Back to the current weights, then this micro-batch's update lands at once.
                     for j in 0..<n { try owned[j].adopt(values: current[j].values, gradients: current[j].gradients) }
+                    try requireFiniteGradients(owned, after: "the backward of micro-batch \(mb)")
                     s.stashedWeights = [:]
                     stage.weightVersion += 1
                     for j in 0..<n { update(stage.layers.lowerBound + j, stage.weightVersion) }
@@ -325,6 +335,9 @@ struct StageWorker {
                 states[mb] = nil
             }
         }
+        // Before the optimizer may run (Pipeline.step steps it only when every stage returns):
+        // finite activations can still overflow into infinite parameter gradients.
+        if asyncUpdate == nil { try requireFiniteGradients(owned, after: "the backward of micro-batches 0..<\(input.microBatches)") }
         if input.calibrate {
             // The same small matrix product on every stage: its time tells the device's speed
             // apart from the layers' own costs (a slowed device slows this too).
@@ -345,6 +358,17 @@ struct StageWorker {
             m.calibrationSeconds = best
         }
         return m
+    }
+
+    /// Throws, naming the stage, layer and tensor, when a parameter gradient of `owned` holds a
+    /// NaN or an infinity: the optimizer must not see it. O(parameters), once per step.
+    func requireFiniteGradients(_ owned: [Layer], after: String) throws {
+        for (j, layer) in owned.enumerated() {
+            for (k, g) in layer.gradients.enumerated() {
+                try FiniteCheck.require(g, "gradient of parameter tensor \(k)",
+                                        label: "stage \(stage.index) layer \(stage.layers.lowerBound + j) (\"\(layer.name)\") after \(after)")
+            }
+        }
     }
 
     /// Bytes of the distinct tensors in a stash (a tensor saved twice counts once).

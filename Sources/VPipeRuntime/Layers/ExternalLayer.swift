@@ -81,9 +81,11 @@ public final class ExternalLayer: Layer {
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let rows = try ShapeCheck.matrix(input, columns: inFeatures, "input", context)
         let output = try context.allocate([rows, outFeatures], "output")  // [rows, out]
+        Unwritten.poison(output)
         if let message = callbacks.forward(input.data, output.data, rows, inFeatures, outFeatures) {
             throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" forward failed: \(message)")
         }
+        try Unwritten.require(output, "output", callback: callback, context)
         return (output, [input, output])
     }
 
@@ -92,9 +94,27 @@ public final class ExternalLayer: Layer {
         let rows = try ShapeCheck.matrix(saved[0], columns: inFeatures, "saved input", context)
         try ShapeCheck.exact(gradOutput, [rows, outFeatures], "output gradient", context)
         let gradInput = try context.allocate([rows, inFeatures], "input gradient")  // [rows, in]
+        Unwritten.poison(gradInput)
         if let message = callbacks.backward(saved[0].data, saved[1].data, gradOutput.data, gradInput.data, rows, inFeatures, outFeatures) {
             throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" backward failed: \(message)")
         }
+        try Unwritten.require(gradInput, "input gradient", callback: callback, context)
         return gradInput
+    }
+}
+
+/// Catches a host callback that returns success without writing (all of) its output: the
+/// buffer is filled beforehand with a NaN carrying a payload no arithmetic produces from
+/// finite inputs, and any element still holding that exact bit pattern afterwards was never
+/// written. (Without this the step would go on with whatever the buffer held before.)
+enum Unwritten {
+    static let marker: UInt32 = 0x7fc0_5eed
+
+    static func poison(_ t: Tensor) { t.data.update(repeating: Float(bitPattern: marker), count: t.count) }
+
+    static func require(_ t: Tensor, _ what: String, callback: String, _ context: LayerContext) throws {
+        guard let k = (0..<t.count).first(where: { t.data[$0].bitPattern == marker }) else { return }
+        let columns = max(1, t.columns)
+        throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" returned success but did not write its \(what) (row \(k / columns) column \(k % columns) and maybe more were left unwritten)")
     }
 }

@@ -42,7 +42,7 @@ public final class MemorySpace: @unchecked Sendable {
     /// Charges `bytes` for `label` (e.g. `layer 3 ("block1") output`); throws `RuntimeError.outOfMemory`.
     public func reserve(_ bytes: Int, for label: @autoclosure () -> String) throws {
         pthread_mutex_lock(&lock)
-        if used + bytes > capacity {
+        if bytes > capacity - used {  // not used + bytes: that may overflow for a huge request
             let inUse = used
             pthread_mutex_unlock(&lock)
             throw RuntimeError.outOfMemory(space: name, what: label(), requested: bytes, inUse: inUse, capacity: capacity)
@@ -105,8 +105,13 @@ public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .outOfMemory(space, what, requested, inUse, capacity):
-            return "\(space) out of memory allocating \(requested) bytes for \(what): \(inUse) of \(capacity) bytes in use, "
-                + "\(inUse + requested - capacity) bytes over"
+            // Overflow-safe, and never a negative "over": a host allocation can fail below the
+            // space's capacity (the memory is held outside it).
+            let (total, overflow) = inUse.addingReportingOverflow(requested)
+            let over = overflow ? "more than \(Int.max) bytes in all"
+                : total > capacity ? "\(total - capacity) bytes over"
+                : "the allocator could not provide them although that is within the capacity (memory is held outside this space)"
+            return "\(space) out of memory allocating \(requested) bytes for \(what): \(inUse) of \(capacity) bytes in use, " + over
         case let .invalidShape(message): return message
         case let .failed(message): return message
         }

@@ -285,12 +285,19 @@ def test_use_after_close() -> None:
     del u  # __del__ closes it; nothing to see but nothing may crash
 
 
-def test_wrong_sizes_raise_the_library_message() -> None:
+def test_wrong_sizes_are_refused_naming_the_argument() -> None:
+    # Checked against the model before the call: the first layer's width (8), the
+    # micro-batch count (2) and one target per row; the library checks the same again.
     x, y = mlp_batch()
     with vpipe.Session(config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))) as s:
-        expect_error(vpipe.InvalidRequestError, lambda: s.step(x[:, :7], y), "targets: expected one target per row (14)")
-        expect_error(vpipe.InvalidRequestError, lambda: s.step(x[:15], y[:15]), "inputs: 15 rows do not split into 2")
-        expect_error(vpipe.InvalidRequestError, lambda: s.step(x, y[:8]), "targets")
+        with pytest.raises(ValueError, match=r"inputs must have shape \[rows, 8\].*got \(16, 7\)"):
+            s.step(x[:, :7], y)
+        with pytest.raises(ValueError, match=r"inputs must have shape \[rows, 8\].*got \(8, 16\) \(transposed"):
+            s.step(x.T, y)  # (8, 16) with 16 targets: used to be read as 16 rows of 8
+        with pytest.raises(ValueError, match="inputs has 15 rows, which do not split into training.micro_batches = 2"):
+            s.step(x[:15], y[:15])
+        with pytest.raises(ValueError, match=r"targets must hold one class per row of inputs \(16\), got 8"):
+            s.step(x, y[:8])
         first = s.step(x, y)  # nothing above changed the weights
     assert first == train(config(mlp_layers(), 1), x, y, steps=1)[0]
 

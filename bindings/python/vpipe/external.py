@@ -53,6 +53,11 @@ def register_layer(name: str, forward: Callable[[np.ndarray, np.ndarray], None],
                    backward: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]) -> None:
     """Registers ``forward(x, y)`` and ``backward(x, y, dy, dx)`` as the external layer
     ``name`` for sessions opened afterwards (re-registering replaces it)."""
+    if not isinstance(name, str):
+        raise TypeError(f"register_layer: name must be a str, got {type(name).__name__}")
+    if not name or "\0" in name:
+        # The C ABI takes a NUL-terminated name: "a\0b" would register "a".
+        raise ValueError(f"register_layer: name must be non-empty and contain no NUL character, got {name!r}")
     if not callable(forward) or not callable(backward):
         raise TypeError("register_layer: forward and backward must be callables")
 

@@ -90,6 +90,10 @@ class Session:
         layers = config.model.layers
         # Decides how step() reads its inputs; the library checks everything else.
         self._tokens = bool(layers) and layers[0].WhichOneof("kind") == "embedding"
+        # What step() checks its arrays against, so that a transposed batch is refused
+        # (naming the argument) instead of being read row-major as another shape.
+        self._features = _input_features(layers[0]) if layers else None
+        self._micro_batches = config.training.micro_batches
         data = config.SerializeToString()
         handle = ctypes.c_void_p()
         lib.check(lib.session_open(data, len(data), ctypes.byref(handle)))
@@ -164,13 +168,27 @@ class Session:
             if targets_arr.ndim != 1 and targets_arr.shape != tokens.shape:
                 raise ValueError(f"Session.step(): targets must have shape [rows] or the token ids' shape {tokens.shape}, "
                                  f"got {targets_arr.shape}")
+            if targets_arr.size != tokens.size:
+                raise ValueError(f"Session.step(): targets must hold one class per token ({tokens.size} for inputs of shape "
+                                 f"{tokens.shape}), got {targets_arr.size} (shape {targets_arr.shape})")
             status = self._lib.session_step_tokens(
                 handle, tokens.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), tokens.size,
                 t_ptr, targets_arr.size, ctypes.byref(loss))
         else:
             values = _float32(inputs)
+            rows, features = values.shape
+            if self._features is not None and features != self._features:
+                hint = " (transposed? the shape is [rows, features])" if rows == self._features else ""
+                raise ValueError(f"Session.step(): inputs must have shape [rows, {self._features}] (the first layer's input "
+                                 f"width), got {values.shape}{hint}")
+            if self._micro_batches > 0 and rows % self._micro_batches:
+                raise ValueError(f"Session.step(): inputs has {rows} rows, which do not split into "
+                                 f"training.micro_batches = {self._micro_batches} equal parts")
             if targets_arr.ndim != 1:
                 raise ValueError(f"Session.step(): targets must have shape [rows], got {targets_arr.shape}")
+            if targets_arr.shape[0] != rows:
+                raise ValueError(f"Session.step(): targets must hold one class per row of inputs ({rows}), "
+                                 f"got {targets_arr.shape[0]}")
             status = self._lib.session_step(
                 handle, values.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), values.size,
                 t_ptr, targets_arr.size, ctypes.byref(loss))
@@ -254,6 +272,18 @@ def _int32(values: object, name: str) -> np.ndarray:
         if low < _INT32.min or high > _INT32.max:
             raise ValueError(f"Session.step(): {name} must fit in int32, got values in [{low}, {high}]")
     return np.ascontiguousarray(a, dtype=np.int32)
+
+
+def _input_features(layer: "_pb.LayerSpec") -> Optional[int]:
+    """The first layer's input width (values per row), or None when its kind does not say."""
+    kind = layer.WhichOneof("kind")
+    if kind == "linear":
+        return layer.linear.in_features
+    if kind == "external":
+        return layer.external.in_features
+    if kind in ("layer_norm", "transformer_block", "choice_block"):
+        return getattr(layer, kind).features
+    return None
 
 
 def _float32(values: object) -> np.ndarray:
