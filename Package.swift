@@ -33,10 +33,19 @@ let package = Package(
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
         // include/vpipe.h as a Swift module, so the ABI's types come from the public header.
         .systemLibrary(name: "CVPipeABI", path: "Sources/CVPipeABI"),
+        // The CPU device's vectorised kernels (softmax, LayerNorm, GELU, cross-entropy and
+        // their backwards): C so that clang vectorises them; AVX2+FMA and baseline copies,
+        // chosen at run time (Sources/CVPipeKernels/kernels.c), so no -march is needed.
+        .target(
+            name: "CVPipeKernels",
+            path: "Sources/CVPipeKernels",
+            exclude: ["kernels_body.h"],
+            cSettings: [.unsafeFlags(["-O3", "-fvisibility=hidden"])]
+        ),
         // Pure Swift: model/cluster/plan types, cost model, planners.
         .target(name: "VPipeCore"),
         // Tensors and kernels (thin until the runtime issue).
-        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI"]),
+        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI", "CVPipeKernels"]),
         // protobuf-c structs <-> Swift values, nothing else.
         .target(name: "VPipeWire", dependencies: ["VPipeCore", "VPipeRuntime", "CVPipeProto"]),
         // The C ABI: validate, convert, call, map errors.

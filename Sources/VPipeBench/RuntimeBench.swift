@@ -6,12 +6,19 @@ import VPipeRuntime
 enum RuntimeBench {
     static func run(_ args: [String]) {
         let threads = Int(ProcessInfo.processInfo.environment["VPIPE_BENCH_THREADS"] ?? "") ?? 1
+        if args.contains("--gpt-only") {
+            print("## Runtime: GPT training step vs PyTorch (same run, interleaved)\n")
+            GPTBench.run()
+            return
+        }
         print("## Runtime: one training step of a 3-layer MLP, 1024 wide, batch 256, one stage\n")
         oneStageMLP(threads: threads)
         print("\n## Runtime: 2-stage 1F1B pipeline vs 1 stage (one BLAS thread per stage), m = 8, batch 512")
         pipelineSpeedup()
         print("\n## Runtime: swap that hides behind compute vs KEEP\n")
         hiddenSwap()
+        print("\n## Runtime: GPT training step vs PyTorch (same run, interleaved)\n")
+        GPTBench.run()
     }
 
     static func model(_ kinds: [LayerKind]) -> ModelSpec { ModelSpec(name: "mlp", kinds: kinds) }

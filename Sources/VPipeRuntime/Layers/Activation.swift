@@ -1,8 +1,5 @@
+import CVPipeKernels
 import VPipeCore
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Element-wise nonlinearity, no parameters; any shape in, the same shape out.
 ///
@@ -10,6 +7,7 @@ import Glibc
 ///     GELU: y = ½x(1 + tanh(u)),                 u = √(2/π)(x + 0.044715x³)   (tanh approximation,
 ///           dy/dx = ½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²)     as in GPT-2)
 ///     saved: x
+/// GELU and its derivative are the vectorised kernels of CVPipeKernels (tanh from their exp).
 public final class Activation: Layer {
     public typealias Function = LayerKind.Activation
 
@@ -29,15 +27,6 @@ public final class Activation: Layer {
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
     public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 
-    private static let geluScale = Float((2 / Double.pi).squareRoot())
-    private static let geluCubic: Float = 0.044715
-
-    /// tanh(u) and du/dx for GELU's u = √(2/π)(x + 0.044715x³).
-    @inline(__always) private static func geluTanh(_ x: Float) -> (tanh: Float, du: Float) {
-        let u = geluScale * (x + geluCubic * x * x * x)
-        return (tanhf(u), geluScale * (1 + 3 * geluCubic * x * x))
-    }
-
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let output = try context.allocate(input.shape, "output")  // same shape as x
         let x = input.data, y = output.data, n = input.count
@@ -45,7 +34,7 @@ public final class Activation: Layer {
         case .relu:
             for i in 0..<n { y[i] = x[i] > 0 ? x[i] : 0 }
         case .gelu:
-            for i in 0..<n { y[i] = 0.5 * x[i] * (1 + Activation.geluTanh(x[i]).tanh) }
+            vpk_gelu_forward(x, y, n)
         }
         return (output, [input])
     }
@@ -60,10 +49,7 @@ public final class Activation: Layer {
         case .relu:
             for i in 0..<n { dx[i] = x[i] > 0 ? dy[i] : 0 }
         case .gelu:
-            for i in 0..<n {
-                let (t, du) = Activation.geluTanh(x[i])
-                dx[i] = dy[i] * (0.5 * (1 + t) + 0.5 * x[i] * (1 - t * t) * du)
-            }
+            vpk_gelu_backward(x, dy, dx, n)
         }
         return gradInput
     }

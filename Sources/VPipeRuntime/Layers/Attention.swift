@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CVPipeKernels
 
 /// Causal multi-head self-attention over rows grouped into sequences of T consecutive rows
 /// (rows = B·T); H heads of size hs = C/H.
@@ -13,8 +11,11 @@ import Glibc
 ///     saved: x, qkv, att, atty
 ///
 /// Per (sequence, head) the two products are `Gemm.sgemm` calls on strided views of qkv
-/// (leading dimension 3C); the masked upper triangle is computed and discarded, which costs
-/// less than splitting the product into rows.
+/// (leading dimension 3C), no copies or transposes; the masked upper triangle is computed and
+/// discarded, which costs less than splitting the product into rows. OpenBLAS 0.3.21 (Debian
+/// 12) has no batched GEMM, so the heads cannot share one call. The causal softmax and its
+/// backward are the vectorised kernels of CVPipeKernels, one call per [T, T] block while it
+/// is still in L1.
 public final class Attention: Layer {
     public let name: String
     public let features: Int
@@ -71,16 +72,7 @@ public final class Attention: Layer {
                 // a = q·kᵀ/√hs
                 Gemm.sgemm(transposeB: true, m: t, n: t, k: hs, alpha: scale,
                            a: q, lda: 3 * c, b: k, ldb: 3 * c, c: a, ldc: t)
-                for i in 0..<t {
-                    let row = a + i * t
-                    var m = row[0]
-                    for j in 0...i where row[j] > m { m = row[j] }
-                    var sum: Float = 0
-                    for j in 0...i { let e = expf(row[j] - m); row[j] = e; sum += e }
-                    let inv = 1 / sum
-                    for j in 0...i { row[j] *= inv }
-                    for j in (i + 1)..<t { row[j] = 0 }
-                }
+                vpk_softmax_causal(a, 1, t)
                 // atty[s, :, h] = a·v
                 Gemm.sgemm(m: t, n: hs, k: t, a: a, lda: t, b: v, ldb: 3 * c,
                            c: atty.data + s * t * c + h * hs, ldc: c)
@@ -124,13 +116,7 @@ public final class Attention: Layer {
                 Gemm.sgemm(transposeB: true, m: t, n: t, k: hs, a: dout, lda: c, b: v, ldb: 3 * c, c: da, ldc: t)
                 Gemm.sgemm(transposeA: true, m: t, n: hs, k: t, a: a, lda: t, b: dout, ldb: c, c: dv, ldc: 3 * c)
                 // softmax backward, in place: dpre = a ⊙ (datt − Σ a⊙datt) / √hs  (0 above the diagonal)
-                for i in 0..<t {
-                    let ar = a + i * t, dr = da + i * t
-                    var dot: Float = 0
-                    for j in 0...i { dot += ar[j] * dr[j] }
-                    for j in 0...i { dr[j] = ar[j] * (dr[j] - dot) * scale }
-                    for j in (i + 1)..<t { dr[j] = 0 }
-                }
+                vpk_softmax_causal_backward(a, da, 1, t, scale)
                 // dq = dpre·k;  dk = dpreᵀ·q
                 Gemm.sgemm(m: t, n: hs, k: t, a: da, lda: t, b: k, ldb: 3 * c, c: dq, ldc: 3 * c)
                 Gemm.sgemm(transposeA: true, m: t, n: hs, k: t, a: da, lda: t, b: q, ldb: 3 * c, c: dk, ldc: 3 * c)

@@ -1,3 +1,5 @@
+import CVPipeKernels
+
 /// Normalises each row to zero mean and unit variance, then scales and shifts it.
 ///
 ///     x [rows, C] -> y [rows, C],  y = (x − mean) · rstd · γ + β,  rstd = 1/√(var + 1e-5)
@@ -6,6 +8,7 @@
 ///
 /// Backward (llm.c's form), with n = (x − mean)·rstd and g = dy·γ:
 ///     dβ += Σ_rows dy,  dγ += Σ_rows dy·n,  dx = (g − mean(g) − n·mean(g·n)) · rstd
+/// Both directions are the vectorised kernels of CVPipeKernels.
 public final class LayerNorm: Layer {
     public let name: String
     public let features: Int
@@ -32,20 +35,8 @@ public final class LayerNorm: Layer {
         let output = try context.allocate([rows, features], "output")  // [rows, C]
         let mean = try context.allocate([rows], "mean")                // [rows]
         let rstd = try context.allocate([rows], "rstd")                // [rows]
-        let gamma = params.values[0].data, beta = params.values[1].data, c = features
-        for r in 0..<rows {
-            let x = input.data + r * c, y = output.data + r * c
-            var m: Float = 0
-            for i in 0..<c { m += x[i] }
-            m /= Float(c)
-            var v: Float = 0
-            for i in 0..<c { let d = x[i] - m; v += d * d }
-            v /= Float(c)
-            let s = 1 / (v + epsilon).squareRoot()
-            for i in 0..<c { y[i] = (x[i] - m) * s * gamma[i] + beta[i] }
-            mean.data[r] = m
-            rstd.data[r] = s
-        }
+        vpk_layernorm_forward(input.data, params.values[0].data, params.values[1].data, output.data,
+                              mean.data, rstd.data, rows, features, epsilon)
         return (output, [input, mean, rstd])
     }
 
@@ -57,28 +48,8 @@ public final class LayerNorm: Layer {
         try ShapeCheck.exact(rstd, [rows], "saved rstd", context)
         try ShapeCheck.exact(gradOutput, [rows, features], "output gradient", context)
         let gradInput = try context.allocate([rows, features], "input gradient")  // [rows, C]
-        let gamma = params.values[0].data
-        let dgamma = params.gradients[0].data, dbeta = params.gradients[1].data, c = features
-        for r in 0..<rows {
-            let x = input.data + r * c, dy = gradOutput.data + r * c, dx = gradInput.data + r * c
-            let m = mean.data[r], s = rstd.data[r]
-            var gMean: Float = 0, gnMean: Float = 0
-            for i in 0..<c {
-                let n = (x[i] - m) * s
-                let g = dy[i] * gamma[i]
-                gMean += g
-                gnMean += g * n
-            }
-            gMean /= Float(c)
-            gnMean /= Float(c)
-            for i in 0..<c {
-                let n = (x[i] - m) * s
-                let g = dy[i] * gamma[i]
-                dbeta[i] += dy[i]
-                dgamma[i] += n * dy[i]
-                dx[i] = (g - gMean - n * gnMean) * s
-            }
-        }
+        vpk_layernorm_backward(input.data, mean.data, rstd.data, params.values[0].data, gradOutput.data, gradInput.data,
+                               params.gradients[0].data, params.gradients[1].data, rows, features)
         return gradInput
     }
 }

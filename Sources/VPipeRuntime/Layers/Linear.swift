@@ -1,3 +1,5 @@
+import CVPipeKernels
+
 /// Fully connected layer, y = x·Wᵀ + b.
 ///
 ///     x [rows, in]  ->  y [rows, out]
@@ -66,10 +68,7 @@ public final class Linear: Layer {
         guard rows > 0 else { return }
         Gemm.sgemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows,
                    a: dy, lda: outFeatures, b: x, ldb: inFeatures, beta: 1, c: dw, ldc: inFeatures)
-        for r in 0..<rows {
-            let row = dy + r * outFeatures
-            for o in 0..<outFeatures { db[o] += row[o] }
-        }
+        vpk_column_sum_add(dy, db, rows, outFeatures)
         guard let dx else { return }  // the model's first layer: no one needs dx
         Gemm.sgemm(m: rows, n: inFeatures, k: outFeatures,
                    a: dy, lda: outFeatures, b: w, ldb: inFeatures, beta: 0, c: dx, ldc: inFeatures)

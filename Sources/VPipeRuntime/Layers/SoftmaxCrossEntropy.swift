@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import CVPipeKernels
 
 /// The loss: softmax over each row of logits, cross-entropy against one class per row.
 ///
@@ -10,7 +8,8 @@ import Glibc
 ///     saved: logits (backward recomputes the softmax into dlogits: no extra [rows, K] stash)
 ///
 /// With lossScale = 1/(rows in the mini-batch) the micro-batch losses add up to the
-/// mini-batch mean. A target outside 0..<K throws, naming the layer and the row.
+/// mini-batch mean. A target outside 0..<K throws, naming the layer and the row. Both
+/// directions are the vectorised kernels of CVPipeKernels.
 public final class SoftmaxCrossEntropy: Layer {
     public let name: String
     private let params: Parameters
@@ -42,29 +41,10 @@ public final class SoftmaxCrossEntropy: Layer {
         return (rows, classes)
     }
 
-    /// Writes softmax(logits[r]) into `p` and returns log Σ exp (for the loss).
-    private static func softmaxRow(_ z: UnsafePointer<Float>, _ p: UnsafeMutablePointer<Float>?, _ k: Int) -> (max: Float, logSum: Float) {
-        var m = z[0]
-        for i in 1..<k where z[i] > m { m = z[i] }
-        var sum: Float = 0
-        for i in 0..<k {
-            let e = expf(z[i] - m)
-            p?[i] = e
-            sum += e
-        }
-        if let p { let inv = 1 / sum; for i in 0..<k { p[i] *= inv } }
-        return (m, logf(sum))
-    }
-
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let (rows, classes) = try validate(input, context)
         let output = try context.allocate([1], "output")  // [1]
-        var total: Double = 0
-        for r in 0..<rows {
-            let z = input.data + r * classes
-            let (m, logSum) = SoftmaxCrossEntropy.softmaxRow(z, nil, classes)
-            total += Double(m + logSum - z[Int(context.targets[r])])  // −log softmax[target]
-        }
+        let total = context.targets.withUnsafeBufferPointer { vpk_cross_entropy_forward(input.data, $0.baseAddress, rows, classes) }
         output.data[0] = Float(total) * context.lossScale
         return (output, [input])
     }
@@ -78,11 +58,8 @@ public final class SoftmaxCrossEntropy: Layer {
         }
         let scale = context.lossScale * gradOutput.data[0]
         let gradInput = try context.allocate([rows, classes], "input gradient")  // [rows, K]
-        for r in 0..<rows {
-            let dz = gradInput.data + r * classes
-            _ = SoftmaxCrossEntropy.softmaxRow(logits.data + r * classes, dz, classes)
-            dz[Int(context.targets[r])] -= 1
-            for i in 0..<classes { dz[i] *= scale }
+        context.targets.withUnsafeBufferPointer {
+            vpk_cross_entropy_backward(logits.data, $0.baseAddress, gradInput.data, rows, classes, scale)
         }
         return gradInput
     }

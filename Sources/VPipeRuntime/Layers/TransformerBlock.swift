@@ -1,3 +1,5 @@
+import CVPipeKernels
+
 /// Pre-LN transformer block (GPT-2's), composed of the runtime's own layers:
 ///
 ///     x  [rows, C]
@@ -62,8 +64,7 @@ public final class TransformerBlock: Layer {
 
     /// a += b, element-wise (same shapes, checked by the callers' layers).
     private static func addInPlace(_ a: Tensor, _ b: Tensor) {
-        let x = a.data, y = b.data
-        for i in 0..<a.count { x[i] += y[i] }
+        vpk_add(a.data, b.data, a.count)
     }
 
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
