@@ -18,6 +18,8 @@ SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
 PROTO_CFLAGS := -ISources/CVPipeProto/include
 PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
+# The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
+TORCH_VERSION := 2.13.0+cpu
 
 .PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo demo-dynamic install clean bench-planner bench-runtime bench-migration bench-mpi
 
@@ -32,6 +34,10 @@ deps:
 	fi
 	@$(PYTHON) -c "import google.protobuf, pytest, numpy, build, wheel" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy build wheel
+	@$(PYTHON) -c "import torch" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu || \
+	  echo "deps: PyTorch $(TORCH_VERSION) not installed (only the benchmarks' peers need it)"
 
 ## build: the library (libvpipe.so) and the command-line tool (bin/vpipe), release mode.
 build: deps
@@ -119,10 +125,11 @@ demo-dynamic: build
 	bin/vpipe demo-dynamic
 
 ## bench-runtime: one-stage MLP step vs PyTorch (same thread count), 2-stage speed-up,
-## measured vs simulated iteration, hidden swap vs KEEP; see docs/benchmarks.md.
+## measured vs simulated iteration, hidden swap vs KEEP, and the GPT of issue 13 vs PyTorch at
+## 1 and 2 threads, interleaved in the same run (bench/torch_gpt.py); see docs/benchmarks.md.
 bench-runtime: deps
 	$(SWIFT_BUILD) --product vpipe-bench
-	VPIPE_BENCH_THREADS=1 .build/release/vpipe-bench runtime
+	VPIPE_BENCH_THREADS=1 PYTHON=$(PYTHON) .build/release/vpipe-bench runtime
 	@$(PYTHON) -c "import torch" 2>/dev/null && $(PYTHON) bench/torch_mlp.py --threads 1 || echo "PyTorch peer skipped: pip install 'torch==2.13.0+cpu'"
 
 ## bench-migration: stall per migration and throughput after a workload change vs a fresh plan.

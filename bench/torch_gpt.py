@@ -19,13 +19,11 @@ torch.set_num_threads(N). Run: python3 bench/torch_gpt.py --threads 1
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from torch_timing import report
 
 
 class Block(nn.Module):
@@ -95,26 +93,8 @@ def main() -> None:
         opt.step()
         return total
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({
-        "framework": "pytorch",
-        "threads": args.threads,
-        "median_ms": round(statistics.median(times), 3),
-        "min_ms": round(min(times), 3),
-        "max_ms": round(max(times), 3),
-        "iters": args.iters,
-        "model": f"gpt {args.blocks}x{args.width} h{args.heads} T{args.seq_len} V{args.vocab}, "
-                 f"{args.sequences} sequences in {args.micro_batches} micro-batches, sgd",
-        "torch": torch.__version__,
-        "last_loss": round(loss, 6),
-    }))
-
+    report(step, args, model=f"gpt {args.blocks}x{args.width} h{args.heads} T{args.seq_len} V{args.vocab}, "
+                             f"{args.sequences} sequences in {args.micro_batches} micro-batches, sgd")
 
 if __name__ == "__main__":
     main()

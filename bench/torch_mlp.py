@@ -14,12 +14,10 @@ torch.set_num_threads(N). Run: python3 bench/torch_mlp.py --threads 1
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-
 import torch
 from torch import nn
+
+from torch_timing import report
 
 
 def main() -> None:
@@ -48,27 +46,7 @@ def main() -> None:
         opt.step()
         return loss.item()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        loss = step()
-        times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({
-        "framework": "pytorch",
-        "threads": args.threads,
-        "median_ms": round(statistics.median(times), 3),
-        "min_ms": round(min(times), 3),
-        "max_ms": round(max(times), 3),
-        "iters": args.iters,
-        "warmup": args.warmup,
-        "batch": args.batch,
-        "model": f"mlp {w}-{w}-{w}-{c} relu, cross-entropy, sgd",
-        "torch": torch.__version__,
-        "last_loss": round(loss, 6),
-    }))
-
+    report(step, args, batch=args.batch, model=f"mlp {w}-{w}-{w}-{c} relu, cross-entropy, sgd")
 
 if __name__ == "__main__":
     main()
