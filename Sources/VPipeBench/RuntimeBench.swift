@@ -6,6 +6,7 @@ import VPipeRuntime
 enum RuntimeBench {
     static func run(_ args: [String]) {
         let threads = Int(ProcessInfo.processInfo.environment["VPIPE_BENCH_THREADS"] ?? "") ?? 1
+        if args.first == "overhead" { return stepOverhead() }
         if args.contains("--gpt-only") {
             print("## Runtime: GPT training step vs PyTorch (same run, interleaved)\n")
             GPTBench.run()
@@ -19,6 +20,31 @@ enum RuntimeBench {
         hiddenSwap()
         print("\n## Runtime: GPT training step vs PyTorch (same run, interleaved)\n")
         GPTBench.run()
+        print("\n## Runtime: per-step overhead of the executor (a model with almost no compute)\n")
+        stepOverhead()
+    }
+
+    /// The executor's own cost per step: an 8→8 MLP on 1 row per micro-batch, so that what
+    /// is measured is handing work to the stage threads, the transport's hand-offs and the
+    /// optimizer phase, not arithmetic. `vpipe-bench runtime overhead` runs this part alone.
+    static func stepOverhead() {
+        BLASThreads.set(1)
+        let tiny = model([.linear(inFeatures: 8, outFeatures: 8), .activation(.relu), .linear(inFeatures: 8, outFeatures: 8),
+                          .activation(.relu), .linear(inFeatures: 8, outFeatures: 4), .softmaxCrossEntropy])
+        let m = 4
+        let d = data(rows: m, features: 8, classes: 4)
+        print("| stages | micro-batches | median step | per stage and micro-batch |")
+        print("|---|---|---|---|")
+        for p in [1, 2, 4] {
+            let layout = PlanLayout(stageStarts: (0..<p).map { $0 * 6 / p }, layerCount: 6, policies: Array(repeating: .keep, count: 6))
+            guard let s = try? TrainingSession(SessionConfig(model: tiny, cluster: cluster(p), plan: layout,
+                                                             training: TrainingOptions(schedule: .oneFOneB, microBatches: m, optimizer: .sgd(learningRate: 0.01, momentum: 0)))) else {
+                print("could not open a \(p)-stage session"); return
+            }
+            let t = time(s, d, warmup: 20, steps: 400)
+            print("| \(p) | \(m) | \(formatSeconds(t)) | \(formatSeconds(t / Double(p * m))) |")
+            s.close()
+        }
     }
 
     static func model(_ kinds: [LayerKind]) -> ModelSpec { ModelSpec(name: "mlp", kinds: kinds) }

@@ -26,6 +26,8 @@ final class Pipeline: @unchecked Sendable {
     let localStages: [Int]
     var optimizerState: [[[Tensor]]]
     let transport: Transport
+    /// One thread per local stage, for the life of the pipeline.
+    private var threads: StageThreads?
     private(set) var iteration = 0
     /// Successful optimizer steps (Adam's bias correction counts these, not attempts).
     private(set) var optimizerSteps = 0
@@ -60,7 +62,9 @@ final class Pipeline: @unchecked Sendable {
         self.localStages = local
         var layers: [Layer?] = []
         var state: [[[Tensor]]] = []
+        var started: StageThreads?
         do {
+            started = try StageThreads(stages: local, failingStart: options.threadStartFailure)
             for (l, spec) in model.layers.enumerated() {
                 guard let kind = spec.kind else {
                     throw VPipeError.invalidField(field: "model.layers[\(l)]", message: "has no kind (linear, activation, ...): a session can only train layers it can build")
@@ -84,15 +88,20 @@ final class Pipeline: @unchecked Sendable {
                 }
             }
         } catch {
+            started?.shutdown()
             for s in stages { s.copyEngine.shutdown() }
             throw error
         }
+        threads = started
         self.layers = layers
         optimizerState = state
         optimizerSteps = existing?.optimizerSteps ?? 0
     }
 
+    deinit { threads?.shutdown() }
+
     func shutdown() {
+        threads?.shutdown()
         for s in stages { s.copyEngine.shutdown() }
         (transport as? DistributedTransport)?.close()
     }
@@ -240,7 +249,7 @@ final class Pipeline: @unchecked Sendable {
         }
         let results = Results(p)
         let monitor = Monitor()
-        runOnThreads(local.count) { [self] k in
+        threads?.run { [self] k in
             let i = local[k]
             var worker = StageWorker(stage: stages[i], stageCount: p, layers: layers, transport: transport, actions: schedule.stages[i])
             if options.schedule == .pipedreamAsync {
@@ -334,7 +343,7 @@ final class Pipeline: @unchecked Sendable {
         if !async { optimizerSteps += 1 }
         let step = optimizerSteps
         let owners: [Range<Int>] = arrived.isEmpty && !remoteApplied ? stages.map(\.layers) : (target?.ranges ?? stages.map(\.layers))
-        runOnThreads(async ? 0 : local.count) { [self] k in
+        if !async { threads?.run { [self] k in
             for l in owners[local[k]] {
                 if let a = adopted[l] {
                     optimizer.step(parameters: a.layer.parameters, gradients: a.layer.gradients, state: a.state, iteration: step)
@@ -347,7 +356,7 @@ final class Pipeline: @unchecked Sendable {
                     for g in layer.gradients { g.zero() }
                 }
             }
-        }
+        } }
         // Phase 3: switch ownership; the senders' copies are released with their last reference.
         if let target, migration?.failure == nil {
             let switchStart = monotonicSeconds()

@@ -2,35 +2,6 @@
 import Glibc
 #endif
 
-/// Runs `body(i)` for i in 0..<count on `count` new threads and waits for all of them.
-/// Pipeline stages are long-running and block on each other, so they need real threads,
-/// not a pool that could run them one after another.
-func runOnThreads(_ count: Int, _ body: @escaping (Int) -> Void) {
-    final class Job: @unchecked Sendable {
-        let index: Int
-        let body: (Int) -> Void
-        init(_ index: Int, _ body: @escaping (Int) -> Void) { self.index = index; self.body = body }
-    }
-    var threads: [pthread_t] = []
-    for i in 0..<count {
-        let job = Unmanaged.passRetained(Job(i, body)).toOpaque()
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let job = Unmanaged<Job>.fromOpaque(raw!).takeRetainedValue()
-            job.body(job.index)
-            return nil
-        }, job)
-        if rc != 0 {
-            // No thread: run inline rather than lose the stage (slower, never wrong).
-            let j = Unmanaged<Job>.fromOpaque(job).takeRetainedValue()
-            j.body(j.index)
-        } else {
-            threads.append(thread)
-        }
-    }
-    for t in threads { pthread_join(t, nil) }
-}
-
 /// Marks the threads that run pipeline stages, so that the C ABI can refuse a call into a
 /// session from inside a layer callback (it would wait on the step that is waiting for it).
 public enum StageThread {

@@ -51,6 +51,9 @@ public struct TrainingOptions: Sendable, Equatable {
     /// MPI transport: seconds a rank waits on a silent peer before pinging it; a peer that
     /// does not answer within a further max(0.5, T/4) s is reported lost.
     public var failureTimeoutSeconds: Double = 30
+    /// Test hook: the stage whose thread fails to start (as if pthread_create refused), so
+    /// that the session's refusal to open, naming the stage, can be tested.
+    public var threadStartFailure: Int?
 
     public init(schedule: Schedule = .oneFOneB, microBatches: Int, seed: UInt64 = 0,
                 optimizer: OptimizerChoice = .sgd(learningRate: 0.01, momentum: 0), throttleCopies: Bool = false,
