@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo demo-dynamic install clean bench-planner bench-runtime bench-migration bench-mpi
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
 
 all: build
 
@@ -131,6 +131,13 @@ bench-runtime: deps
 	$(SWIFT_BUILD) --product vpipe-bench
 	VPIPE_BENCH_THREADS=1 PYTHON=$(PYTHON) .build/release/vpipe-bench runtime
 	@$(PYTHON) -c "import torch" 2>/dev/null && $(PYTHON) bench/torch_mlp.py --threads 1 || echo "PyTorch peer skipped: pip install 'torch==2.13.0+cpu'"
+
+## bench-paper: the paper's headline measured: VPIPE vs GPIPE vs PIPEDREAM plans trained on the
+## same budgets (GPT 8x128 and 16x128, 2 and 4 virtual devices, throttled copy engines),
+## measured tokens/s next to cost model v1's prediction; writes docs/bench-paper.svg.
+bench-paper: deps
+	$(SWIFT_BUILD) --product vpipe-bench
+	.build/release/vpipe-bench paper --svg docs/bench-paper.svg
 
 ## bench-migration: stall per migration and throughput after a workload change vs a fresh plan.
 bench-migration: build
