@@ -104,10 +104,15 @@ test-python: install-stage
 install-stage:
 	@$(MAKE) --no-print-directory install PREFIX=$(STAGE) >/dev/null
 
-## demo: train a character-level GPT on data/ through 4 memory-tight virtual devices:
-## the plan (vs every baseline), a progress bar, the measured timeline in build/demo/.
+## demo: train a character-level GPT on the Jargon File (public domain, 1.7 MB, Debian's
+## jargon-text; data/README.md) through 4 memory-tight virtual devices: the plan (vs every
+## baseline), training and validation loss as it goes, the measured timeline in build/demo/,
+## and GPipe's and PipeDream's plans measured on the same budget.
+DEMO_CORPUS := /usr/share/doc/jargon-text/jargon.txt.gz
 demo: build
-	bin/vpipe demo --steps 300 --memory-fraction 0.7
+	@test -f $(DEMO_CORPUS) || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jargon-text >/dev/null; }
+	@mkdir -p build/demo && gzip -dc $(DEMO_CORPUS) > build/demo/jargon.txt
+	bin/vpipe demo --text build/demo/jargon.txt --steps 300 --memory-fraction 0.7
 
 ## bench-planner: planner quality (VPIPE vs EXACT, vs baselines) and speed; see docs/benchmarks.md.
 bench-planner: deps

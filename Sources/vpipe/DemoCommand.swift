@@ -3,14 +3,17 @@ import Foundation
 import VPipeCore
 import VPipeRuntime
 
-/// `vpipe demo` (`make demo`): trains a character-level GPT on a public-domain text through
-/// 4 pipeline stages whose memory is too small to keep every activation, so the plan must
-/// swap or recompute. Prints the plan, a progress bar, and writes the measured timeline.
+/// `vpipe demo` (`make demo`): trains a character-level GPT on a public-domain text (the
+/// Jargon File, 1.7 MB, from Debian's jargon-text; data/README.md) through 4 pipeline stages
+/// whose memory is too small to keep every activation, so the plan must swap or recompute.
+/// Prints the plan, a progress bar with the loss on a held-out validation split, writes the
+/// measured timeline, and ends with a measured comparison: short runs of GPipe's plan and of
+/// the keep-everything PipeDream plan on the same budget, tokens/s next to VPIPE's.
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo", abstract: "Train a small GPT through 4 memory-tight pipeline stages.")
 
-    @Option(help: "Text to train on.") var text = "data/us-founding-texts.txt"
+    @Option(help: "Text to train on (UTF-8; the last tenth is held out for validation).") var text = "build/demo/jargon.txt"
     @Option(help: "Training steps.") var steps = 300
     @Option(help: "Transformer blocks.") var blocks = 4
     @Option(help: "Width of the model.") var features = 64
@@ -19,11 +22,13 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Sequences per micro-batch.") var sequencesPerMicroBatch = 2
     @Option(help: "Device memory as a fraction of what the all-KEEP balanced plan needs.") var memoryFraction = 0.8
     @Option(help: "Where to write trace.json and timeline.svg.") var out = "build/demo"
+    @Option(help: "Steps between validation losses.") var validateEvery = 50
+    @Option(help: "Steps of each plan in the closing comparison (after 2 warm-up steps).") var compareSteps = 20
 
     func validate() throws {
         guard (1...64).contains(blocks), (8...1024).contains(features), features % 4 == 0, (2...512).contains(sequenceLength),
               (1...64).contains(microBatches), (1...64).contains(sequencesPerMicroBatch), steps >= 1,
-              memoryFraction > 0.1 && memoryFraction <= 1 else {
+              memoryFraction > 0.1 && memoryFraction <= 1, validateEvery >= 1, (1...1000).contains(compareSteps) else {
             throw ValidationError("sizes out of range")
         }
     }
@@ -32,9 +37,15 @@ struct DemoCommand: ParsableCommand {
         let corpus = try String(contentsOfFile: text, encoding: .utf8)
         let alphabet = Array(Set(corpus)).sorted()
         let index = Dictionary(uniqueKeysWithValues: alphabet.enumerated().map { ($1, Int32($0)) })
-        let tokens = corpus.map { index[$0]! }
+        let all = corpus.compactMap { index[$0] }
         let V = alphabet.count, T = sequenceLength
-        print("data: \(text), \(tokens.count) characters, vocabulary \(V)")
+        // Held out: the last tenth of the text, never trained on.
+        let cut = all.count * 9 / 10
+        let tokens = Array(all[..<cut]), held = Array(all[cut...])
+        guard tokens.count > 2 * T + 2, held.count > 2 * T + 2 else {
+            throw ValidationError("\(text) has \(all.count) characters: too short for sequences of \(T) and a validation split")
+        }
+        print("data: \(text), \(all.count) characters (\(tokens.count) to train on, \(held.count) held out for validation), vocabulary \(V)")
 
         var kinds: [LayerKind] = [.embedding(vocabulary: V, features: features, sequenceLength: T)]
         kinds += Array(repeating: .transformerBlock(features: features, heads: 4, sequenceLength: T, mlpRatio: 4), count: blocks)
@@ -45,13 +56,24 @@ struct DemoCommand: ParsableCommand {
                                        optimizer: .adam(learningRate: 3e-3, beta1: 0.9, beta2: 0.99, epsilon: 1e-8), profileIterations: 3)
         let rowsPerStep = microBatches * sequencesPerMicroBatch * T
         var state: UInt64 = 42
-        func batch() -> ([Float], [Int32]) {
+        func batch(from source: [Int32] = tokens) -> ([Float], [Int32]) {
             var x: [Float] = [], y: [Int32] = []
             for _ in 0..<(microBatches * sequencesPerMicroBatch) {
                 state = state &* 6364136223846793005 &+ 1442695040888963407
-                let o = Int(state >> 33) % (tokens.count - T - 1)
-                x += tokens[o..<(o + T)].map { Float($0) }
-                y += tokens[(o + 1)...(o + T)]
+                let o = Int(state >> 33) % (source.count - T - 1)
+                x += source[o..<(o + T)].map { Float($0) }
+                y += source[(o + 1)...(o + T)]
+            }
+            return (x, y)
+        }
+        // Fixed validation batches: evenly spaced windows of the held-out text.
+        let validationBatches: [([Float], [Int32])] = (0..<4).map { v in
+            var x: [Float] = [], y: [Int32] = []
+            let n = microBatches * sequencesPerMicroBatch, stride = (held.count - T - 1) / (4 * n)
+            for q in 0..<n {
+                let o = (v * n + q) * stride
+                x += held[o..<(o + T)].map { Float($0) }
+                y += held[(o + 1)...(o + T)]
             }
             return (x, y)
         }
@@ -86,16 +108,34 @@ struct DemoCommand: ParsableCommand {
         print("")
         print(PlanCommand.comparison(request))
 
-        // 3. Train on the plan.
+        // 3. Train on the plan. Validation: a one-stage session with the trained weights and a
+        // learning rate of 0, so its step is the held-out loss and changes nothing.
         state = 42
         let session = try TrainingSession(SessionConfig(model: model, cluster: cluster, plan: plan.layout, training: training))
+        var evaluation = training
+        evaluation.optimizer = .sgd(learningRate: 0, momentum: 0)
+        let evaluator = try TrainingSession(SessionConfig(model: model, cluster: roomy, plan: PlanLayout(
+            ranges: [0..<model.layers.count], policies: Array(repeating: .keep, count: model.layers.count)), training: evaluation))
+        defer { evaluator.close() }
+        func validationLoss() throws -> Double {
+            for l in 0..<model.layers.count { try evaluator.setParameters(layer: l, session.parameters(layer: l)) }
+            return try validationBatches.reduce(0.0) { $0 + Double(try step(evaluator, $1)) } / Double(validationBatches.count)
+        }
         print("\ntraining \(steps) steps, \(rowsPerStep) tokens per step, 4 stages, schedule 1F1B, \(microBatches) micro-batches")
         let start = Date()
         var first: Float = .nan, last: Float = .nan
+        let firstValidation = try validationLoss()
+        var lastValidation = firstValidation
+        print("validation loss before training: \(formatFixed(firstValidation, decimals: 3))")
         for s in 1...steps {
             let loss = try step(session, batch())
             if s == 1 { first = loss }
             last = loss
+            if s % validateEvery == 0 || s == steps {
+                lastValidation = try validationLoss()
+                print("\rstep \(s): training loss \(formatFixed(Double(loss), decimals: 3)), validation loss \(formatFixed(lastValidation, decimals: 3))"
+                    + String(repeating: " ", count: 30))
+            }
             if s % 10 == 0 || s == steps || s == 1 {
                 let elapsed = Date().timeIntervalSince(start)
                 let width = 30, done = width * s / steps
@@ -105,7 +145,10 @@ struct DemoCommand: ParsableCommand {
                 fflush(nil)  // all streams: the bar redraws in place
             }
         }
-        print("\nloss \(formatFixed(Double(first), decimals: 3)) -> \(formatFixed(Double(last), decimals: 3)) (uniform guess: \(formatFixed(log(Double(V)), decimals: 3)))")
+        let trained = Date().timeIntervalSince(start)
+        print("\ntraining loss \(formatFixed(Double(first), decimals: 3)) -> \(formatFixed(Double(last), decimals: 3)), "
+            + "validation loss \(formatFixed(firstValidation, decimals: 3)) -> \(formatFixed(lastValidation, decimals: 3)) "
+            + "(uniform guess: \(formatFixed(log(Double(V)), decimals: 3))); \(Int(Double(steps * rowsPerStep) / trained)) tokens/s overall")
         let stats = session.statistics()
         print("\nstage  layers   peak / capacity            swapped/step   recomputed/step   compute/step")
         for st in stats.stages {
@@ -118,6 +161,46 @@ struct DemoCommand: ParsableCommand {
         try trace.svg.write(toFile: "\(out)/timeline.svg", atomically: true, encoding: .utf8)
         print("\nmeasured timeline of the last step: \(out)/timeline.svg, Chrome trace: \(out)/trace.json")
         session.close()
-        if !(last < first) { throw ExitCode(1) }
+
+        // 4. The same budget with the baselines' plans, measured the same way: the three
+        // plans' steps interleaved, so a change in the machine's load hits all alike.
+        print("\nmeasured on the same budget (\(formatBytes(Double(cluster.devices[0].memoryBytes))) per device), "
+            + "\(compareSteps) steps each after 2 warm-up steps, the plans' steps interleaved:\n")
+        var runs: [(kind: PlannerKind, ranges: String, session: TrainingSession?, seconds: Double, error: String?)] = []
+        for kind in [PlannerKind.vpipe, .gpipe, .pipedream] {
+            do {
+                // PIPEDREAM is memory-unaware: planned without a limit, then run on the budget.
+                var r = request
+                r.options.planner = kind
+                if kind == .pipedream { r.cluster = roomy }
+                let layout = try Planning.plan(r).layout
+                let ranges = layout.ranges.map { "\($0.lowerBound)-\($0.upperBound - 1)" }.joined(separator: "|")
+                runs.append((kind, ranges, try TrainingSession(SessionConfig(model: model, cluster: cluster, plan: layout, training: training)), 0, nil))
+            } catch { runs.append((kind, "", nil, 0, "\(error)")) }
+        }
+        for round in 0..<(2 + compareSteps) {
+            for i in runs.indices where runs[i].error == nil {
+                guard let s = runs[i].session else { continue }
+                let t0 = Date()
+                do { _ = try step(s, batch()) } catch { runs[i].error = "\(error)" }
+                if round >= 2 { runs[i].seconds += Date().timeIntervalSince(t0) }
+            }
+        }
+        func rate(_ r: (kind: PlannerKind, ranges: String, session: TrainingSession?, seconds: Double, error: String?)) -> Double? {
+            r.error == nil && r.seconds > 0 ? Double(compareSteps * rowsPerStep) / r.seconds : nil
+        }
+        let gpipeRate = runs.first { $0.kind == .gpipe }.flatMap(rate)
+        print("plan        partition         tokens/s   vs GPIPE")
+        for r in runs {
+            r.session?.close()
+            let name = r.kind.name.padding(toLength: 11, withPad: " ", startingAt: 0)
+            if let v = rate(r) {
+                let ratio = gpipeRate.map { formatFixed(v / $0, decimals: 2) + "x" } ?? ""
+                print("\(name) \(r.ranges.padding(toLength: 17, withPad: " ", startingAt: 0)) \(String(Int(v)).padding(toLength: 10, withPad: " ", startingAt: 0)) \(ratio)")
+            } else {
+                print("\(name) did not run: \(r.error ?? "no steps")")
+            }
+        }
+        if !(last < first) || !(lastValidation < firstValidation) { throw ExitCode(1) }
     }
 }
