@@ -29,9 +29,9 @@ enum GradientCheck {
     }
 
     static func projected(_ layer: Layer, _ input: Tensor, _ r: Tensor, _ context: LayerContext) throws -> Double {
-        let out = try layer.forward(input, context).output
+        let out = try layer.forward(input, context).output.toArray()
         var sum: Double = 0
-        for i in 0..<out.count { sum += Double(out.data[i]) * Double(r.data[i]) }
+        for (o, w) in zip(out, r.toArray()) { sum += Double(o) * Double(w) }
         return sum
     }
 
@@ -45,12 +45,16 @@ enum GradientCheck {
         var results: [Result] = []
 
         func numeric(_ t: Tensor, _ i: Int) throws -> Float {
-            let keep = t.data[i]
-            t.data[i] = keep + eps
+            var values = t.toArray()
+            let keep = values[i]
+            values[i] = keep + eps
+            try t.fill(from: values)
             let plus = try projected(layer, input, r, context)
-            t.data[i] = keep - eps
+            values[i] = keep - eps
+            try t.fill(from: values)
             let minus = try projected(layer, input, r, context)
-            t.data[i] = keep
+            values[i] = keep
+            try t.fill(from: values)
             return Float((plus - minus) / Double(2 * eps))
         }
         func compare(_ what: String, _ analytic: Tensor, _ target: Tensor) throws {
@@ -58,9 +62,10 @@ enum GradientCheck {
             for i in 0..<target.count { num[i] = try numeric(target, i) }
             let scale = max(1e-3, num.map(abs).max() ?? 0)
             var worst = Result(what: what, error: 0, index: 0, analytic: 0, numeric: 0)
+            let values = analytic.toArray()
             for i in 0..<target.count {
-                let e = abs(analytic.data[i] - num[i]) / scale
-                if e >= worst.error { worst = Result(what: what, error: e, index: i, analytic: analytic.data[i], numeric: num[i]) }
+                let e = abs(values[i] - num[i]) / scale
+                if e >= worst.error { worst = Result(what: what, error: e, index: i, analytic: values[i], numeric: num[i]) }
             }
             results.append(worst)
         }

@@ -49,14 +49,15 @@ import VPipeRuntime
     }
 
     static func train(_ model: ModelSpec, stages p: Int, policies: [MemoryPolicy]? = nil, schedule: Schedule, steps: Int = 6,
-                      tokens: Bool = false, plan: Bool = true) throws -> (losses: [Float], session: TrainingSession) {
+                      tokens: Bool = false, plan: Bool = true, device: String? = nil) throws -> (losses: [Float], session: TrainingSession) {
         let L = model.layers.count
         var starts: [Int] = []
         for i in 0..<p { starts.append(i * L / p) }
         let layout = PlanLayout(stageStarts: starts, layerCount: L, policies: policies ?? Array(repeating: .keep, count: L))
+        var training = TrainingOptions(schedule: schedule, microBatches: 4, seed: 7, optimizer: .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8))
+        if let device { training.deviceBackend = device }
         let session = try TrainingSession(SessionConfig(
-            model: model, cluster: cluster(plan ? p : max(p, 1)), plan: plan ? layout : nil,
-            training: TrainingOptions(schedule: schedule, microBatches: 4, seed: 7, optimizer: .adam(learningRate: 0.01, beta1: 0.9, beta2: 0.999, epsilon: 1e-8))))
+            model: model, cluster: cluster(plan ? p : max(p, 1)), plan: plan ? layout : nil, training: training))
         var losses: [Float] = []
         for s in 0..<steps {
             let (x, y) = batch(rows: 32, features: tokens ? 1 : 8, classes: tokens ? 13 : 4, tokens: tokens, seed: s % 2)

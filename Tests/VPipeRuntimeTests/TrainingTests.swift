@@ -10,12 +10,13 @@ import VPipeRuntime
         let rows = 32
         let x = try Tensor(shape: [rows, 2], in: nil, for: "x")
         var targets: [Int32] = []
-        for r in 0..<rows {
+        var points: [Float] = []
+        for _ in 0..<rows {
             let a = rng.uniform(-1, 1), b = rng.uniform(-1, 1)
-            x.data[2 * r] = a
-            x.data[2 * r + 1] = b
+            points += [a, b]
             targets.append(Int32((a >= 0 ? 0 : 1) + (b >= 0 ? 0 : 2)))
         }
+        try x.fill(from: points)
         let kinds: [LayerKind] = [.linear(inFeatures: 2, outFeatures: 16), .activation(.relu),
                                   .linear(inFeatures: 16, outFeatures: 4), .softmaxCrossEntropy]
         let layers = try kinds.enumerated().map { try makeLayer(kind: $1, name: "l\($0)", index: $0, seed: 7, in: nil) }
@@ -32,9 +33,9 @@ import VPipeRuntime
                 stash.append(saved)
                 h = out
             }
-            losses.append(h.data[0])
+            losses.append(h.toArray()[0])
             var grad: Tensor? = try Tensor(shape: [1], in: nil, for: "dloss")
-            grad?.data[0] = 1
+            try grad?.fill(from: [1])
             for (l, saved) in zip(layers, stash).reversed() {
                 guard let g = grad else { break }
                 grad = try l.backward(g, saved: saved, ctx)

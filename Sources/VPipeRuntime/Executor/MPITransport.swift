@@ -376,9 +376,9 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             guard t.count < Int(Int32.max) else { throw RuntimeError.failed("rank \(rank): cannot migrate a tensor of shape \(t.shape) over MPI") }
             let x = Transfer(peer: peer, receive: receive, tensor: t)
             if receive {
-                try MPIRuntime.check(MPI_Irecv(t.data, Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Irecv")
+                try MPIRuntime.check(MPI_Irecv(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Irecv")
             } else {
-                try MPIRuntime.check(MPI_Isend(t.data, Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Isend")
+                try MPIRuntime.check(MPI_Isend(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Isend")
             }
             transfers.append(x)
             transferBytes += t.bytes
@@ -433,7 +433,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
         for (d, v) in tensor.shape.enumerated() { o.header[d + 1] = Int64(v) }
         let tag = Self.headerTag(key.microBatch, gradient: key.gradient)
         try MPIRuntime.check(MPI_Isend(o.header, Int32(Self.headerWords * 8), vp_mpi_byte(), Int32(destination), tag, comm, &o.requests[0]), "MPI_Isend")
-        try MPIRuntime.check(MPI_Isend(tensor.data, Int32(tensor.count), vp_mpi_float(), Int32(destination), tag + 1, comm, &o.requests[1]), "MPI_Isend")
+        try MPIRuntime.check(MPI_Isend(try tensor.hostAddressForTransfer(), Int32(tensor.count), vp_mpi_float(), Int32(destination), tag + 1, comm, &o.requests[1]), "MPI_Isend")
         outgoing.append(o)
         try testSends()
     }
@@ -457,7 +457,7 @@ public final class MPITransport: DistributedTransport, @unchecked Sendable {
             let shape = (0..<dims).map { Int(inc.header[$0 + 1]) }
             let t = try Tensor(shape: shape, in: space, for: "rank \(rank) receive buffer from rank \(inc.source)")
             inc.tensor = t
-            try MPIRuntime.check(MPI_Irecv(t.data, Int32(t.count), vp_mpi_float(), Int32(inc.source), inc.tag + 1, comm, &inc.payloadRequest), "MPI_Irecv")
+            try MPIRuntime.check(MPI_Irecv(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(inc.source), inc.tag + 1, comm, &inc.payloadRequest), "MPI_Irecv")
         }
         guard inc.payloadRequest != nil else { return inc.complete }
         if try test(&inc.payloadRequest) { inc.complete = true }

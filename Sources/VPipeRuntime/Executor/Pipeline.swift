@@ -50,11 +50,16 @@ final class Pipeline: @unchecked Sendable {
             // The arena is the whole device: reserved_bytes (R_i) is the part the runtime's own
             // workspace (temporaries of a layer call) uses, which the planner sets aside.
             // Capped at the host's physical memory: these virtual devices live in it.
-            let device = MemorySpace(name: "stage \(i) (device \"\(d.name)\")", kind: .device, capacity: min(d.memoryBytes, BufferPool.physicalBytes))
-            let host = MemorySpace(name: "stage \(i) host pool", kind: .host, capacity: BufferPool.physicalBytes)
-            let engine = CopyEngine(bandwidth: options.throttleCopies ? d.hostBandwidth : nil)
-            stages.append(Stage(index: i, device: device, host: host, copyEngine: engine, layers: range,
-                                policies: Array(layout.policies[range])))
+            let device: Device
+            do {
+                device = try DeviceBackends.make(options.deviceBackend, for: DeviceBackends.Request(
+                    name: "stage \(i) (device \"\(d.name)\")", capacity: d.memoryBytes,
+                    bandwidth: options.throttleCopies ? d.hostBandwidth : nil))
+            } catch {
+                for s in stages { s.device.shutdown() }
+                throw error
+            }
+            stages.append(Stage(index: i, device: device, layers: range, policies: Array(layout.policies[range])))
         }
         self.stages = stages
         if stages.count > 1 { BLASThreads.set(1) }
@@ -78,18 +83,18 @@ final class Pipeline: @unchecked Sendable {
                     continue
                 }
                 if let existing, l < existing.layers.count, let layer = existing.layers[l] {
-                    try layer.place(in: stage.device)
+                    try layer.place(in: stage.arena)
                     layers.append(layer)
-                    state.append(try existing.state[l].map { try $0.map { try $0.copy(to: stage.device, for: "stage \(stage.index) layer \(l) optimizer state") } })
+                    state.append(try existing.state[l].map { try $0.map { try $0.copy(to: stage.arena, for: "stage \(stage.index) layer \(l) optimizer state") } })
                 } else {
-                    let layer = try makeLayer(kind: kind, name: spec.name, index: l, seed: options.seed, in: stage.device)
+                    let layer = try makeLayer(kind: kind, name: spec.name, index: l, seed: options.seed, in: stage.arena)
                     layers.append(layer)
-                    state.append(try optimizer.makeState(for: layer.parameters, in: stage.device, label: "stage \(stage.index) layer \(l) optimizer state"))
+                    state.append(try optimizer.makeState(for: layer.parameters, in: stage.arena, label: "stage \(stage.index) layer \(l) optimizer state"))
                 }
             }
         } catch {
             started?.shutdown()
-            for s in stages { s.copyEngine.shutdown() }
+            for s in stages { s.device.shutdown() }
             throw error
         }
         threads = started
@@ -102,7 +107,7 @@ final class Pipeline: @unchecked Sendable {
 
     func shutdown() {
         threads?.shutdown()
-        for s in stages { s.copyEngine.shutdown() }
+        for s in stages { s.device.shutdown() }
         (transport as? DistributedTransport)?.close()
     }
 
@@ -203,7 +208,7 @@ final class Pipeline: @unchecked Sendable {
             throw RuntimeError.failed("the distributed session stopped at an earlier failure and cannot step again: \(poisoned)")
         }
         transport.reset()
-        for s in stages { s.device.resetPeak() }
+        for s in stages { s.arena.resetPeak() }
         let ranges = stages.map(\.layers)
         // Live migration, phase 1: pre-copy the moving layers' weights and optimizer state
         // on the destination stages' copy engines while the iteration computes.
@@ -215,10 +220,10 @@ final class Pipeline: @unchecked Sendable {
                     guard let from = stages.firstIndex(where: { $0.layers.contains(l) }), from != to, let layer = layers[l] else { continue }
                     let copy = PreCopy()
                     let state = optimizerState[l], dest = stages[to]
-                    dest.copyEngine.submit {
+                    dest.device.onCopyQueue {
                         do {
-                            let v = try layer.parameters.map { try $0.copy(to: dest.device, for: "stage \(to) layer \(l) migrated weights") }
-                            let s = try state.map { try $0.map { try $0.copy(to: dest.device, for: "stage \(to) layer \(l) migrated optimizer state") } }
+                            let v = try layer.parameters.map { try $0.copy(to: dest.arena, for: "stage \(to) layer \(l) migrated weights") }
+                            let s = try state.map { try $0.map { try $0.copy(to: dest.arena, for: "stage \(to) layer \(l) migrated optimizer state") } }
                             copy.finish(v, s, nil)
                         } catch { copy.finish(nil, nil, error) }
                     }
@@ -260,7 +265,7 @@ final class Pipeline: @unchecked Sendable {
                 }
             }
             do {
-                try distributed?.prepare(stage: i, actions: schedule.stages[i], space: stages[i].device)
+                try distributed?.prepare(stage: i, actions: schedule.stages[i], space: stages[i].arena)
                 let r = try worker.run(input)
                 monitor.locked { results.measurements[i] = r }
             } catch {
@@ -324,7 +329,7 @@ final class Pipeline: @unchecked Sendable {
                 for m in moves {
                     let (values, state) = try m.copy.wait()
                     let grads = try (layers[m.layer]?.gradients ?? []).map {
-                        try $0.copy(to: stages[m.to].device, for: "stage \(m.to) layer \(m.layer) handed-over gradients")
+                        try $0.copy(to: stages[m.to].arena, for: "stage \(m.to) layer \(m.layer) handed-over gradients")
                     }
                     bytes += values.reduce(0) { $0 + $1.bytes } + grads.reduce(0) { $0 + $1.bytes } + state.joined().reduce(0) { $0 + $1.bytes }
                     arrived[m.layer] = (values, grads, state)
@@ -387,7 +392,7 @@ final class Pipeline: @unchecked Sendable {
             }
         }
         return StepResult(loss: loss, seconds: monotonicSeconds() - epoch, measurements: measurements,
-                          peaks: stages.map { $0.device.peakBytes }, epoch: epoch, migration: migration, ranges: ranges)
+                          peaks: stages.map { $0.arena.peakBytes }, epoch: epoch, migration: migration, ranges: ranges)
     }
 
     // MARK: Live migration across ranks
@@ -435,7 +440,7 @@ final class Pipeline: @unchecked Sendable {
         let r = RemoteMigration(rank: t.rank, moves: moves)
         for m in moves where m.to == t.rank {
             guard let kind = model.layers[m.layer].kind else { continue }
-            let space = stages[m.to].device
+            let space = stages[m.to].arena
             do {
                 let layer = try makeLayer(kind: kind, name: model.layers[m.layer].name, index: m.layer, seed: options.seed, in: space)
                 let state = try optimizer.makeState(for: layer.parameters, in: space, label: "stage \(m.to) layer \(m.layer) migrated optimizer state")

@@ -527,9 +527,9 @@ public final class TrainingSession: @unchecked Sendable {
         let sameShape = lastResult?.measurements.count == pipeline.stages.count
         let stages = pipeline.stages.enumerated().map { i, s in
             let meas = sameShape ? (lastResult?.measurements[i] ?? StageMeasurement()) : StageMeasurement()
-            let peak = sameShape ? (lastResult?.peaks[i] ?? s.device.peakBytes) : s.device.peakBytes
+            let peak = sameShape ? (lastResult?.peaks[i] ?? s.arena.peakBytes) : s.arena.peakBytes
             return SessionStatistics.StageStatistics(
-                stage: i, layers: s.layers, peakDeviceBytes: peak, capacityBytes: s.device.capacity,
+                stage: i, layers: s.layers, peakDeviceBytes: peak, capacityBytes: s.arena.capacity,
                 predictedPeakBytes: i < predicted.count ? predicted[i] : .nan, computeSeconds: meas.computeSeconds,
                 stageSecondsPerMicroBatch: meas.computeSeconds / Double(config.training.microBatches),
                 swappedBytes: meas.swappedBytes, recomputedLayers: meas.recomputedLayers)
@@ -590,7 +590,7 @@ public final class TrainingSession: @unchecked Sendable {
                 busySeconds: busy, idleSeconds: r.seconds - busy, bubbleSeconds: r.seconds - busy, swapStallSeconds: 0,
                 busyFraction: busy / r.seconds, idleFraction: 1 - busy / r.seconds, bubbleFraction: 1 - busy / r.seconds,
                 peakMemoryBytes: Double(i < r.peaks.count ? r.peaks[i] : 0), staticBytes: 0,
-                memoryBytes: i < pipeline.stages.count ? pipeline.stages[i].device.capacity : 0, memory: [])
+                memoryBytes: i < pipeline.stages.count ? pipeline.stages[i].arena.capacity : 0, memory: [])
         }
         let schedule = (try? pipeline.schedule()) ?? PipelineSchedule(kind: config.training.schedule, microBatches: config.training.microBatches, stages: [])
         let report = SimulationReport(schedule: schedule, iterationSeconds: r.seconds,

@@ -1,23 +1,23 @@
 import VPipeCore
 
-/// One stage of the pipeline: its device arena, copy engine, the layers it owns and their
-/// policies. `run` executes the stage's action list of one iteration (the schedule IR).
+/// One stage of the pipeline: its device (arena, host pool, copy queue, kernels), the layers
+/// it owns and their policies. `run` executes the stage's action list of one iteration (the schedule IR).
 final class Stage: @unchecked Sendable {
     let index: Int
-    let device: MemorySpace
-    let host: MemorySpace
-    let copyEngine: CopyEngine
+    let device: Device
+    /// The device's memory, which the stage's layers, stashes and optimizer state are charged to.
+    var arena: MemorySpace { device.arena }
+    /// Where swapped stashes go.
+    var host: MemorySpace { device.hostPool }
     var layers: Range<Int>
     /// One policy per layer of the stage.
     var policies: [MemoryPolicy]
     /// PIPEDREAM_ASYNC: updates this stage has applied (its current weight version).
     var weightVersion = 0
 
-    init(index: Int, device: MemorySpace, host: MemorySpace, copyEngine: CopyEngine, layers: Range<Int>, policies: [MemoryPolicy]) {
+    init(index: Int, device: Device, layers: Range<Int>, policies: [MemoryPolicy]) {
         self.index = index
         self.device = device
-        self.host = host
-        self.copyEngine = copyEngine
         self.layers = layers
         self.policies = policies
     }
@@ -141,7 +141,7 @@ struct StageWorker {
 
         func context(_ j: Int, _ mb: Int) -> LayerContext {
             let l = stage.layers.lowerBound + j
-            return LayerContext(space: stage.device, label: "stage \(stage.index) layer \(l) (\"\(owned[j].name)\") micro-batch \(mb)",
+            return LayerContext(space: stage.arena, label: "stage \(stage.index) layer \(l) (\"\(owned[j].name)\") micro-batch \(mb)",
                                 targets: last ? input.targets[mb] : [], lossScale: input.lossScale, iteration: input.iteration,
                                 needsInputGradient: l > 0)
         }
@@ -150,8 +150,8 @@ struct StageWorker {
             guard let s = states[mb] else { return }
             for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) where slot.claimSwapIn() {
                 let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
-                let engine = stage.copyEngine, device = stage.device
-                stage.copyEngine.submit { slot.swapIn(engine, device: device, label: label) }
+                let device = stage.device, arena = stage.arena
+                device.onCopyQueue { slot.swapIn(device, arena: arena, label: label) }
             }
         }
 
@@ -171,7 +171,7 @@ struct StageWorker {
             if action.kind == .forward || action.kind == .backward, let next = nextBackward[k + 1] { submitSwapIns(next) }
             switch action.kind {
             case .recvActivation:
-                state(mb).input = try transport.receiveActivation(at: stage.index, microBatch: mb, into: stage.device)
+                state(mb).input = try transport.receiveActivation(at: stage.index, microBatch: mb, into: stage.arena)
             case .forward:
                 if let f = input.failure, f.iteration == input.iteration, f.stage == stage.index, f.microBatch == mb {
                     throw RuntimeError.failed("stage \(stage.index): injected failure in the forward of micro-batch \(mb), iteration \(input.iteration)")
@@ -182,7 +182,7 @@ struct StageWorker {
                 let s = state(mb)
                 var x: Tensor
                 if stage.index == 0 {
-                    x = try Tensor(shape: input.inputShape, in: stage.device, for: "stage 0 micro-batch \(mb) input")
+                    x = try Tensor(shape: input.inputShape, in: stage.arena, for: "stage 0 micro-batch \(mb) input")
                     try x.fill(from: input.inputs[mb])
                 } else {
                     guard let received = s.input else { throw RuntimeError.failed("stage \(stage.index): forward of micro-batch \(mb) without its activation") }
@@ -195,7 +195,7 @@ struct StageWorker {
                     s.weightVersion = stage.weightVersion
                     for j in 0..<n {
                         s.stashedWeights[j] = try owned[j].parameters.map {
-                            try $0.copy(to: stage.device, for: "stage \(stage.index) layer \(stage.layers.lowerBound + j) weight version \(stage.weightVersion) for micro-batch \(mb)")
+                            try $0.copy(to: stage.arena, for: "stage \(stage.index) layer \(stage.layers.lowerBound + j) weight version \(stage.weightVersion) for micro-batch \(mb)")
                         }
                     }
                 }
@@ -208,14 +208,14 @@ struct StageWorker {
                 for j in 0..<n {
                     let l = stage.layers.lowerBound + j
                     let start = monotonicSeconds()
-                    let before = stage.device.beginWindow()
+                    let before = stage.arena.beginWindow()
                     let (y, saved) = try owned[j].forward(x, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.forwardSeconds[j] += monotonicSeconds() - start
                     // Every layer's output (the last one's is the loss), once per micro-batch:
                     // the error names the layer that produced the first bad value.
                     try FiniteCheck.require(y, "output", label: context(j, mb).label)
-                    m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
+                    m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
                     m.stashBytes[j] = uniqueBytes(saved)
                     m.outputBytes[j] = y.bytes
                     switch stage.policies[j] {
@@ -229,7 +229,7 @@ struct StageWorker {
                 let t1 = monotonicSeconds()
                 m.computeSeconds += t1 - t0
                 record(.forward, mb, t0, t1)
-                if last { m.losses[mb] = x.data[0] }
+                if last { m.losses[mb] = x.toArray().first ?? .nan }
                 s.output = x
             case .sendActivation:
                 guard let out = states[mb]?.output else { throw RuntimeError.failed("stage \(stage.index): nothing to send for micro-batch \(mb)") }
@@ -240,9 +240,9 @@ struct StageWorker {
                 pendingSwapOuts.append([])
                 for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) {
                     let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
-                    let engine = stage.copyEngine, host = stage.host
+                    let device = stage.device, host = stage.host
                     m.swappedBytes += slot.deviceBytes
-                    stage.copyEngine.submit { slot.swapOut(engine, host: host, label: label) }
+                    device.onCopyQueue { slot.swapOut(device, host: host, label: label) }
                     pendingSwapOuts[pendingSwapOuts.count - 1].append(slot)
                 }
             case .swapIn:
@@ -250,14 +250,14 @@ struct StageWorker {
             case .recompute:
                 break  // done segment by segment inside the backward, so one segment is live at a time
             case .recvGradient:
-                state(mb).gradientIn = try transport.receiveGradient(at: stage.index, microBatch: mb, into: stage.device)
+                state(mb).gradientIn = try transport.receiveGradient(at: stage.index, microBatch: mb, into: stage.arena)
             case .backward:
                 let s = state(mb)
                 submitSwapIns(mb)
                 var g: Tensor
                 if last {
-                    g = try Tensor(shape: [1], in: stage.device, for: "stage \(stage.index) loss gradient")
-                    g.data[0] = 1
+                    g = try Tensor(shape: [1], in: stage.arena, for: "stage \(stage.index) loss gradient")
+                    try g.fill(from: [1])
                 } else {
                     guard let received = s.gradientIn else { throw RuntimeError.failed("stage \(stage.index): backward of micro-batch \(mb) without its gradient") }
                     g = received
@@ -304,12 +304,12 @@ struct StageWorker {
                         saved = s.saved[j] ?? []
                     }
                     let start = monotonicSeconds()
-                    let before = stage.device.beginWindow()
+                    let before = stage.arena.beginWindow()
                     let gIn = try owned[j].backward(g, saved: saved, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.backwardSeconds[j] += monotonicSeconds() - start
                     if let gIn { try FiniteCheck.require(gIn, "input gradient", label: context(j, mb).label) }
-                    m.workspaceBytes = max(m.workspaceBytes, stage.device.windowPeakBytes - before - (gIn?.bytes ?? 0))
+                    m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - before - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
                     s.swaps[j] = nil
                     if let gIn { g = gIn } else if j > 0 || stage.index > 0 {
@@ -341,17 +341,10 @@ struct StageWorker {
         if input.calibrate {
             // The same small matrix product on every stage: its time tells the device's speed
             // apart from the layers' own costs (a slowed device slows this too).
-            let n = 96
-            let a = [Float](repeating: 0.5, count: n * n), b = [Float](repeating: 0.25, count: n * n)
-            var c = [Float](repeating: 0, count: n * n)
             var best = Double.infinity
             for _ in 0..<5 {
                 let t0 = monotonicSeconds()
-                for _ in 0..<4 {
-                    a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
-                        Gemm.sgemm(m: n, n: n, k: n, a: pa.baseAddress!, lda: n, b: pb.baseAddress!, ldb: n, c: pc.baseAddress!, ldc: n)
-                    } } }
-                }
+                stage.device.runReferenceKernel()
                 stretch(monotonicSeconds() - t0)
                 best = min(best, monotonicSeconds() - t0)
             }

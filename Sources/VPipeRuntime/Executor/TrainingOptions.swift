@@ -54,6 +54,9 @@ public struct TrainingOptions: Sendable, Equatable {
     /// Test hook: the stage whose thread fails to start (as if pthread_create refused), so
     /// that the session's refusal to open, naming the stage, can be tested.
     public var threadStartFailure: Int?
+    /// The device backend every stage runs on (`DeviceBackends.names`); by default
+    /// `VPIPE_DEVICE` or `cpu`.
+    public var deviceBackend: String = DeviceBackends.selected
 
     public init(schedule: Schedule = .oneFOneB, microBatches: Int, seed: UInt64 = 0,
                 optimizer: OptimizerChoice = .sgd(learningRate: 0.01, momentum: 0), throttleCopies: Bool = false,

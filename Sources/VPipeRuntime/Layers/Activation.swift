@@ -1,4 +1,3 @@
-import CVPipeKernels
 import VPipeCore
 
 /// Element-wise nonlinearity, no parameters; any shape in, the same shape out.
@@ -7,7 +6,6 @@ import VPipeCore
 ///     GELU: y = ½x(1 + tanh(u)),                 u = √(2/π)(x + 0.044715x³)   (tanh approximation,
 ///           dy/dx = ½(1 + tanh u) + ½x(1 − tanh²u)·√(2/π)(1 + 3·0.044715x²)     as in GPT-2)
 ///     saved: x
-/// GELU and its derivative are the vectorised kernels of CVPipeKernels (tanh from their exp).
 public final class Activation: Layer {
     public typealias Function = LayerKind.Activation
 
@@ -29,13 +27,7 @@ public final class Activation: Layer {
 
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let output = try context.allocate(input.shape, "output")  // same shape as x
-        let x = input.data, y = output.data, n = input.count
-        switch function {
-        case .relu:
-            for i in 0..<n { y[i] = x[i] > 0 ? x[i] : 0 }
-        case .gelu:
-            vpk_gelu_forward(x, y, n)
-        }
+        context.device.activationForward(function, output: output, input: input)
         return (output, [input])
     }
 
@@ -44,13 +36,7 @@ public final class Activation: Layer {
         let input = saved[0]
         try ShapeCheck.exact(gradOutput, input.shape, "output gradient", context)
         let gradInput = try context.allocate(input.shape, "input gradient")
-        let x = input.data, dy = gradOutput.data, dx = gradInput.data, n = input.count
-        switch function {
-        case .relu:
-            for i in 0..<n { dx[i] = x[i] > 0 ? dy[i] : 0 }
-        case .gelu:
-            vpk_gelu_backward(x, dy, dx, n)
-        }
+        context.device.activationBackward(function, gradInput: gradInput, gradOutput: gradOutput, input: input)
         return gradInput
     }
 }

@@ -1,5 +1,3 @@
-import CVPipeKernels
-
 /// Causal multi-head self-attention over rows grouped into sequences of T consecutive rows
 /// (rows = B·T); H heads of size hs = C/H.
 ///
@@ -10,12 +8,7 @@ import CVPipeKernels
 ///     y    [rows, C]  = atty·Woᵀ + bo          Wo [C, C], bo [C]
 ///     saved: x, qkv, att, atty
 ///
-/// Per (sequence, head) the two products are `Gemm.sgemm` calls on strided views of qkv
-/// (leading dimension 3C), no copies or transposes; the masked upper triangle is computed and
-/// discarded, which costs less than splitting the product into rows. OpenBLAS 0.3.21 (Debian
-/// 12) has no batched GEMM, so the heads cannot share one call. The causal softmax and its
-/// backward are the vectorised kernels of CVPipeKernels, one call per [T, T] block while it
-/// is still in L1.
+/// The projections are the device's linear kernels, the middle its attention kernels.
 public final class Attention: Layer {
     public let name: String
     public let features: Int
@@ -55,38 +48,23 @@ public final class Attention: Layer {
     }
 
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
-        let c = features, t = sequenceLength, hs = c / heads
+        let c = features, t = sequenceLength
         let rows = try ShapeCheck.matrix(input, columns: c, "input", context)
         let b = try sequences(rows, context)
-        let w = params.values
+        let w = params.values, device = context.device
         let qkv = try context.allocate([rows, 3 * c], "qkv")            // [rows, 3C]
-        Linear.forwardKernel(x: input.data, w: w[0].data, b: w[1].data, y: qkv.data,
-                             rows: rows, inFeatures: c, outFeatures: 3 * c)
+        device.linearForward(output: qkv, input: input, weight: w[0], bias: w[1], rows: rows, inFeatures: c, outFeatures: 3 * c)
         let att = try context.allocate([b, heads, t, t], "attention")   // [B, H, T, T]
         let atty = try context.allocate([rows, c], "attention values")  // [rows, C]
-        let scale = 1 / Float(hs).squareRoot()
-        for s in 0..<b {
-            for h in 0..<heads {
-                let q = qkv.data + s * t * 3 * c + h * hs, k = q + c, v = q + 2 * c  // [T, hs] each, stride 3C
-                let a = att.data + (s * heads + h) * t * t                             // [T, T]
-                // a = q·kᵀ/√hs
-                Gemm.sgemm(transposeB: true, m: t, n: t, k: hs, alpha: scale,
-                           a: q, lda: 3 * c, b: k, ldb: 3 * c, c: a, ldc: t)
-                vpk_softmax_causal(a, 1, t)
-                // atty[s, :, h] = a·v
-                Gemm.sgemm(m: t, n: hs, k: t, a: a, lda: t, b: v, ldb: 3 * c,
-                           c: atty.data + s * t * c + h * hs, ldc: c)
-            }
-        }
+        device.attentionForward(output: atty, attention: att, qkv: qkv, sequences: b, sequenceLength: t, heads: heads, features: c)
         let output = try context.allocate([rows, c], "output")          // [rows, C]
-        Linear.forwardKernel(x: atty.data, w: w[2].data, b: w[3].data, y: output.data,
-                             rows: rows, inFeatures: c, outFeatures: c)
+        device.linearForward(output: output, input: atty, weight: w[2], bias: w[3], rows: rows, inFeatures: c, outFeatures: c)
         return (output, [input, qkv, att, atty])
     }
 
     public func backward(_ gradOutput: Tensor, saved: [Tensor], _ context: LayerContext) throws -> Tensor? {
         try ShapeCheck.saved(saved, count: 4, context)
-        let c = features, t = sequenceLength, hs = c / heads
+        let c = features, t = sequenceLength
         let input = saved[0], qkv = saved[1], att = saved[2], atty = saved[3]
         let rows = try ShapeCheck.matrix(input, columns: c, "saved input", context)
         let b = try sequences(rows, context)
@@ -94,39 +72,22 @@ public final class Attention: Layer {
         try ShapeCheck.exact(att, [b, heads, t, t], "saved attention", context)
         try ShapeCheck.exact(atty, [rows, c], "saved attention values", context)
         try ShapeCheck.exact(gradOutput, [rows, c], "output gradient", context)
-        let w = params.values, g = params.gradients
-        let scale = 1 / Float(hs).squareRoot()
+        let w = params.values, g = params.gradients, device = context.device
 
         // Output projection: dWo, dbo += …; datty = dy·Wo
         let datty = try context.allocate([rows, c], "attention values gradient")  // [rows, C]
-        Linear.backwardKernel(dy: gradOutput.data, x: atty.data, w: w[2].data, dw: g[2].data, db: g[3].data,
-                              dx: datty.data, rows: rows, inFeatures: c, outFeatures: c)
+        device.linearBackward(gradInput: datty, gradWeight: g[2], gradBias: g[3], gradOutput: gradOutput, input: atty, weight: w[2],
+                              rows: rows, inFeatures: c, outFeatures: c)
 
         let dqkv = try context.allocate([rows, 3 * c], "qkv gradient")            // [rows, 3C]
         let datt = try context.allocate([t, t], "attention gradient")             // [T, T], one head at a time
-        let da = datt.data
-        for s in 0..<b {
-            for h in 0..<heads {
-                let off = s * t * 3 * c + h * hs
-                let q = qkv.data + off, k = q + c, v = q + 2 * c                  // [T, hs], stride 3C
-                let dq = dqkv.data + off, dk = dq + c, dv = dq + 2 * c
-                let a = att.data + (s * heads + h) * t * t                         // [T, T]
-                let dout = datty.data + s * t * c + h * hs                         // [T, hs], stride C
-                // datt = dout·vᵀ;  dv = aᵀ·dout
-                Gemm.sgemm(transposeB: true, m: t, n: t, k: hs, a: dout, lda: c, b: v, ldb: 3 * c, c: da, ldc: t)
-                Gemm.sgemm(transposeA: true, m: t, n: hs, k: t, a: a, lda: t, b: dout, ldb: c, c: dv, ldc: 3 * c)
-                // softmax backward, in place: dpre = a ⊙ (datt − Σ a⊙datt) / √hs  (0 above the diagonal)
-                vpk_softmax_causal_backward(a, da, 1, t, scale)
-                // dq = dpre·k;  dk = dpreᵀ·q
-                Gemm.sgemm(m: t, n: hs, k: t, a: da, lda: t, b: k, ldb: 3 * c, c: dq, ldc: 3 * c)
-                Gemm.sgemm(transposeA: true, m: t, n: hs, k: t, a: da, lda: t, b: q, ldb: 3 * c, c: dk, ldc: 3 * c)
-            }
-        }
+        device.attentionBackward(gradQKV: dqkv, scratch: datt, gradOutput: datty, qkv: qkv, attention: att,
+                                 sequences: b, sequenceLength: t, heads: heads, features: c)
 
         // qkv projection: dWqkv, dbqkv += …; dx = dqkv·Wqkv
         let gradInput = try context.allocate([rows, c], "input gradient")         // [rows, C]
-        Linear.backwardKernel(dy: dqkv.data, x: input.data, w: w[0].data, dw: g[0].data, db: g[1].data,
-                              dx: gradInput.data, rows: rows, inFeatures: c, outFeatures: 3 * c)
+        device.linearBackward(gradInput: gradInput, gradWeight: g[0], gradBias: g[1], gradOutput: dqkv, input: input, weight: w[0],
+                              rows: rows, inFeatures: c, outFeatures: 3 * c)
         return gradInput
     }
 }

@@ -64,32 +64,22 @@ public final class ChoiceBlock: Layer {
         let (f, s1) = try o.fc.forward(input, context.part("fc"))      // [rows, h]
         let (g, s2) = try o.gelu.forward(f, context.part("gelu"))      // [rows, h]
         let (y, s3) = try o.proj.forward(g, context.part("proj"))      // [rows, C]
-        let x = input.data, out = y.data
-        for i in 0..<y.count { out[i] += x[i] }                         // residual
-        return (y, [Tensor](s1) + s2 + s3 + [try ChoiceBlock.marker(s1.count, s2.count, context)])
+        context.device.add(y, input)                                     // residual
+        return (y, s1 + s2 + s3)
     }
 
     public func backward(_ gradOutput: Tensor, saved: [Tensor], _ context: LayerContext) throws -> Tensor? {
-        guard let marker = saved.last, marker.count == 2 else { throw RuntimeError.failed("\(context.label): backward without its forward's stash") }
-        let n1 = Int(marker.data[0]), n2 = Int(marker.data[1])
-        guard saved.count >= n1 + n2 + 1 else { throw RuntimeError.failed("\(context.label): stash too short") }
+        // fc, gelu and proj each save their input: one tensor apiece.
+        try ShapeCheck.saved(saved, count: 3, context)
         let o = options[activeOption(iteration: context.iteration)]
-        let s1 = Array(saved[0..<n1]), s2 = Array(saved[n1..<(n1 + n2)]), s3 = Array(saved[(n1 + n2)..<(saved.count - 1)])
+        let s1 = [saved[0]], s2 = [saved[1]], s3 = [saved[2]]
         guard let dg = try o.proj.backward(gradOutput, saved: s3, context.part("proj")),
               let df = try o.gelu.backward(dg, saved: s2, context.part("gelu")),
               let dx = try o.fc.backward(df, saved: s1, context.part("fc")) else {
             throw RuntimeError.failed("\(context.label): a part returned no input gradient")
         }
-        let d = dx.data, dy = gradOutput.data
-        for i in 0..<dx.count { d[i] += dy[i] }                          // residual
+        try ShapeCheck.exact(gradOutput, dx.shape, "output gradient", context)
+        context.device.add(dx, gradOutput)                               // residual
         return dx
-    }
-
-    /// Two numbers saying how the stash splits between fc, gelu and proj.
-    static func marker(_ a: Int, _ b: Int, _ context: LayerContext) throws -> Tensor {
-        let t = try Tensor(shape: [2], in: context.space, for: "\(context.label) stash index")
-        t.data[0] = Float(a)
-        t.data[1] = Float(b)
-        return t
     }
 }

@@ -42,12 +42,8 @@ public final class Embedding: Layer {
             throw RuntimeError.invalidShape("\(context.label): token ids must be [rows] or [rows, 1], got \(ids.shape)")
         }
         let rows = ids.shape[0]
-        for r in 0..<rows {
-            let id = ids.data[r]
-            guard id.isFinite, id >= 0, id < Float(vocabulary), id.rounded(.towardZero) == id else {
-                throw RuntimeError.invalidShape(
-                    "\(context.label): token id \(id) at row \(r) is not an integer in 0..<\(vocabulary)")
-            }
+        if let (r, id) = context.device.firstInvalidTokenId(ids, rows: rows, vocabulary: vocabulary) {
+            throw RuntimeError.invalidShape("\(context.label): token id \(id) at row \(r) is not an integer in 0..<\(vocabulary)")
         }
         return rows
     }
@@ -55,15 +51,9 @@ public final class Embedding: Layer {
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let rows = try validate(input, context)
         let output = try context.allocate([rows, features], "output")  // [rows, C]
-        let wte = params.values[0].data, c = features
-        for r in 0..<rows {
-            let y = output.data + r * c
-            y.update(from: wte + Int(input.data[r]) * c, count: c)
-            if sequenceLength > 0 {
-                let p = params.values[1].data + (r % sequenceLength) * c
-                for i in 0..<c { y[i] += p[i] }
-            }
-        }
+        context.device.embeddingForward(output: output, ids: input, tokenTable: params.values[0],
+                                        positionTable: sequenceLength > 0 ? params.values[1] : nil,
+                                        rows: rows, features: features, sequenceLength: sequenceLength)
         return (output, [input])
     }
 
@@ -72,16 +62,9 @@ public final class Embedding: Layer {
         let ids = saved[0]
         let rows = try validate(ids, context)
         try ShapeCheck.exact(gradOutput, [rows, features], "output gradient", context)
-        let dwte = params.gradients[0].data, c = features
-        for r in 0..<rows {
-            let dy = gradOutput.data + r * c
-            let dt = dwte + Int(ids.data[r]) * c
-            for i in 0..<c { dt[i] += dy[i] }
-            if sequenceLength > 0 {
-                let dp = params.gradients[1].data + (r % sequenceLength) * c
-                for i in 0..<c { dp[i] += dy[i] }
-            }
-        }
+        context.device.embeddingBackward(gradTokenTable: params.gradients[0],
+                                         gradPositionTable: sequenceLength > 0 ? params.gradients[1] : nil,
+                                         gradOutput: gradOutput, ids: ids, rows: rows, features: features, sequenceLength: sequenceLength)
         return nil
     }
 }

@@ -81,11 +81,16 @@ public final class ExternalLayer: Layer {
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let rows = try ShapeCheck.matrix(input, columns: inFeatures, "input", context)
         let output = try context.allocate([rows, outFeatures], "output")  // [rows, out]
-        Unwritten.poison(output)
-        if let message = callbacks.forward(input.data, output.data, rows, inFeatures, outFeatures) {
-            throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" forward failed: \(message)")
+        // The host's code needs host memory: explicit mappings (zero-copy on the CPU device).
+        try input.withHostAccess { x in
+            try output.withHostAccess { y in
+                Unwritten.poison(y)
+                if let message = callbacks.forward(x.start, y.start, rows, inFeatures, outFeatures) {
+                    throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" forward failed: \(message)")
+                }
+                try Unwritten.require(y, columns: outFeatures, "output", callback: callback, context)
+            }
         }
-        try Unwritten.require(output, "output", callback: callback, context)
         return (output, [input, output])
     }
 
@@ -94,11 +99,15 @@ public final class ExternalLayer: Layer {
         let rows = try ShapeCheck.matrix(saved[0], columns: inFeatures, "saved input", context)
         try ShapeCheck.exact(gradOutput, [rows, outFeatures], "output gradient", context)
         let gradInput = try context.allocate([rows, inFeatures], "input gradient")  // [rows, in]
-        Unwritten.poison(gradInput)
-        if let message = callbacks.backward(saved[0].data, saved[1].data, gradOutput.data, gradInput.data, rows, inFeatures, outFeatures) {
-            throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" backward failed: \(message)")
-        }
-        try Unwritten.require(gradInput, "input gradient", callback: callback, context)
+        try saved[0].withHostAccess { x in try saved[1].withHostAccess { y in try gradOutput.withHostAccess { dy in
+            try gradInput.withHostAccess { dx in
+                Unwritten.poison(dx)
+                if let message = callbacks.backward(x.start, y.start, dy.start, dx.start, rows, inFeatures, outFeatures) {
+                    throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" backward failed: \(message)")
+                }
+                try Unwritten.require(dx, columns: inFeatures, "input gradient", callback: callback, context)
+            }
+        } } }
         return gradInput
     }
 }
@@ -110,11 +119,20 @@ public final class ExternalLayer: Layer {
 enum Unwritten {
     static let marker: UInt32 = 0x7fc0_5eed
 
-    static func poison(_ t: Tensor) { t.data.update(repeating: Float(bitPattern: marker), count: t.count) }
+    static func poison(_ host: UnsafeMutableBufferPointer<Float>) { host.update(repeating: Float(bitPattern: marker)) }
 
-    static func require(_ t: Tensor, _ what: String, callback: String, _ context: LayerContext) throws {
-        guard let k = (0..<t.count).first(where: { t.data[$0].bitPattern == marker }) else { return }
-        let columns = max(1, t.columns)
+    static func require(_ host: UnsafeMutableBufferPointer<Float>, columns: Int, _ what: String, callback: String,
+                        _ context: LayerContext) throws {
+        guard let k = host.firstIndex(where: { $0.bitPattern == marker }) else { return }
+        let columns = max(1, columns)
         throw RuntimeError.failed("\(context.label): host callback \"\(callback)\" returned success but did not write its \(what) (row \(k / columns) column \(k % columns) and maybe more were left unwritten)")
     }
 }
+
+private extension UnsafeMutableBufferPointer where Element == Float {
+    /// The first element's address for a C callback; an empty view (0 rows) gets a valid
+    /// address the callback will not read, rather than NULL.
+    var start: UnsafeMutablePointer<Float> { baseAddress ?? emptyHostBuffer }
+}
+
+nonisolated(unsafe) private let emptyHostBuffer = UnsafeMutablePointer<Float>.allocate(capacity: 1)

@@ -4,7 +4,8 @@
 /// Cost: one vectorised read of the tensor (16 lanes of `bits & 0x7fffffff`, max-reduced:
 /// a float is NaN or infinite exactly when its exponent bits are all ones, i.e. when those
 /// bits are >= 0x7f800000). Only when that finds something does a scalar pass locate the first
-/// bad element for the message. `make bench-runtime` measures the cost per step.
+/// bad element for the message. `make bench-runtime` measures the cost per step. The scan is
+/// a device kernel (`Device.firstNonFinite`); `firstNonFinite(_:count:)` is the CPU's.
 public enum FiniteCheck {
     static let exponentMask: UInt32 = 0x7f80_0000
 
@@ -33,9 +34,10 @@ public enum FiniteCheck {
     /// Throws when `tensor` holds a NaN or an infinity, naming `what` (e.g. "output") and the
     /// row and column of the first one, after `label` (stage, layer, micro-batch).
     public static func require(_ tensor: Tensor, _ what: String, label: @autoclosure () -> String, hint: @autoclosure () -> String = "") throws {
-        guard let k = firstNonFinite(tensor.data, count: tensor.count) else { return }
+        guard let k = tensor.device.firstNonFinite(tensor) else { return }
         let columns = max(1, tensor.columns)
         let h = hint()
-        throw RuntimeError.failed("\(label()): \(what) row \(k / columns) column \(k % columns) is \(tensor.data[k])\(h.isEmpty ? "" : "; " + h); the step stopped and no weight changed")
+        let value = tensor.toArray()[k]  // the error path only: the one host read
+        throw RuntimeError.failed("\(label()): \(what) row \(k / columns) column \(k % columns) is \(value)\(h.isEmpty ? "" : "; " + h); the step stopped and no weight changed")
     }
 }

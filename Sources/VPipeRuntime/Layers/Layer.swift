@@ -1,7 +1,9 @@
 /// What a layer needs from its surroundings during one forward or backward.
 public struct LayerContext: @unchecked Sendable {
-    /// Where activations, stashes and gradients of this step are charged (the stage's device).
+    /// Where activations, stashes and gradients of this step are charged (the stage's arena).
     public var space: MemorySpace?
+    /// The device the layer computes on: the space's (nil space: the host CPU device).
+    public var device: Device
     /// `layer 4 ("block2")`, for allocation labels and errors.
     public var label: String
     /// Class targets of this micro-batch (one per row), for the loss layer.
@@ -19,6 +21,7 @@ public struct LayerContext: @unchecked Sendable {
     public init(space: MemorySpace?, label: String, targets: [Int32] = [], lossScale: Float = 1, iteration: Int = 0,
                 needsInputGradient: Bool = true) {
         self.space = space
+        device = space?.device ?? CPUDevice.host
         self.label = label
         self.targets = targets
         self.lossScale = lossScale
@@ -28,7 +31,8 @@ public struct LayerContext: @unchecked Sendable {
 }
 
 /// One layer of the chain: forward and backward side by side, parameters and their
-/// gradients as tensors of the stage's arena.
+/// gradients as tensors of the stage's arena. A layer checks shapes and computes through
+/// `context.device`'s kernels; it never touches tensor memory itself.
 ///
 /// Contract the executor relies on:
 /// - `forward` returns the output and the tensors the backward needs (`saved`: the stash).

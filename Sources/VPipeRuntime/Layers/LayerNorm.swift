@@ -1,5 +1,3 @@
-import CVPipeKernels
-
 /// Normalises each row to zero mean and unit variance, then scales and shifts it.
 ///
 ///     x [rows, C] -> y [rows, C],  y = (x − mean) · rstd · γ + β,  rstd = 1/√(var + 1e-5)
@@ -8,7 +6,6 @@ import CVPipeKernels
 ///
 /// Backward (llm.c's form), with n = (x − mean)·rstd and g = dy·γ:
 ///     dβ += Σ_rows dy,  dγ += Σ_rows dy·n,  dx = (g − mean(g) − n·mean(g·n)) · rstd
-/// Both directions are the vectorised kernels of CVPipeKernels.
 public final class LayerNorm: Layer {
     public let name: String
     public let features: Int
@@ -24,7 +21,7 @@ public final class LayerNorm: Layer {
         self.name = name
         self.features = features
         params = try Parameters(shapes: [[features], [features]], in: space, label: label)
-        params.values[0].data.update(repeating: 1, count: features)
+        params.values[0].device.fill(params.values[0], with: 1)
     }
 
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
@@ -35,8 +32,9 @@ public final class LayerNorm: Layer {
         let output = try context.allocate([rows, features], "output")  // [rows, C]
         let mean = try context.allocate([rows], "mean")                // [rows]
         let rstd = try context.allocate([rows], "rstd")                // [rows]
-        vpk_layernorm_forward(input.data, params.values[0].data, params.values[1].data, output.data,
-                              mean.data, rstd.data, rows, features, epsilon)
+        context.device.layerNormForward(output: output, mean: mean, rstd: rstd, input: input,
+                                        gamma: params.values[0], beta: params.values[1],
+                                        rows: rows, features: features, epsilon: epsilon)
         return (output, [input, mean, rstd])
     }
 
@@ -48,8 +46,9 @@ public final class LayerNorm: Layer {
         try ShapeCheck.exact(rstd, [rows], "saved rstd", context)
         try ShapeCheck.exact(gradOutput, [rows, features], "output gradient", context)
         let gradInput = try context.allocate([rows, features], "input gradient")  // [rows, C]
-        vpk_layernorm_backward(input.data, mean.data, rstd.data, params.values[0].data, gradOutput.data, gradInput.data,
-                               params.gradients[0].data, params.gradients[1].data, rows, features)
+        context.device.layerNormBackward(gradInput: gradInput, gradGamma: params.gradients[0], gradBeta: params.gradients[1],
+                                         gradOutput: gradOutput, input: input, gamma: params.values[0], mean: mean, rstd: rstd,
+                                         rows: rows, features: features)
         return gradInput
     }
 }

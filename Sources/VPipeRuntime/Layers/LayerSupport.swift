@@ -4,7 +4,7 @@
 extension LayerContext {
     /// A zero-filled tensor charged to `space`, labelled e.g. `layer 4 ("block2") output`.
     public func allocate(_ shape: [Int], _ what: String) throws -> Tensor {
-        try Tensor(shape: shape, in: space, for: "\(label) \(what)")
+        try Tensor(shape: shape, on: device, in: space, for: "\(label) \(what)")
     }
 
     /// The same context for an internal part of a composite layer (`layer 4 ("b") attn`).

@@ -1,13 +1,11 @@
-import CVPipeKernels
-
 /// Fully connected layer, y = x·Wᵀ + b.
 ///
 ///     x [rows, in]  ->  y [rows, out]
 ///     W [out, in], b [out]    uniform ±1/√in (PyTorch's default bound)
 ///     saved: x
 ///
-/// Both matmuls go through `Gemm.sgemm`; `forwardKernel`/`backwardKernel` are shared with
-/// `Attention`, whose projections are the same computation on its own parameter tensors.
+/// Both matmuls are the device's `linearForward`/`linearBackward`, which `Attention`'s
+/// projections use too.
 public final class Linear: Layer {
     public let name: String
     public let inFeatures: Int
@@ -35,8 +33,8 @@ public final class Linear: Layer {
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let rows = try ShapeCheck.matrix(input, columns: inFeatures, "input", context)
         let output = try context.allocate([rows, outFeatures], "output")  // [rows, out]
-        Linear.forwardKernel(x: input.data, w: params.values[0].data, b: params.values[1].data,
-                             y: output.data, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
+        context.device.linearForward(output: output, input: input, weight: params.values[0], bias: params.values[1],
+                                     rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         return (output, [input])
     }
 
@@ -46,31 +44,9 @@ public final class Linear: Layer {
         let rows = try ShapeCheck.matrix(x, columns: inFeatures, "saved input", context)
         try ShapeCheck.exact(gradOutput, [rows, outFeatures], "output gradient", context)  // [rows, out]
         let gradInput = context.needsInputGradient ? try context.allocate([rows, inFeatures], "input gradient") : nil  // [rows, in]
-        Linear.backwardKernel(dy: gradOutput.data, x: x.data, w: params.values[0].data,
-                              dw: params.gradients[0].data, db: params.gradients[1].data, dx: gradInput?.data,
-                              rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
+        context.device.linearBackward(gradInput: gradInput, gradWeight: params.gradients[0], gradBias: params.gradients[1],
+                                      gradOutput: gradOutput, input: x, weight: params.values[0],
+                                      rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
         return gradInput
-    }
-
-    /// y [rows, out] = x [rows, in] · Wᵀ [in, out] + b [out].
-    static func forwardKernel(x: UnsafePointer<Float>, w: UnsafePointer<Float>, b: UnsafePointer<Float>,
-                              y: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int) {
-        guard rows > 0 else { return }
-        for r in 0..<rows { (y + r * outFeatures).update(from: b, count: outFeatures) }
-        Gemm.sgemm(transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-                   a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: 1, c: y, ldc: outFeatures)
-    }
-
-    /// dW [out, in] += dyᵀ · x;  db [out] += Σ_rows dy;  dx [rows, in] = dy · W (overwritten).
-    static func backwardKernel(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
-                               dw: UnsafeMutablePointer<Float>, db: UnsafeMutablePointer<Float>,
-                               dx: UnsafeMutablePointer<Float>?, rows: Int, inFeatures: Int, outFeatures: Int) {
-        guard rows > 0 else { return }
-        Gemm.sgemm(transposeA: true, m: outFeatures, n: inFeatures, k: rows,
-                   a: dy, lda: outFeatures, b: x, ldb: inFeatures, beta: 1, c: dw, ldc: inFeatures)
-        vpk_column_sum_add(dy, db, rows, outFeatures)
-        guard let dx else { return }  // the model's first layer: no one needs dx
-        Gemm.sgemm(m: rows, n: inFeatures, k: outFeatures,
-                   a: dy, lda: outFeatures, b: w, ldb: inFeatures, beta: 0, c: dx, ldc: inFeatures)
     }
 }

@@ -52,11 +52,15 @@ public struct RNG: Sendable {
 
     /// Fills `tensor` with uniform values in [low, high).
     public mutating func fillUniform(_ tensor: Tensor, _ low: Float, _ high: Float) {
-        for i in 0..<tensor.count { tensor.data[i] = uniform(low, high) }
+        var values = [Float](repeating: 0, count: tensor.count)
+        for i in values.indices { values[i] = uniform(low, high) }
+        try? tensor.fill(from: values)  // counts match by construction
     }
 
     /// Fills `tensor` with Normal(0, std) values.
     public mutating func fillNormal(_ tensor: Tensor, std: Float) {
-        for i in 0..<tensor.count { tensor.data[i] = normal(std: std) }
+        var values = [Float](repeating: 0, count: tensor.count)
+        for i in values.indices { values[i] = normal(std: std) }
+        try? tensor.fill(from: values)  // counts match by construction
     }
 }

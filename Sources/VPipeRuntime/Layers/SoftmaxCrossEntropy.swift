@@ -1,5 +1,3 @@
-import CVPipeKernels
-
 /// The loss: softmax over each row of logits, cross-entropy against one class per row.
 ///
 ///     logits [rows, K], targets (context) [rows] Int32 -> loss [1]
@@ -8,8 +6,7 @@ import CVPipeKernels
 ///     saved: logits (backward recomputes the softmax into dlogits: no extra [rows, K] stash)
 ///
 /// With lossScale = 1/(rows in the mini-batch) the micro-batch losses add up to the
-/// mini-batch mean. A target outside 0..<K throws, naming the layer and the row. Both
-/// directions are the vectorised kernels of CVPipeKernels.
+/// mini-batch mean. A target outside 0..<K throws, naming the layer and the row.
 public final class SoftmaxCrossEntropy: Layer {
     public let name: String
     private let params: Parameters
@@ -44,8 +41,8 @@ public final class SoftmaxCrossEntropy: Layer {
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         let (rows, classes) = try validate(input, context)
         let output = try context.allocate([1], "output")  // [1]
-        let total = context.targets.withUnsafeBufferPointer { vpk_cross_entropy_forward(input.data, $0.baseAddress, rows, classes) }
-        output.data[0] = Float(total) * context.lossScale
+        context.device.crossEntropyForward(loss: output, logits: input, targets: context.targets,
+                                           rows: rows, classes: classes, scale: context.lossScale)
         return (output, [input])
     }
 
@@ -56,11 +53,9 @@ public final class SoftmaxCrossEntropy: Layer {
         guard gradOutput.count == 1 else {
             throw RuntimeError.invalidShape("\(context.label): loss gradient must hold 1 value, got shape \(gradOutput.shape)")
         }
-        let scale = context.lossScale * gradOutput.data[0]
         let gradInput = try context.allocate([rows, classes], "input gradient")  // [rows, K]
-        context.targets.withUnsafeBufferPointer {
-            vpk_cross_entropy_backward(logits.data, $0.baseAddress, gradInput.data, rows, classes, scale)
-        }
+        context.device.crossEntropyBackward(gradLogits: gradInput, gradLoss: gradOutput, logits: logits, targets: context.targets,
+                                            rows: rows, classes: classes, scale: context.lossScale)
         return gradInput
     }
 }

@@ -1,5 +1,3 @@
-import CVPipeKernels
-
 /// Pre-LN transformer block (GPT-2's), composed of the runtime's own layers:
 ///
 ///     x  [rows, C]
@@ -62,21 +60,16 @@ public final class TransformerBlock: Layer {
         }
     }
 
-    /// a += b, element-wise (same shapes, checked by the callers' layers).
-    private static func addInPlace(_ a: Tensor, _ b: Tensor) {
-        vpk_add(a.data, b.data, a.count)
-    }
-
     public func forward(_ input: Tensor, _ context: LayerContext) throws -> (output: Tensor, saved: [Tensor]) {
         _ = try ShapeCheck.matrix(input, columns: features, "input", context)
         let (h1, s1) = try ln1.forward(input, context.part("ln1"))   // [rows, C]
         let (x1, s2) = try attn.forward(h1, context.part("attn"))    // [rows, C], becomes x1 below
-        TransformerBlock.addInPlace(x1, input)                       // x1 = x + attn(ln1(x))
+        context.device.add(x1, input)                            // x1 = x + attn(ln1(x))
         let (h2, s3) = try ln2.forward(x1, context.part("ln2"))      // [rows, C]
         let (f, s4) = try fc.forward(h2, context.part("fc"))         // [rows, rC]
         let (g, s5) = try gelu.forward(f, context.part("gelu"))      // [rows, rC]
         let (y, s6) = try proj.forward(g, context.part("proj"))      // [rows, C], becomes y below
-        TransformerBlock.addInPlace(y, x1)                           // y = x1 + mlp(ln2(x1))
+        context.device.add(y, x1)                                // y = x1 + mlp(ln2(x1))
         return (y, s1 + s2 + s3 + s4 + s5 + s6)
     }
 
@@ -99,10 +92,10 @@ public final class TransformerBlock: Layer {
         let dx1 = try back(3, back(4, back(5, gradOutput)))          // [rows, C] through proj, gelu, fc
         let dx1ln = try back(2, dx1)                                  // through ln2
         try ShapeCheck.exact(gradOutput, dx1ln.shape, "output gradient", context)
-        TransformerBlock.addInPlace(dx1ln, gradOutput)               // dx1 = ln2ᵀ(…) + dy
+        context.device.add(dx1ln, gradOutput)                    // dx1 = ln2ᵀ(…) + dy
         // Attention branch: dx1 -> dx (+ dx1 through the residual)
         let dx = try back(0, back(1, dx1ln))                          // [rows, C] through attn, ln1
-        TransformerBlock.addInPlace(dx, dx1ln)                       // dx = ln1ᵀ(attnᵀ(dx1)) + dx1
+        context.device.add(dx, dx1ln)                            // dx = ln1ᵀ(attnᵀ(dx1)) + dx1
         return dx
     }
 }

@@ -3,7 +3,8 @@ import Glibc
 #endif
 
 /// A region of memory with a hard capacity that every `Tensor` in it is charged to: a
-/// stage's device arena (a virtual GPU's memory) or the host pool swapped stashes go to.
+/// device's arena (a virtual GPU's memory) or the host pool its swapped stashes go to. The
+/// accounting is the same for every backend; the bytes come from the space's `device`.
 ///
 /// An allocation that would exceed the capacity fails like a GPU out-of-memory, naming the
 /// stage, what was being allocated and the bytes; nothing is allocated then. Thread-safe:
@@ -14,6 +15,10 @@ public final class MemorySpace: @unchecked Sendable {
     public let name: String
     public let kind: Kind
     public let capacity: Int
+    /// The device whose memory this is (set by the device that creates it); a space made
+    /// on its own belongs to the host CPU device.
+    weak var owner: Device?
+    public var device: Device { owner ?? CPUDevice.host }
     private var lock = pthread_mutex_t()
     private var used = 0
     private var peak = 0
@@ -93,27 +98,5 @@ public final class MemorySpace: @unchecked Sendable {
         pthread_mutex_lock(&lock)
         peak = used
         pthread_mutex_unlock(&lock)
-    }
-}
-
-/// Failures of the training runtime. Messages name the stage, layer and bytes.
-public enum RuntimeError: Error, Sendable, CustomStringConvertible, Equatable {
-    case outOfMemory(space: String, what: String, requested: Int, inUse: Int, capacity: Int)
-    case invalidShape(String)
-    case failed(String)
-
-    public var description: String {
-        switch self {
-        case let .outOfMemory(space, what, requested, inUse, capacity):
-            // Overflow-safe, and never a negative "over": a host allocation can fail below the
-            // space's capacity (the memory is held outside it).
-            let (total, overflow) = inUse.addingReportingOverflow(requested)
-            let over = overflow ? "more than \(Int.max) bytes in all"
-                : total > capacity ? "\(total - capacity) bytes over"
-                : "the allocator could not provide them although that is within the capacity (memory is held outside this space)"
-            return "\(space) out of memory allocating \(requested) bytes for \(what): \(inUse) of \(capacity) bytes in use, " + over
-        case let .invalidShape(message): return message
-        case let .failed(message): return message
-        }
     }
 }

@@ -1,19 +1,59 @@
-/// A float32 array charged to a `MemorySpace` for as long as it lives.
+/// A float32 array on a `Device`, charged to one of its `MemorySpace`s for as long as it lives.
 ///
 /// Reference semantics on purpose: a layer's output is the next layer's input and may sit
 /// in both stashes; the bytes are charged once and released when the last reference goes,
 /// which is how a real allocator's reference counts behave. Shapes are row-major; the
 /// runtime keeps activations 2-D, `[rows, features]`, with rows = sequences × tokens.
+///
+/// A tensor's memory belongs to its device and may not be host-addressable: compute goes
+/// through `device`'s kernels, host reads and writes through `toArray`, `fill(from:)` and
+/// `withHostAccess` (explicit copies, or a mapping on a host-addressable device).
+///
+/// A view (`view(offset:shape:)`) shares its base's memory: the base stays alive and charged
+/// while any view of it does (parameters of a stage are views of one allocation).
 public final class Tensor: @unchecked Sendable {
     public let shape: [Int]
     public let count: Int
-    public let data: UnsafeMutablePointer<Float>
+    /// Where the elements start, in `device`'s memory; opaque outside the device.
+    public let address: DeviceAddress
+    public let device: Device
     public let space: MemorySpace?
+    /// The tensor that owns the memory, for a view (nil: this tensor owns it).
+    public let base: Tensor?
 
-    /// Zero-filled storage for `shape` in `space` (nil: an uncharged host temporary).
-    public init(shape: [Int], in space: MemorySpace?, for label: @autoclosure () -> String) throws {
+    /// Zero-filled storage for `shape` in `space` on the space's device (nil: an uncharged
+    /// temporary on the host CPU device).
+    public convenience init(shape: [Int], in space: MemorySpace?, for label: @autoclosure () -> String) throws {
+        try self.init(shape: shape, on: space?.device ?? CPUDevice.host, in: space, for: label())
+    }
+
+    /// Zero-filled storage for `shape` on `device`, charged to `space` (one of its spaces, or nil: uncharged).
+    public init(shape: [Int], on device: Device, in space: MemorySpace?, for label: @autoclosure () -> String) throws {
+        let count = try Tensor.elementCount(shape, label())
+        address = try device.allocate(count, in: space, for: label())
+        self.shape = shape
+        self.count = count
+        self.device = device
+        self.space = space
+        base = nil
+    }
+
+    private init(viewOf base: Tensor, offset: Int, shape: [Int], count: Int) {
+        self.shape = shape
+        self.count = count
+        address = base.address.advanced(by: offset)
+        device = base.device
+        space = base.space
+        self.base = base.base ?? base
+    }
+
+    deinit {
+        if base == nil { device.free(address, count: count, in: space) }
+    }
+
+    /// Elements of `shape`, checked: a host-given size must not overflow (and trap) on its way to the allocator.
+    static func elementCount(_ shape: [Int], _ label: @autoclosure () -> String) throws -> Int {
         guard shape.allSatisfy({ $0 >= 0 }) else { throw RuntimeError.invalidShape("negative dimension in \(shape) for \(label())") }
-        // Checked: a host-given size must not overflow (and trap) on its way to the allocator.
         var count = 1
         for d in shape {
             let (product, overflow) = count.multipliedReportingOverflow(by: d)
@@ -22,21 +62,16 @@ public final class Tensor: @unchecked Sendable {
             }
             count = product
         }
-        try space?.reserve(count * MemoryLayout<Float>.stride, for: label())
-        self.shape = shape
-        self.count = count
-        self.space = space
-        guard let storage = BufferPool.take(count) else {
-            space?.release(count * MemoryLayout<Float>.stride)
-            throw RuntimeError.outOfMemory(space: "host allocator", what: label(), requested: count * MemoryLayout<Float>.stride,
-                                           inUse: 0, capacity: BufferPool.physicalBytes)
-        }
-        data = storage
+        return count
     }
 
-    deinit {
-        BufferPool.give(data, count)
-        space?.release(bytes)
+    /// The `shape`-sized run of elements starting `offset` elements in, sharing this memory.
+    public func view(offset: Int, shape: [Int]) throws -> Tensor {
+        let n = try Tensor.elementCount(shape, "a view")
+        guard offset >= 0, offset <= count, n <= count - offset else {
+            throw RuntimeError.invalidShape("view of \(shape) at element \(offset) does not fit in a tensor of \(count) elements")
+        }
+        return Tensor(viewOf: self, offset: offset, shape: shape, count: n)
     }
 
     public var bytes: Int { count * MemoryLayout<Float>.stride }
@@ -45,26 +80,41 @@ public final class Tensor: @unchecked Sendable {
     public var rows: Int { shape.count >= 2 ? shape[0] : 1 }
     public var columns: Int { shape.last ?? 1 }
 
-    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
-
-    /// A copy in `space` (a swap out or in, a migration, a checkpoint).
+    /// A copy in `space` (a swap out or in, a migration, a receive buffer), on the space's
+    /// device (nil: an uncharged host temporary).
     public func copy(to space: MemorySpace?, for label: @autoclosure () -> String) throws -> Tensor {
-        let t = try Tensor(shape: shape, in: space, for: label())
-        t.data.update(from: data, count: count)
+        let target = space?.device ?? CPUDevice.host
+        let t = try Tensor(shape: shape, on: target, in: space, for: label())
+        if target === device {
+            device.copy(self, to: t)
+        } else {
+            // Between two devices (stages): through the destination's host view. Zero-copy
+            // views on CPU devices make this one memcpy; a GPU pair would copy peer to peer.
+            target.withHostAccess(t) { device.download(self, into: $0) }
+        }
         return t
     }
 
-    public func toArray() -> [Float] { Array(buffer) }
+    /// The values, downloaded to the host.
+    public func toArray() -> [Float] {
+        [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            device.download(self, into: buffer)
+            initialized = count
+        }
+    }
 
     /// Overwrites every element; `values` must hold exactly `count` of them.
     public func fill(from values: [Float]) throws {
         guard values.count == count else {
             throw RuntimeError.invalidShape("fill: \(values.count) values for a tensor of shape \(shape) (\(count) elements)")
         }
-        values.withUnsafeBufferPointer { buffer in
-            if let base = buffer.baseAddress { data.update(from: base, count: count) }
-        }
+        values.withUnsafeBufferPointer { device.upload($0, to: self) }
     }
 
-    public func zero() { data.update(repeating: 0, count: count) }
+    /// Runs `body` on a host view of the values; writes land in the tensor.
+    public func withHostAccess<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        try device.withHostAccess(self, body)
+    }
+
+    public func zero() { device.fill(self, with: 0) }
 }

@@ -38,13 +38,8 @@ public struct Adam: Optimizer {
         for (i, (p, g)) in zip(parameters, gradients).enumerated() where p.count == g.count {
             guard i < state.count, state[i].count == 2, state[i][0].count == p.count, state[i][1].count == p.count
             else { continue }
-            let w = p.data, dw = g.data, m = state[i][0].data, v = state[i][1].data
-            for j in 0..<p.count {
-                m[j] = beta1 * m[j] + (1 - beta1) * dw[j]
-                v[j] = beta2 * v[j] + (1 - beta2) * dw[j] * dw[j]
-                let mHat = m[j] / c1, vHat = v[j] / c2
-                w[j] -= learningRate * mHat / (vHat.squareRoot() + epsilon)
-            }
+            p.device.adamStep(parameter: p, gradient: g, m: state[i][0], v: state[i][1], learningRate: learningRate,
+                              beta1: beta1, beta2: beta2, epsilon: epsilon, biasCorrection1: c1, biasCorrection2: c2)
         }
     }
 }

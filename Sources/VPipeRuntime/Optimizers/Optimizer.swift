@@ -1,5 +1,6 @@
 /// An optimizer updates parameters from their gradients once per iteration (after the
-/// flush), keeping per-parameter state in the stage's arena.
+/// flush), keeping per-parameter state in the stage's arena. The update itself is a kernel
+/// of the parameters' device.
 public protocol Optimizer: Sendable {
     /// State tensors per parameter (SGD with momentum: 1, Adam: 2), allocated in `space`.
     func makeState(for parameters: [Tensor], in space: MemorySpace?, label: String) throws -> [[Tensor]]

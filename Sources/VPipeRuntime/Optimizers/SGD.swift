@@ -23,16 +23,11 @@ public struct SGD: Optimizer {
     /// Parameters whose gradient or state does not match in size are left untouched.
     public func step(parameters: [Tensor], gradients: [Tensor], state: [[Tensor]], iteration: Int) {
         for (i, (p, g)) in zip(parameters, gradients).enumerated() where p.count == g.count {
-            let w = p.data, dw = g.data, lr = learningRate
             if momentum == 0 {
-                for j in 0..<p.count { w[j] -= lr * dw[j] }
+                p.device.sgdStep(parameter: p, gradient: g, velocity: nil, learningRate: learningRate, momentum: 0)
             } else {
                 guard i < state.count, let v = state[i].first, v.count == p.count else { continue }
-                let vel = v.data, mu = momentum
-                for j in 0..<p.count {
-                    vel[j] = mu * vel[j] + dw[j]
-                    w[j] -= lr * vel[j]
-                }
+                p.device.sgdStep(parameter: p, gradient: g, velocity: v, learningRate: learningRate, momentum: momentum)
             }
         }
     }
