@@ -9,8 +9,9 @@
 /// let model = try graph.modelSpec(name: "vgg16", microBatchesPerMiniBatch: 4)
 /// ```
 ///
-/// Parsing is linear in the file's size; linearisation is O(V·R + E) for V nodes, E edges and
-/// at most R nodes ready at once in the topological sort (R is small for real models).
+/// Parsing is linear in the file's size; linearisation (PipeDreamLinearisation.swift) is
+/// O(V·R + E) for V nodes, E edges and at most R nodes ready or tensors open at once (small
+/// for real models).
 /// Nothing here traps on any input: every malformed file is a `VPipeError.invalidField`
 /// whose field is `graph.txt line N`.
 public struct PipeDreamGraph: Sendable, Equatable {
@@ -37,19 +38,22 @@ public struct PipeDreamGraph: Sendable, Equatable {
         public var line: Int
     }
 
-    /// One element of the linearised chain: a single node, or a whole branchy region.
-    /// Numbers are sums over `nodes`, in the file's units (ms and bytes per mini-batch).
-    public struct Block: Sendable, Equatable {
-        /// Indices into `PipeDreamGraph.nodes`, in topological order.
-        public var nodes: [Int]
+    /// One layer of the linearised chain: one node of the graph, and the cut right after it.
+    /// Numbers are the node's, in the file's units (ms and bytes per mini-batch).
+    public struct ChainLayer: Sendable, Equatable {
+        /// Index into `PipeDreamGraph.nodes`.
+        public var node: Int
         public var name: String
         public var forwardMilliseconds: Double
         public var backwardMilliseconds: Double
-        /// Σ activation sizes of the block's nodes: what its backward needs.
+        /// The node's activation size: its output, which its backward (and its consumers') needs.
         public var stashBytes: Double
-        /// The activation size of the node whose output crosses to the next block
-        /// (the join node of a branchy region; the last node of the graph for the last block).
+        /// The bytes of every tensor crossing the cut after this layer: the outputs of the
+        /// layers up to here that a later layer consumes, each counted once however many
+        /// later layers read it. After the last layer: its own output (the model's).
         public var outputBytes: Double
+        /// The producers of those tensors (indices into `nodes`), in chain order.
+        public var crossing: [Int]
         public var parameterBytes: Double
     }
 
@@ -241,110 +245,14 @@ extension PipeDreamGraph {
     }
 }
 
-// MARK: - Linearisation
-
-extension PipeDreamGraph {
-    /// The chain the planner sees. `Input` nodes and their edges are left out. The other nodes
-    /// are sorted topologically (ties go to the node written first); the chain is cut after a
-    /// node wherever at most one edge leads from the nodes before the cut to the nodes after it.
-    /// A region between two cuts with more than one node (a fork, its branches and their join)
-    /// becomes one block.
-    public func chain() throws -> [Block] {
-        let layers = nodes.indices.filter { !nodes[$0].isInput }
-        guard !layers.isEmpty else {
-            throw Self.fail(nodes[0].line, "expected at least one node that is not an `Input` node; every node's description starts with `Input`")
-        }
-        var successors = Array(repeating: [Int](), count: nodes.count)
-        var predecessors = Array(repeating: [(node: Int, line: Int)](), count: nodes.count)
-        for e in edges where !nodes[e.from].isInput && !nodes[e.to].isInput {
-            successors[e.from].append(e.to)
-            predecessors[e.to].append((e.from, e.line))
-        }
-        let order = try topologicalOrder(layers, successors: successors, predecessors: predecessors)
-
-        var blocks: [Block] = []
-        var current: [Int] = []
-        var pending: [Int: Int] = [:]  // producer -> out-edges not yet consumed
-        var openEdges = 0
-        for v in order {
-            current.append(v)
-            for p in predecessors[v] {
-                pending[p.node, default: 0] -= 1
-                if pending[p.node] == 0 { pending[p.node] = nil }
-            }
-            openEdges += successors[v].count - predecessors[v].count
-            if !successors[v].isEmpty { pending[v] = successors[v].count }
-            guard openEdges <= 1 else { continue }
-            // The one open edge carries the block's output; with none, the last node's output is the model's.
-            let producer = pending.first?.key ?? v
-            blocks.append(block(current, output: producer))
-            current = []
-        }
-        // openEdges is 0 after the last node of a DAG, so `current` is always empty here.
-        if !current.isEmpty { blocks.append(block(current, output: current[current.count - 1])) }
-        return blocks
-    }
-
-    func block(_ members: [Int], output: Int) -> Block {
-        var b = Block(nodes: members, name: members.map { nodes[$0].id }.joined(separator: "+"),
-                      forwardMilliseconds: 0, backwardMilliseconds: 0, stashBytes: 0,
-                      outputBytes: nodes[output].activationBytes, parameterBytes: 0)
-        for v in members {
-            b.forwardMilliseconds += nodes[v].forwardMilliseconds
-            b.backwardMilliseconds += nodes[v].backwardMilliseconds
-            b.stashBytes += nodes[v].activationBytes
-            b.parameterBytes += nodes[v].parameterBytes
-        }
-        return b
-    }
-
-    /// Kahn's algorithm, taking the ready node written first each time. A cycle is reported
-    /// at the line of one of its edges, with the whole cycle in the message.
-    func topologicalOrder(_ layers: [Int], successors: [[Int]], predecessors: [[(node: Int, line: Int)]]) throws -> [Int] {
-        var indegree = predecessors.map(\.count)
-        var ready = layers.filter { indegree[$0] == 0 }
-        var order: [Int] = []
-        order.reserveCapacity(layers.count)
-        while !ready.isEmpty {
-            var k = 0
-            for j in ready.indices where ready[j] < ready[k] { k = j }
-            let v = ready.remove(at: k)
-            order.append(v)
-            for w in successors[v] {
-                indegree[w] -= 1
-                if indegree[w] == 0 { ready.append(w) }
-            }
-        }
-        guard order.count < layers.count else { return order }
-        // Every node left has a predecessor that is also left: walk backwards until one repeats.
-        var walk: [Int] = []
-        var position: [Int: Int] = [:]
-        var v = layers.first { indegree[$0] > 0 } ?? layers[0]
-        var lineOf: [Int] = []
-        while position[v] == nil {
-            position[v] = walk.count
-            walk.append(v)
-            guard let p = predecessors[v].first(where: { indegree[$0.node] > 0 }) else { break }
-            lineOf.append(p.line)
-            v = p.node
-        }
-        let start = position[v] ?? 0
-        // Printed forwards, from the node written first.
-        var cycle = Array(walk[start...].reversed())
-        if let first = cycle.indices.min(by: { cycle[$0] < cycle[$1] }) { cycle = Array(cycle[first...] + cycle[..<first]) }
-        let ids = cycle.map { nodes[$0].id }
-        let line = lineOf.count > start ? lineOf[start...].min() ?? lineOf[start] : nodes[v].line
-        throw Self.fail(line, "expected an acyclic graph, saw the cycle \((ids + ids.prefix(1)).joined(separator: " -> "))")
-    }
-}
-
 // MARK: - Conversion
 
 extension PipeDreamGraph {
     /// The chain as a `ModelSpec` for ONE micro-batch: PipeDream profiles a whole mini-batch,
     /// so times and activation sizes are divided by `microBatchesPerMiniBatch` (parameters are
-    /// not). A block's stash is the sum of its nodes' activation sizes (each node's output,
-    /// which its backward needs); `inputBytes` is the sum of the `Input` nodes' activation sizes.
+    /// not). One layer per node; a layer's stash is its node's activation size (its output,
+    /// which its backward needs), its output the bytes crossing the cut after it;
+    /// `inputBytes` is the sum of the `Input` nodes' activation sizes.
     public func modelSpec(name: String = "pipedream", microBatchesPerMiniBatch: Int = 1,
                           stateBytesPerParamByte: Double = 0) throws -> ModelSpec {
         guard (1...Validation.maxMicroBatches).contains(microBatchesPerMiniBatch) else {
@@ -354,32 +262,32 @@ extension PipeDreamGraph {
         }
         let n = Double(microBatchesPerMiniBatch)
         var layers: [LayerSpec] = []
-        for b in try chain() {
-            let line = nodes[b.nodes[0]].line
+        for l in try chain() {
+            let line = nodes[l.node].line
             let profile = LayerProfile(
-                fwdSeconds: try Self.seconds(b.forwardMilliseconds / 1000 / n, block: b, line: line),
-                bwdSeconds: try Self.seconds(b.backwardMilliseconds / 1000 / n, block: b, line: line),
-                stashBytes: try Self.bytes(b.stashBytes / n, what: "activations", block: b.name, line: line),
-                outputBytes: try Self.bytes(b.outputBytes / n, what: "output", block: b.name, line: line),
-                paramBytes: try Self.bytes(b.parameterBytes, what: "parameters", block: b.name, line: line))
-            layers.append(LayerSpec(name: b.name, profile: profile))
+                fwdSeconds: try Self.seconds(l.forwardMilliseconds / 1000 / n, layer: l.name, line: line),
+                bwdSeconds: try Self.seconds(l.backwardMilliseconds / 1000 / n, layer: l.name, line: line),
+                stashBytes: try Self.bytes(l.stashBytes / n, what: "activations of", name: l.name, line: line),
+                outputBytes: try Self.bytes(l.outputBytes / n, what: "tensors crossing the cut after", name: l.name, line: line),
+                paramBytes: try Self.bytes(l.parameterBytes, what: "parameters of", name: l.name, line: line))
+            layers.append(LayerSpec(name: l.name, profile: profile))
         }
         let inputs = nodes.filter(\.isInput)
-        let input = try Self.bytes(inputs.reduce(0) { $0 + $1.activationBytes } / n, what: "input",
-                                   block: inputs.map(\.id).joined(separator: "+"), line: inputs.first?.line ?? 1)
+        let input = try Self.bytes(inputs.reduce(0) { $0 + $1.activationBytes } / n, what: "input nodes",
+                                   name: inputs.map(\.id).joined(separator: "+"), line: inputs.first?.line ?? 1)
         return ModelSpec(name: name, layers: layers, inputBytes: input, stateBytesPerParamByte: stateBytesPerParamByte)
     }
 
-    static func seconds(_ v: Double, block: Block, line: Int) throws -> Double {
-        guard v.isFinite else { throw fail(line, "the times of `\(block.name)` add up to more than a Double holds") }
+    static func seconds(_ v: Double, layer: String, line: Int) throws -> Double {
+        guard v.isFinite else { throw fail(line, "the times of `\(layer)` add up to more than a Double holds") }
         return v
     }
 
     /// Whole bytes, rounded up (a fraction of a byte after the division still occupies one).
-    static func bytes(_ v: Double, what: String, block: String, line: Int) throws -> Int {
+    static func bytes(_ v: Double, what: String, name: String, line: Int) throws -> Int {
         let r = v.rounded(.up)
         guard r.isFinite, r >= 0, r <= Double(Validation.maxBytes) else {
-            throw fail(line, "the \(what) of `\(clip(block[...]))` add up to \(v) bytes, more than 2^53")
+            throw fail(line, "the \(what) `\(clip(name[...]))` add up to \(v) bytes, more than 2^53")
         }
         return Int(r)
     }

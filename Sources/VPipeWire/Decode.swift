@@ -22,6 +22,12 @@ public enum WireDecode {
         }
     }
 
+    /// A ModelSpec on its own (what `vpipe import pipedream --out` writes), every layer profiled.
+    public static func modelSpec(_ bytes: UnsafeRawBufferPointer) throws -> ModelSpec {
+        try unpack(bytes, type: "vpipe.ModelSpec", unpack: vpipe__model_spec__unpack,
+                   free: vpipe__model_spec__free_unpacked) { try modelSpec($0, requireProfiles: true) }
+    }
+
     /// An EvaluationRequest: the model, the cluster, and the plan's decisions.
     public static func evaluationRequest(_ bytes: UnsafeRawBufferPointer) throws
         -> (model: ModelSpec, cluster: ClusterSpec, schedule: Schedule, microBatches: Int, layout: PlanLayout)

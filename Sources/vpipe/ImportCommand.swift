@@ -16,9 +16,12 @@ struct ImportPipeDreamCommand: ParsableCommand {
         commandName: "pipedream",
         abstract: "Import a PipeDream profile graph (graph.txt) as a chain of layers.",
         discussion: """
-            Input nodes become the model's input size; branchy regions (a fork up to the node \
-            where its branches join) become one layer each. Prints the chain as a table and, \
-            with --out, writes it as a serialised vpipe.ModelSpec. See docs/pipedream-import.md.
+            Input nodes become the model's input size; every other node becomes one layer, in \
+            a topological order, so every cut of the chain is a cut of the graph (an antichain \
+            boundary, as in PipeDream's optimizer) and a layer's output is every tensor crossing \
+            the cut after it. Prints the chain as a table and, with --out, writes it as a \
+            serialised vpipe.ModelSpec, which `vpipe plan --model-file` plans. See \
+            docs/pipedream-import.md.
             """)
 
     @Argument(help: "PipeDream's graph.txt.") var graph: String

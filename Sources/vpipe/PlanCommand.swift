@@ -39,12 +39,17 @@ struct PlanCommand: ParsableCommand {
         abstract: "Plan a model on a cluster and compare the planners.",
         discussion: """
             The request comes from --request (a serialised vpipe.PlanRequest) or is built from a \
-            built-in analytic transformer (--model) on identical virtual devices (--devices). \
-            Prints the plan as a table, then what every planner gives on the same request.
+            model on identical virtual devices (--devices): a serialised vpipe.ModelSpec \
+            (--model-file, e.g. from `vpipe import pipedream --out`) or a built-in analytic \
+            transformer (--model). Prints the plan as a table, then what every planner gives on \
+            the same request.
             """)
 
     @Option(help: "A serialised vpipe.PlanRequest to plan (overrides the model and cluster options).")
     var request: String?
+
+    @Option(help: "A serialised vpipe.ModelSpec to plan (e.g. from `vpipe import pipedream --out`), instead of --model.")
+    var modelFile: String?
 
     @Option(help: "Built-in analytic model: \(BuiltinModel.allCases.map(\.rawValue).joined(separator: ", ")).")
     var model: BuiltinModel = .gpt
@@ -111,6 +116,15 @@ struct PlanCommand: ParsableCommand {
             let data = try Data(contentsOf: URL(fileURLWithPath: request))
             return try data.withUnsafeBytes { try WireDecode.planRequest($0) }
         }
+        let gib = 1024.0 * 1024 * 1024
+        let cluster = ClusterSpec.uniform(
+            count: devices,
+            device: DeviceSpec(name: "gpu", memoryBytes: Int(memoryGib * gib), hostBandwidth: hostBandwidthGbs * 1e9),
+            link: LinkSpec(bandwidth: linkBandwidthGbs * 1e9, latency: linkLatencyUs * 1e-6))
+        let options = PlanOptions(schedule: schedule.schedule, microBatches: microBatches, planner: planner.kind)
+        if let modelFile {
+            return PlanRequest(model: try Self.readModel(modelFile), cluster: cluster, options: options)
+        }
         let shape: TransformerShape
         switch model {
         case .gpt:
@@ -121,13 +135,29 @@ struct PlanCommand: ParsableCommand {
         case .gpt3_2_7B: shape = .gpt3_2_7B(microBatchSize: microBatchSize)
         case .gpt3_13B: shape = .gpt3_13B(microBatchSize: microBatchSize)
         }
-        let gib = 1024.0 * 1024 * 1024
-        let cluster = ClusterSpec.uniform(
-            count: devices,
-            device: DeviceSpec(name: "gpu", memoryBytes: Int(memoryGib * gib), hostBandwidth: hostBandwidthGbs * 1e9),
-            link: LinkSpec(bandwidth: linkBandwidthGbs * 1e9, latency: linkLatencyUs * 1e-6))
-        return PlanRequest(model: shape.model(), cluster: cluster,
-                           options: PlanOptions(schedule: schedule.schedule, microBatches: microBatches, planner: planner.kind))
+        return PlanRequest(model: shape.model(), cluster: cluster, options: options)
+    }
+
+    /// The ModelSpec in `path`, checked; a file that cannot be read, decoded or planned is
+    /// reported on stderr with the file and the field at fault (`model.layers[3].profile...`).
+    static func readModel(_ path: String) throws -> ModelSpec {
+        func fail(_ message: String) -> ExitCode {
+            FileHandle.standardError.write(Data("error: --model-file \(path): \(message)\n".utf8))
+            return ExitCode.failure
+        }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw fail("cannot read the file (\((error as NSError).localizedDescription))")
+        }
+        do {
+            let model = try data.withUnsafeBytes { try WireDecode.modelSpec($0) }
+            try Validation.validate(model)
+            return model
+        } catch let error as WireError {
+            throw fail("not a serialised vpipe.ModelSpec: \(error)")
+        } catch let error as VPipeError {
+            throw fail("\(error)")
+        }
     }
 
     func comparison(_ request: PlanRequest) -> String { PlanCommand.comparison(request) }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VPipeCore
 
@@ -56,35 +57,48 @@ import VPipeCore
         try Validation.validate(model)
     }
 
-    @Test func residualBlockCollapsesToOneLayer() throws {
+    /// The residual block, by hand. Order node2..node7; the tensors open after each node:
+    ///   node2: {node2} 100 | node3: {node3} 200 (read by node4 and node6, counted once)
+    ///   node4: {node3, node4} 500 | node5: {node3, node5} 600 | node6: {node6} 500 | node7: its output 40
+    @Test func residualBlockIsOneLayerPerNodeWithTheSkipTensorOnEveryCut() throws {
         let graph = try PipeDreamGraph.parse(Self.residualText)
         let chain = try graph.chain()
-        #expect(chain.map(\.name) == ["node2", "node3+node4+node5+node6", "node7"])
-        let block = chain[1]
-        expectClose(block.forwardMilliseconds, 0.5 + 2 + 0.25 + 0.125, "fwd ms")
-        expectClose(block.backwardMilliseconds, 1 + 4 + 0.5 + 0.25, "bwd ms")
-        #expect(block.stashBytes == 200 + 300 + 400 + 500)
-        #expect(block.outputBytes == 500, "the join node's activation leaves the block")
-        #expect(block.parameterBytes == 50)
+        #expect(chain.map(\.name) == ["node2", "node3", "node4", "node5", "node6", "node7"])
+        #expect(chain.map(\.outputBytes) == [100, 200, 500, 600, 500, 40])
+        #expect(chain.map { $0.crossing.map { graph.nodes[$0].id } } == [["node2"], ["node3"], ["node3", "node4"], ["node3", "node5"], ["node6"], []])
+        #expect(chain.map(\.stashBytes) == [100, 200, 300, 400, 500, 40])
+        #expect(chain.map(\.parameterBytes) == [10, 0, 20, 30, 0, 2600])
 
         let model = try graph.modelSpec()
-        #expect(model.layers.count == 3)
+        #expect(model.layers.count == 6)
         #expect(model.inputBytes == 1000)
-        #expect(model.inputBytes(ofLayer: 1) == 100)
-        let p = model.layers[1].profile
-        expectClose(p.fwdSeconds, 2.875 / 1000, "block fwd s")
-        expectClose(p.bwdSeconds, 5.75 / 1000, "block bwd s")
-        #expect(p.stashBytes == 1400)
-        #expect(p.outputBytes == 500)
-        #expect(p.paramBytes == 50)
+        #expect(model.inputBytes(ofLayer: 3) == 500, "a stage starting at node5 receives node3's and node4's outputs")
+        let p = model.layers[2].profile
+        expectClose(p.fwdSeconds, 2.0 / 1000, "node4 fwd s")
+        expectClose(p.bwdSeconds, 4.0 / 1000, "node4 bwd s")
+        #expect(p == LayerProfile(fwdSeconds: p.fwdSeconds, bwdSeconds: p.bwdSeconds, stashBytes: 300, outputBytes: 500, paramBytes: 20))
     }
 
-    @Test func orderAndTieBreakDoNotDependOnEdgeOrder() throws {
-        // The same residual graph with its edge lines reversed and nodes defined after a blank line.
+    /// Every down-closed set of nodes (every cut PipeDream's antichain states can make) of the
+    /// residual block is a prefix of the chain: a skip connection orders its nodes totally.
+    @Test func everyCutOfASkipConnectionIsAPrefix() throws {
+        let graph = try PipeDreamGraph.parse(Self.residualText)
+        let chain = try graph.chain().map(\.node)
+        let layers = chain.sorted()
+        for mask in 1..<(1 << layers.count) {
+            let set = Set(layers.indices.filter { mask & (1 << $0) != 0 }.map { layers[$0] })
+            let downClosed = graph.edges.allSatisfy { e in graph.nodes[e.from].isInput || !set.contains(e.to) || set.contains(e.from) }
+            guard downClosed else { continue }
+            #expect(Set(chain.prefix(set.count)) == set, "the cut after \(set.map { graph.nodes[$0].id }.sorted()) is not a prefix of the chain")
+        }
+    }
+
+    @Test func orderAndTieBreakDoNotDependOnLineOrder() throws {
+        // The same residual graph with its node lines and its edge lines reversed.
         let lines = Self.residualText.split(separator: "\n")
-        let text = lines.filter { !$0.hasPrefix("\t") }.joined(separator: "\n") + "\n\n"
+        let text = lines.filter { !$0.hasPrefix("\t") }.reversed().joined(separator: "\n") + "\n\n"
             + lines.filter { $0.hasPrefix("\t") }.reversed().joined(separator: "\n") + "\n"
-        #expect(try PipeDreamGraph.parse(text).chain().map(\.name) == ["node2", "node3+node4+node5+node6", "node7"])
+        #expect(try PipeDreamGraph.parse(text).chain().map(\.name) == ["node2", "node3", "node4", "node5", "node6", "node7"])
     }
 
     @Test func twoBranchesWithoutASkipEdge() throws {
@@ -104,10 +118,70 @@ import VPipeCore
             \tnode5 -- node6
             """
         let chain = try PipeDreamGraph.parse(text).chain()
-        #expect(chain.map(\.name) == ["node2+node3+node4+node5", "node6"])
-        #expect(chain[0].parameterBytes == 15)
-        #expect(chain[0].stashBytes == 110)
-        #expect(chain[0].outputBytes == 50)
+        #expect(chain.map(\.name) == ["node2", "node3", "node4", "node5", "node6"])
+        // After node3, node2's output is still owed to node4: 10 + 20.
+        #expect(chain.map(\.outputBytes) == [10, 30, 50, 50, 5])
+    }
+
+    @Test func unusedGetitemSinksAreDroppedLikePipeDreamDoes() throws {
+        // An LSTM's (output, hidden) tuple: only __getitem__(0) is used; __getitem__(1) is a sink.
+        let text = """
+            node1 -- Input0 -- forward_compute_time=0.000, backward_compute_time=0.000, activation_size=8.0, parameter_size=0.000
+            node2 -- LSTM -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=[10.0; 2.0], parameter_size=1.000
+            node3 -- __getitem__(0) -- forward_compute_time=0.000, backward_compute_time=0.000, activation_size=10.0, parameter_size=0.000
+            node4 -- __getitem__(1) -- forward_compute_time=0.000, backward_compute_time=0.000, activation_size=2.0, parameter_size=0.000
+            node5 -- Linear -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=4.0, parameter_size=3.000
+            \tnode1 -- node2
+            \tnode2 -- node3
+            \tnode2 -- node4
+            \tnode3 -- node5
+            """
+        let chain = try PipeDreamGraph.parse(text).chain()
+        #expect(chain.map(\.name) == ["node2", "node3", "node5"])
+        #expect(chain.map(\.outputBytes) == [12, 10, 4])
+    }
+
+    // MARK: - PipeDream's published profiles (data/pipedream-profiles)
+
+    static let profiles = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("data/pipedream-profiles")
+
+    /// Layers expected from each checked-in profile: its nodes less the `Input` nodes and
+    /// the unused `__getitem__` sinks (counted by hand from the files).
+    static let expectedLayers: [String: (nodes: Int, layers: Int)] = [
+        "alexnet": (23, 22), "vgg16": (41, 40), "squeezenet1_0": (68, 67), "gnmt": (48, 37), "gnmt_large": (96, 77),
+    ]
+
+    /// Every prefix of the chain is a cut of the graph (down-closed), and the bytes the chain
+    /// charges for it are those of every tensor on an edge leaving it, each producer once,
+    /// recomputed here from the edge list.
+    @Test(arguments: expectedLayers.keys.sorted())
+    func publishedProfileCutsAreTheGraphsCuts(model: String) throws {
+        let text = try String(contentsOf: Self.profiles.appendingPathComponent("\(model)/graph.txt"), encoding: .utf8)
+        let graph = try PipeDreamGraph.parse(text)
+        let chain = try graph.chain()
+        let expected = try #require(Self.expectedLayers[model])
+        #expect(graph.nodes.count == expected.nodes && chain.count == expected.layers,
+                "\(model): expected \(expected.nodes) nodes and \(expected.layers) layers, saw \(graph.nodes.count) and \(chain.count)")
+        let inChain = Set(chain.map(\.node))
+        #expect(inChain.count == chain.count, "\(model): a node appears twice in the chain")
+        let edges = graph.edges.filter { inChain.contains($0.from) && inChain.contains($0.to) }
+        var prefix = Set<Int>()
+        for (i, layer) in chain.enumerated().dropLast() {
+            prefix.insert(layer.node)
+            for e in edges where prefix.contains(e.to) {
+                #expect(prefix.contains(e.from), "\(model): the cut after \(layer.name) leaves \(graph.nodes[e.from].id) -> \(graph.nodes[e.to].id) pointing backwards")
+            }
+            let producers = Set(edges.filter { prefix.contains($0.from) && !prefix.contains($0.to) }.map(\.from))
+            let bytes = producers.reduce(0.0) { $0 + graph.nodes[$1].activationBytes }
+            #expect(layer.outputBytes == bytes, "\(model): cut \(i) after \(layer.name): expected \(bytes) bytes crossing, saw \(layer.outputBytes)")
+        }
+        let spec = try graph.modelSpec(name: model)
+        try Validation.validate(spec)
+        // Nothing is lost: the chain's totals are the graph's (less inputs and dropped sinks).
+        let total = chain.reduce(0.0) { $0 + $1.forwardMilliseconds + $1.backwardMilliseconds }
+        let graphTotal = inChain.reduce(0.0) { $0 + graph.nodes[$1].forwardMilliseconds + graph.nodes[$1].backwardMilliseconds }
+        expectClose(total, graphTotal, "\(model) compute")
     }
 
     @Test func listValuedSizesAreSummed() throws {

@@ -96,3 +96,71 @@ def test_errors_exit_1_with_the_library_message(tmp_path: Path) -> None:
     assert result.returncode == 1 and "cannot read" in result.stderr, result.stderr
     result = run("frobnicate")
     assert result.returncode == 2, f"bad usage: expected exit 2, got {result.returncode}"
+
+
+# ---------------------------------------------------------------- the Swift CLI: import, then plan the file
+
+REPO_ROOT = BINDING_ROOT.parents[1]
+VPIPE_CLI = REPO_ROOT / "bin" / "vpipe"  # `make build` puts it there; `make test-python` builds first
+GNMT = REPO_ROOT / "data" / "pipedream-profiles" / "gnmt" / "graph.txt"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    assert VPIPE_CLI.exists(), f"expected the command-line tool at {VPIPE_CLI} (run `make build`)"
+    return subprocess.run([str(VPIPE_CLI), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_import_then_plan_the_model_file(tmp_path: Path) -> None:
+    model = tmp_path / "model.pb"
+    imported = cli("import", "pipedream", str(GNMT), "--out", str(model))
+    assert imported.returncode == 0, imported.stderr
+    assert "gnmt: 37 layers from 48 nodes" in imported.stdout, imported.stdout
+    spec = pb.ModelSpec()
+    spec.ParseFromString(model.read_bytes())
+    assert len(spec.layers) == 37 and spec.name == "gnmt", (len(spec.layers), spec.name)
+
+    planned = cli("plan", "--model-file", str(model), "--devices", "8", "--memory-gib", "16")
+    assert planned.returncode == 0, planned.stderr
+    assert "plan for gnmt (37 layers) on 8 devices" in planned.stdout, planned.stdout
+    # Every planner's row, PipeDream's own partitioner among them.
+    rows = {line.split()[0] for line in planned.stdout.splitlines()[1:] if line[:1].isalpha()}
+    assert {"VPIPE", "TIME_BALANCED", "GPIPE", "PIPEDREAM"} <= rows, planned.stdout
+
+
+def test_model_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pb"
+    r = cli("plan", "--model-file", str(missing))
+    assert r.returncode == 1 and f"--model-file {missing}: cannot read the file" in r.stderr, r.stderr
+
+    garbled = tmp_path / "garbled.pb"
+    garbled.write_bytes(b"\xff\xff\xff\xff not a protobuf")
+    r = cli("plan", "--model-file", str(garbled))
+    assert r.returncode == 1 and f"--model-file {garbled}: not a serialised vpipe.ModelSpec" in r.stderr, r.stderr
+
+    unprofiled = tmp_path / "unprofiled.pb"
+    spec = pb.ModelSpec(name="m")
+    spec.layers.add(name="l0").profile.fwd_seconds = 1.0
+    spec.layers.add(name="l1")  # no profile: nothing to plan with
+    unprofiled.write_bytes(spec.SerializeToString())
+    r = cli("plan", "--model-file", str(unprofiled))
+    assert r.returncode == 1 and "model.layers[1].profile" in r.stderr, r.stderr
+
+    negative = tmp_path / "negative.pb"
+    spec = pb.ModelSpec(name="m")
+    spec.layers.add(name="l0").profile.fwd_seconds = -1.0
+    negative.write_bytes(spec.SerializeToString())
+    r = cli("plan", "--model-file", str(negative))
+    assert r.returncode == 1 and "model.layers[0].profile.fwd_seconds" in r.stderr, r.stderr
+
+
+def test_pipedream_planner_through_the_library() -> None:
+    plan = vpipe.plan(request(pb.PLANNER_PIPEDREAM, memory=64 * 1024 * MiB))
+    assert plan.planner == pb.PLANNER_PIPEDREAM, pb.Planner.Name(plan.planner)
+    assert all(p == pb.MEMORY_POLICY_KEEP for s in plan.stages for p in s.policy)
+    # Memory-unaware: on 1 GiB devices its all-KEEP plan does not fit, and says where.
+    try:
+        vpipe.plan(request(pb.PLANNER_PIPEDREAM))
+    except vpipe.InfeasibleError as e:
+        assert "PIPEDREAM" in str(e) and "stage 0" in str(e), str(e)
+    else:
+        raise AssertionError("expected PIPEDREAM's all-KEEP plan not to fit 1 GiB devices")
