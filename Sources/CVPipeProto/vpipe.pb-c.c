@@ -3314,7 +3314,7 @@ const ProtobufCMessageDescriptor vpipe__adam_config__descriptor =
   (ProtobufCMessageInit) vpipe__adam_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[17] =
+static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[18] =
 {
   {
     "schedule",
@@ -3520,6 +3520,18 @@ static const ProtobufCFieldDescriptor vpipe__training_config__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "schedule_text",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__TrainingConfig, schedule_text),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__training_config__field_indices_by_name[] = {
   4,   /* field[4] = adam */
@@ -3532,6 +3544,7 @@ static const unsigned vpipe__training_config__field_indices_by_name[] = {
   12,   /* field[12] = replan_every */
   13,   /* field[13] = replan_threshold */
   0,   /* field[0] = schedule */
+  17,   /* field[17] = schedule_text */
   2,   /* field[2] = seed */
   3,   /* field[3] = sgd */
   15,   /* field[15] = slowdown_factor */
@@ -3544,7 +3557,7 @@ static const ProtobufCIntRange vpipe__training_config__number_ranges[2 + 1] =
 {
   { 1, 0 },
   { 16, 12 },
-  { 0, 17 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
 {
@@ -3554,7 +3567,7 @@ const ProtobufCMessageDescriptor vpipe__training_config__descriptor =
   "Vpipe__TrainingConfig",
   "vpipe",
   sizeof(Vpipe__TrainingConfig),
-  17,
+  18,
   vpipe__training_config__field_descriptors,
   vpipe__training_config__field_indices_by_name,
   2,  vpipe__training_config__number_ranges,

@@ -105,6 +105,7 @@ public enum WireSession {
             throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in [0, 86400] (0 means 30), got \(timeout)")
         }
         options.failureTimeoutSeconds = timeout == 0 ? 30 : timeout
+        if let text = t.pointee.schedule_text, text.pointee != 0 { options.scheduleText = String(cString: text) }
         return options
     }
 

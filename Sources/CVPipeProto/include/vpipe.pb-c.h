@@ -746,6 +746,15 @@ struct  Vpipe__TrainingConfig
   uint32_t slowdown_stage;
   double slowdown_factor;
   uint32_t slowdown_from_iteration;
+  /*
+   * The schedule to run, as schedule IR text (the golden-file form of `vpipe simulate
+   * --schedule`: a `# <SCHEDULE> p=<stages> m=<micro-batches>` header, then one
+   * `<stage>: <actions>` line per stage, e.g. `0: 0F0 0SEND_F0 0F1 ...`). Empty: generate it
+   * from `schedule`. The header must match `schedule` and `micro_batches`, the session
+   * needs a plan with that many stages, and the text must pass the schedule validator for
+   * the plan's policies; otherwise opening fails naming the line, stage or action at fault.
+   */
+  char *schedule_text;
   Vpipe__TrainingConfig__OptimizerCase optimizer_case;
   union {
     Vpipe__SgdConfig *sgd;
@@ -754,7 +763,7 @@ struct  Vpipe__TrainingConfig
 };
 #define VPIPE__TRAINING_CONFIG__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__training_config__descriptor) \
-    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS, 0, 0, 0, 0, 0, 0, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
+    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS, 0, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string, VPIPE__TRAINING_CONFIG__OPTIMIZER__NOT_SET, {0} }
 
 
 struct  Vpipe__SessionConfig

@@ -115,7 +115,7 @@ final class Pipeline: @unchecked Sendable {
 
     func schedule() throws -> PipelineSchedule {
         if let scheduleCache { return scheduleCache }
-        let s = try ScheduleGenerator.generate(options.schedule, microBatches: options.microBatches, stagePolicies: stages.map(\.policies))
+        let s = try ScheduleSource.schedule(for: options, stagePolicies: stages.map(\.policies))
         scheduleCache = s
         return s
     }

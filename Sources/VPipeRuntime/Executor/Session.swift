@@ -118,6 +118,9 @@ public final class TrainingSession: @unchecked Sendable {
         if let s = config.training.slowdown, s.stage >= stageCount {
             throw VPipeError.invalidField(field: "training.slowdown_stage", message: "stage \(s.stage) does not exist (\(stageCount) stages)")
         }
+        if config.training.scheduleText != nil && config.plan == nil {
+            throw VPipeError.invalidField(field: "plan", message: "missing: training.schedule_text is written for a placement, so the session needs the plan it was written for")
+        }
         self.config = config
         stateBytesPerParamByte = config.training.makeOptimizer().stateBytesPerParamByte
         profileSums = Array(repeating: LayerProfile(fwdSeconds: 0, bwdSeconds: 0, stashBytes: 0, outputBytes: 0, paramBytes: 0),
@@ -149,6 +152,12 @@ public final class TrainingSession: @unchecked Sendable {
             layer?.parameters.reduce(0) { $0 + $1.bytes } ?? config.model.layers[l].profile.paramBytes
         }
         layoutSnapshot = pipeline.layout
+        do {
+            _ = try pipeline.schedule()  // the host's schedule text is checked at open
+        } catch {
+            pipeline.shutdown()
+            throw error
+        }
     }
 
     deinit { pipeline.shutdown() }
@@ -410,6 +419,9 @@ public final class TrainingSession: @unchecked Sendable {
             let gain = (old - fresh.iterationSeconds) / old
             if fresh.layout == pipeline.layout {
                 decision.note = "the running plan is still the best"
+            } else if config.training.scheduleText != nil,
+                      (try? ScheduleSource.schedule(for: config.training, stagePolicies: ScheduleSource.stagePolicies(fresh.layout))) == nil {
+                decision.note = "the host's schedule (training.schedule_text) does not run on the new plan: staying"
             } else if gain > config.training.replanThreshold {
                 decision.note = "predicted gain \(formatFixed(gain * 100, decimals: 1))% > threshold \(formatFixed(config.training.replanThreshold * 100, decimals: 1))%: migrating"
                 stateLock.locked { pending = (fresh.layout, log.append(decision)) }
@@ -437,6 +449,10 @@ public final class TrainingSession: @unchecked Sendable {
         }
         if let microBatches, microBatches != config.training.microBatches {
             throw VPipeError.invalidField(field: "plan.micro_batches", message: "the session trains with \(config.training.microBatches) micro-batches, the plan has \(microBatches)")
+        }
+        if config.training.scheduleText != nil {
+            // The host's schedule stays: the plan must be one it runs on.
+            _ = try ScheduleSource.schedule(for: config.training, stagePolicies: ScheduleSource.stagePolicies(layout))
         }
         try stateLock.locked {
             if profiling {
@@ -485,6 +501,12 @@ public final class TrainingSession: @unchecked Sendable {
     }
 
     public var isProfiling: Bool { profiling }
+
+    /// Per stage, the compute and copy actions the last step executed, in the order they
+    /// started (what the schedule IR made each stage do).
+    public var lastExecutedActions: [[ScheduleAction]] {
+        lastResult?.measurements.map { $0.events.sorted { $0.start < $1.start }.map(\.action) } ?? []
+    }
 
     /// PIPEDREAM_ASYNC: per stage, the weight version each micro-batch of the last step used
     /// in its forward and in its backward (weight stashing makes them equal).

@@ -57,6 +57,9 @@ public struct TrainingOptions: Sendable, Equatable {
     /// The device backend every stage runs on (`DeviceBackends.names`); by default
     /// `VPIPE_DEVICE` or `cpu`.
     public var deviceBackend: String = DeviceBackends.selected
+    /// The schedule to run as schedule IR text (`PipelineSchedule(parsing:)`'s form), instead
+    /// of generating it from `schedule`; nil: generate. See `ScheduleSource`.
+    public var scheduleText: String?
 
     public init(schedule: Schedule = .oneFOneB, microBatches: Int, seed: UInt64 = 0,
                 optimizer: OptimizerChoice = .sgd(learningRate: 0.01, momentum: 0), throttleCopies: Bool = false,

@@ -384,3 +384,31 @@ def test_apply_plan_from_another_thread_while_stepping() -> None:
     assert 0 < kept <= 1000, f"expected the stats to keep at most 1000 of the {applies} decisions, got {kept}"
     clean = train(c, x, y, steps=len(losses))
     assert clean == losses, f"expected the losses of a run without apply_plan, first difference at step {next(i for i, (a, b) in enumerate(zip(clean, losses)) if a != b)}"
+
+
+# ---------------------------------------------------------------- schedules as data
+
+HAND_WRITTEN_1F1B = """# 1F1B p=2 m=2
+0: 0F0 0SEND_F0 0F1 0SEND_F1 0RECV_B0 0B0 0RECV_B1 0B1
+1: 1RECV_F0 1F0 1B0 1SEND_B0 1RECV_F1 1F1 1B1 1SEND_B1
+"""
+
+
+def test_session_runs_a_hand_written_schedule() -> None:
+    """training.schedule_text: the session runs the host's schedule IR (here stage 0
+    forwards both micro-batches before its first backward); backwards in micro-batch order,
+    so the losses equal the generated 1F1B's."""
+    x, y = mlp_batch()
+    plan = hand_plan([(0, 1), (2, 3)])
+    c = config(mlp_layers(), 2, plan)
+    generated = train(c, x, y)
+    c.training.schedule_text = HAND_WRITTEN_1F1B
+    hand = train(c, x, y)
+    assert hand == generated, f"expected the generated schedule's losses {generated}, got {hand}"
+
+
+def test_bad_schedule_text_is_refused_naming_the_action() -> None:
+    c = config(mlp_layers(), 2, hand_plan([(0, 1), (2, 3)]))
+    c.training.schedule_text = HAND_WRITTEN_1F1B.replace("1B1 1SEND_B1", "1SEND_B1")
+    e = expect_error(vpipe.InvalidRequestError, lambda: vpipe.Session(c), "training.schedule_text")
+    assert "stage 1, micro-batch 1" in e.message, f"expected the message to name stage 1, micro-batch 1, got {e.message!r}"
