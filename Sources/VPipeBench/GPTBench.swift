@@ -65,7 +65,7 @@ enum GPTBench {
         return ms
     }
 
-    static func run(rounds: Int = 3, steps: Int = 10) {
+    static func run(rounds: Int = 3, steps: Int = 8) {
         print("Model: embedding + 8 pre-LN blocks (width 128, 4 heads, T 64) + LayerNorm + head (V 256) + loss; "
             + "8 sequences in 4 micro-batches, SGD; kernels: CVPipeKernels \(KernelInfo.isa)\n")
         let spec = model()

@@ -97,12 +97,14 @@ struct DemoCommand: ParsableCommand {
         var cluster = roomy
         for i in cluster.devices.indices {
             cluster.devices[i].memoryBytes = Int(need * memoryFraction)
-            cluster.devices[i].reservedBytes = workspace  // the runtime's measured temporaries
+            // The runtime's measured temporaries, twice: in a recomputed segment's backward the
+            // rematerialised forward's temporaries and the backward's coexist (bench-paper).
+            cluster.devices[i].reservedBytes = 2 * workspace
         }
         let request = PlanRequest(model: measured, cluster: cluster,
                                   options: PlanOptions(schedule: .oneFOneB, microBatches: microBatches, planner: .vpipe))
         let plan = try Planning.plan(request)
-        print("\nmeasured workspace of the largest layer call: \(formatBytes(Double(workspace))) (reserved on every device)")
+        print("\nmeasured workspace of the largest layer call: \(formatBytes(Double(workspace))) (twice that reserved on every device)")
         print("All-KEEP needs \(formatBytes(need)) on its fullest stage; each virtual device gets \(formatBytes(Double(cluster.devices[0].memoryBytes))).\n")
         print(PlanTable.render(plan, model: measured, cluster: cluster))
         print("")
