@@ -8,6 +8,8 @@ enum PlannerBench {
         quality()
         print("\n## Planner quality: analytic transformers, VPIPE vs the baselines\n")
         transformers()
+        print("\n## PipeDream's published profiles: VPIPE vs PIPEDREAM (PipeDream's own partitioner)\n")
+        PipeDreamBench.run()
         print("\n## Cost model vs simulator (VPIPE plans)\n")
         modelVersusSimulator()
         print("\n## Planner speed (release build)\n")
@@ -62,7 +64,7 @@ enum PlannerBench {
                     let vpipe = try? Planning.plan(r)
                     var best: (PlannerKind, Double)?
                     var gpipe: Double?
-                    for kind in [PlannerKind.uniform, .parameters, .timeBalanced, .gpipe] {
+                    for kind in [PlannerKind.uniform, .parameters, .timeBalanced, .gpipe, .pipedream] {
                         r.options.planner = kind
                         guard let plan = try? Planning.plan(r) else { continue }
                         if kind == .gpipe { gpipe = plan.iterationSeconds }

@@ -3,9 +3,10 @@
 let what = CommandLine.arguments.dropFirst().first ?? "planner"
 switch what {
 case "planner": PlannerBench.run()
+case "pipedream": PipeDreamBench.run()  // the PipeDream-profiles part of `planner` alone
 case "runtime": RuntimeBench.run(Array(CommandLine.arguments.dropFirst(2)))
 case "paper": PaperBench.run(Array(CommandLine.arguments.dropFirst(2)))
 case "mpi":
     do { try MPIBench.run() } catch { print("vpipe-bench mpi: \(error)") }
-default: print("usage: vpipe-bench planner | runtime | paper [--svg PATH] [--quick] | mpi (under mpirun -np 2)")
+default: print("usage: vpipe-bench planner | pipedream | runtime | paper [--svg PATH] [--quick] | mpi (under mpirun -np 2)")
 }

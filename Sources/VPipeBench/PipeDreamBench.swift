@@ -1,0 +1,87 @@
+import Foundation
+import VPipeCore
+
+/// `make bench-planner`, PipeDream's published profiles: VPIPE against PIPEDREAM (PipeDream's
+/// own straight-pipeline partitioner, docs/planners.md) on the graphs in data/pipedream-profiles.
+enum PipeDreamBench {
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("data/pipedream-profiles")
+
+    /// Every checked-in profile as a ModelSpec: one micro-batch = PipeDream's profiled
+    /// mini-batch, so the bottlenecks are in PipeDream's own units (seconds per mini-batch).
+    static func models() -> [ModelSpec] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.sorted().compactMap { name in
+            let file = folder.appendingPathComponent("\(name)/graph.txt")
+            guard let text = try? String(contentsOf: file, encoding: .utf8) else { return nil }
+            do { return try PipeDreamGraph.parse(text).modelSpec(name: name) } catch {
+                print("\(file.path): \(error)")
+                return nil
+            }
+        }
+    }
+
+    /// 10 GB/s links without latency (PipeDream's link term is 2 × bytes / bandwidth),
+    /// 12 GB/s copy engines, 1F1B with m = 4p.
+    static func request(_ model: ModelSpec, stages p: Int, memory: Int, planner: PlannerKind) -> PlanRequest {
+        let cluster = ClusterSpec.uniform(
+            count: p, device: DeviceSpec(name: "gpu", memoryBytes: memory, hostBandwidth: 12e9),
+            link: LinkSpec(bandwidth: 10e9, latency: 0))
+        return PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: .oneFOneB, microBatches: 4 * p, planner: planner))
+    }
+
+    static func run() {
+        let models = models()
+        let ample = 1 << 50
+        print("Ample memory (1 PiB per device), 10 GB/s links, latency 0, 1F1B, m = 4p; τ in seconds per profiled mini-batch.\n")
+        print("| profile | layers | stages | PIPEDREAM τ | VPIPE τ | VPIPE / PIPEDREAM | PIPEDREAM T_iter | VPIPE T_iter |")
+        print("|---|---|---|---|---|---|---|---|")
+        var worst = 0.0
+        for model in models {
+            for p in [4, 8, 16] where p <= model.layers.count {
+                let pd = try? Planning.plan(request(model, stages: p, memory: ample, planner: .pipedream))
+                let vp = try? Planning.plan(request(model, stages: p, memory: ample, planner: .vpipe))
+                guard let pd, let vp else {
+                    print("| \(model.name) | \(model.layers.count) | \(p) | \(pd == nil ? "failed" : "") | \(vp == nil ? "failed" : "") | | | |")
+                    continue
+                }
+                let ratio = vp.bottleneckSeconds / pd.bottleneckSeconds
+                worst = max(worst, ratio)
+                print("| \(model.name) | \(model.layers.count) | \(p) | \(formatSeconds(pd.bottleneckSeconds)) | \(formatSeconds(vp.bottleneckSeconds)) | "
+                    + "\(formatFixed(ratio, decimals: 4)) | \(formatSeconds(pd.iterationSeconds)) | \(formatSeconds(vp.iterationSeconds)) |")
+            }
+        }
+        print("\nWorst VPIPE τ / PIPEDREAM τ: \(formatFixed(worst, decimals: 4))\n")
+
+        print("Tight memory: each device gets 90% or 75% of the largest stage memory of PIPEDREAM's (memory-unaware) plan, so that plan does not fit.\n")
+        print("| profile | stages | memory per device | PIPEDREAM | TIME_BALANCED T_iter | GPIPE T_iter | VPIPE T_iter | VPIPE τ | VPIPE policies (K/S/R) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for model in models {
+            for p in [4, 8] where p <= model.layers.count {
+              for fraction in [0.9, 0.75] {
+                guard let pd = try? Planning.plan(request(model, stages: p, memory: ample, planner: .pipedream)) else { continue }
+                let memory = Int(fraction * (pd.stages.map(\.peakMemoryBytes).max() ?? 0))
+                func cell(_ kind: PlannerKind) -> (String, Plan?) {
+                    do {
+                        let plan = try Planning.plan(request(model, stages: p, memory: memory, planner: kind))
+                        return (formatSeconds(plan.iterationSeconds), plan)
+                    } catch VPipeError.infeasible {
+                        // Its plan ignores memory, so the stage over is the ample-memory plan's.
+                        guard kind == .pipedream, let over = pd.stages.first(where: { $0.peakMemoryBytes > Double(memory) }) else {
+                            return ("infeasible", nil)
+                        }
+                        return ("does not fit: stage \(over.device) needs \(formatBytes(over.peakMemoryBytes))", nil)
+                    } catch { return ("\(error)", nil) }
+                }
+                let (pdCell, _) = cell(.pipedream)
+                let (tb, _) = cell(.timeBalanced)
+                let (gp, _) = cell(.gpipe)
+                let (vpCell, vp) = cell(.vpipe)
+                let counts = vp.map { $0.stages.flatMap(\.policies).reduce(into: [0, 0, 0]) { $0[$1.rawValue - 1] += 1 } }
+                print("| \(model.name) | \(p) | \(formatBytes(Double(memory))) (\(Int(fraction * 100))%) | \(pdCell) | \(tb) | \(gp) | \(vpCell) | "
+                    + "\(vp.map { formatSeconds($0.bottleneckSeconds) } ?? "") | \(counts.map { "\($0[0])/\($0[1])/\($0[2])" } ?? "") |")
+              }
+            }
+        }
+    }
+}
