@@ -30,14 +30,14 @@ public enum WireSession {
                 layout = d.layout
             }
             return SessionConfig(model: try WireDecode.modelSpec(model, requireProfiles: false),
-                                 cluster: try WireDecode.clusterSpec(cluster), plan: layout, training: options, planCodec: planCodec)
+                                 cluster: try WireDecode.clusterSpec(cluster), plan: layout, training: options)
         }
     }
 
-    /// Plans as protobuf vpipe.Plan bytes (an MPI session's rank 0 broadcasts its plan so).
-    public static let planCodec = PlanCodec(
-        encode: { WireEncode.plan($0) },
-        decode: { bytes in try bytes.withUnsafeBytes { try WireDecode.plan($0).layout } })
+    /// The layout of a serialised vpipe.Plan (`vpipe train --migrate-plan`).
+    public static func planLayout(_ bytes: [UInt8]) throws -> PlanLayout {
+        try bytes.withUnsafeBytes { try WireDecode.plan($0).layout }
+    }
 
     static func trainingOptions(_ t: UnsafeMutablePointer<Vpipe__TrainingConfig>) throws -> TrainingOptions {
         let raw = Int(t.pointee.schedule.rawValue)
@@ -82,11 +82,7 @@ public enum WireSession {
         var options = TrainingOptions(schedule: schedule, microBatches: m, seed: t.pointee.seed, optimizer: optimizer,
                                       throttleCopies: t.pointee.throttle_copies != 0, profileIterations: profileIterations, failure: failure)
         options.replanEvery = Int(min(t.pointee.replan_every, 1_000_000))
-        let threshold = t.pointee.replan_threshold
-        guard threshold.isFinite && threshold >= 0 && threshold < 1 else {
-            throw VPipeError.invalidField(field: "training.replan_threshold", message: "must be in [0, 1) (0 means 0.05), got \(threshold)")
-        }
-        options.replanThreshold = threshold == 0 ? 0.05 : threshold
+        options.replanThreshold = t.pointee.replan_threshold  // range and default: TrainingOptions.check
         let factor = t.pointee.slowdown_factor
         guard factor.isFinite && factor >= 0 && factor <= 1000 else {
             throw VPipeError.invalidField(field: "training.slowdown_factor", message: "must be between 0 and 1000, got \(factor)")
@@ -100,11 +96,7 @@ public enum WireSession {
         default:
             throw VPipeError.invalidField(field: "training.transport", message: "unknown value \(t.pointee.transport.rawValue); use TRANSPORT_IN_PROCESS or TRANSPORT_MPI")
         }
-        let timeout = t.pointee.failure_timeout_seconds
-        guard timeout.isFinite && timeout >= 0 && timeout <= 86400 else {
-            throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in [0, 86400] (0 means 30), got \(timeout)")
-        }
-        options.failureTimeoutSeconds = timeout == 0 ? 30 : timeout
+        options.failureTimeoutSeconds = t.pointee.failure_timeout_seconds  // range and default: TrainingOptions.check
         if let text = t.pointee.schedule_text, text.pointee != 0 { options.scheduleText = String(cString: text) }
         return options
     }

@@ -55,7 +55,7 @@ struct TrainCommand: ParsableCommand {
         var migrations: [Int: PlanLayout] = [:]
         for (n, path) in zip(migrateAt, migratePlan) {
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-            migrations[n] = try WireSession.planCodec.decode(bytes)
+            migrations[n] = try WireSession.planLayout(bytes)
         }
         do {
             let session = try TrainingSession(sessionConfig)
@@ -68,7 +68,7 @@ struct TrainCommand: ParsableCommand {
                 }
                 if let kill, kill.rank == world.rank, kill.iteration == k, kill.atMigration {
                     // Dies at the migration flush of step k, before handing over its gradients.
-                    MPITransport.testHookAtMigrationFlush = {
+                    MigrationTestHooks.atRemoteFlush = {
                         FileHandle.standardError.write(Data("rank \(world.rank): test hook: dying at the migration flush of step \(k)\n".utf8))
                         if kill.exit { Glibc.exit(1) } else { raise(SIGKILL) }
                     }

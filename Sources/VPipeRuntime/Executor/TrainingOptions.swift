@@ -34,7 +34,8 @@ public struct TrainingOptions: Sendable, Equatable {
     public var failure: Failure?
     /// Online re-planning every this many iterations (0: off).
     public var replanEvery: Int = 0
-    /// Migrate only when the new plan's predicted T_iter is lower by more than this fraction.
+    /// Migrate only when the new plan's predicted T_iter is lower by more than this fraction
+    /// (0 means 0.05).
     public var replanThreshold: Double = 0.05
     /// An injected slowdown: `stage`'s device runs `factor` times slower from `fromIteration` on.
     public var slowdown: Slowdown?
@@ -49,7 +50,7 @@ public struct TrainingOptions: Sendable, Equatable {
     }
     public var transport: TransportKind = .inProcess
     /// MPI transport: seconds a rank waits on a silent peer before pinging it; a peer that
-    /// does not answer within a further max(0.5, T/4) s is reported lost.
+    /// does not answer within a further max(0.5, T/4) s is reported lost. 0 means 30.
     public var failureTimeoutSeconds: Double = 30
     /// Test hook: the stage whose thread fails to start (as if pthread_create refused), so
     /// that the session's refusal to open, naming the stage, can be tested.
@@ -72,6 +73,25 @@ public struct TrainingOptions: Sendable, Equatable {
         self.profileIterations = profileIterations
         self.failure = failure
     }
+
+    /// The ranges of the options, checked once at session open, naming the field (the wire
+    /// layer only converts).
+    func check() throws {
+        try Validation.validate(microBatches: microBatches, field: "training.micro_batches")
+        let t = failureTimeoutSeconds
+        guard t.isFinite && t >= 0 && t <= 86400 else {
+            throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in [0, 86400] (0 means 30), got \(t)")
+        }
+        guard replanThreshold.isFinite && replanThreshold >= 0 && replanThreshold < 1 else {
+            throw VPipeError.invalidField(field: "training.replan_threshold", message: "must be in [0, 1) (0 means 0.05), got \(replanThreshold)")
+        }
+    }
+
+    /// The failure timeout in seconds, its default applied.
+    var effectiveFailureTimeout: Double { failureTimeoutSeconds == 0 ? 30 : failureTimeoutSeconds }
+
+    /// The re-planning threshold, its default applied.
+    var effectiveReplanThreshold: Double { replanThreshold == 0 ? 0.05 : replanThreshold }
 
     func makeOptimizer() -> Optimizer {
         switch optimizer {

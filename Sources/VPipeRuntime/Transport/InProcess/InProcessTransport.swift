@@ -1,26 +1,6 @@
-/// How activations and gradients travel between neighbouring stages. In-process channels
-/// here; an MPI transport (one rank per stage) implements the same protocol.
-///
-/// A receive blocks until the message arrives or the transport is aborted; after `abort`
-/// every pending and future receive throws, so one failing stage stops them all.
-public protocol Transport: AnyObject, Sendable {
-    /// Stage `stage` sends micro-batch `microBatch`'s activation to stage + 1.
-    func sendActivation(from stage: Int, microBatch: Int, _ tensor: Tensor) throws
-    /// Stage `stage` receives micro-batch `microBatch`'s activation from stage − 1, as a copy in `space`.
-    func receiveActivation(at stage: Int, microBatch: Int, into space: MemorySpace?) throws -> Tensor
-    /// Stage `stage` sends micro-batch `microBatch`'s input gradient to stage − 1.
-    func sendGradient(from stage: Int, microBatch: Int, _ tensor: Tensor) throws
-    /// Stage `stage` receives micro-batch `microBatch`'s output gradient from stage + 1.
-    func receiveGradient(at stage: Int, microBatch: Int, into space: MemorySpace?) throws -> Tensor
-    /// Fails every pending and future receive with `error` (the first abort wins).
-    func abort(_ error: Error)
-    /// The error of the first abort, if any.
-    var abortError: Error? { get }
-    /// Clears mailboxes and the abort state before an iteration.
-    func reset()
-}
-
-/// Mailboxes in memory, one per (destination stage, direction, micro-batch).
+/// Every stage a thread of this process: mailboxes in memory, one per (destination stage,
+/// direction, micro-batch). The distributed part of `Transport` is the protocol's
+/// single-process default (every stage local, agreement = the local outcome).
 public final class InProcessTransport: Transport, @unchecked Sendable {
     struct Key: Hashable {
         let stage: Int, gradient: Bool, microBatch: Int
