@@ -86,6 +86,9 @@ struct TrainCommand: ParsableCommand {
                     fflush(nil)
                 }
             }
+            for d in session.statistics().decisions where d.source == "online" && d.applied {
+                print("rank \(world.rank): online migration decided after iteration \(d.iteration): applied, layers \(d.layersMoved.map(String.init).joined(separator: ","))")
+            }
             if checksums {
                 for l in sessionConfig.model.layers.indices {
                     if let params = try? session.parameters(layer: l), !params.isEmpty {

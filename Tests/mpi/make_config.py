@@ -19,6 +19,8 @@ ap.add_argument("--timeout", type=float, default=0)
 ap.add_argument("--split", help="first layer of each stage, comma-separated (default: an even split)")
 ap.add_argument("--memory", help="stage:bytes, memory_bytes of that device (default 1 GiB)")
 ap.add_argument("--plan-only", action="store_true", help="write only the vpipe.Plan (for vpipe train --migrate-plan)")
+ap.add_argument("--replan-every", type=int, default=0, help="online re-planning every N iterations")
+ap.add_argument("--slowdown", help="stage:factor:from_iteration, an injected slowdown")
 a = ap.parse_args()
 
 w = a.width
@@ -58,6 +60,10 @@ t.transport = pb.TRANSPORT_MPI if a.transport == "mpi" else pb.TRANSPORT_IN_PROC
 t.failure_timeout_seconds = a.timeout
 if a.fail:
     t.fail_iteration, t.fail_stage, t.fail_micro_batch = map(int, a.fail.split(":"))
+t.replan_every = a.replan_every
+if a.slowdown:
+    st, f, frm = a.slowdown.split(":")
+    t.slowdown_stage, t.slowdown_factor, t.slowdown_from_iteration = int(st), float(f), int(frm)
 if not a.profiles or a.plan_only:
     L = len(kinds)
     firsts = [int(x) for x in a.split.split(",")] if a.split else [i * L // a.stages for i in range(a.stages)]

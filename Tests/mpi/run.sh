@@ -12,7 +12,10 @@
 #     migration, and every layer's parameters (the moved ones included) end bit-identical on
 #     the rank that owns them; a rank dying at a migration's flush ends every other rank
 #     naming it; ranks that did not all apply the same plan all fail, naming that; a
-#     receiver without room abandons the migration on every rank and training goes on.
+#     receiver without room abandons the migration on every rank and training goes on;
+#  6. online re-planning across ranks: a slowdown injected on rank 1 leads rank 0 to decide,
+#     on every rank's measurements, a migration that every rank applies before the same
+#     step, with the losses of the in-process run.
 set -u
 CLI=${CLI:-$(pwd)/.build/release/vpipe-cli}
 PY=${PYTHON:-python3}
@@ -61,6 +64,19 @@ for np in 2 4; do
     else bad "np=$np $sched checksums"; echo "in-process:"; echo "$ref"; echo "MPI:"; echo "$got"; fi
   done
 done
+
+# Online re-planning across ranks: stage 1's device runs 8x slower from iteration 3; every
+# 3 iterations each rank shares its measurements, rank 0 decides for all and broadcasts the
+# decision; every rank migrates before the same step, and the losses stay those of the
+# in-process run (a migration never changes the trajectory).
+$MK "$dir/r.pb" --stages 2 --profiles --replan-every 3 --slowdown 1:8:3 --width 64
+out=$(timeout 90 $MPIRUN -np 2 "$CLI" train "$dir/r.pb" --steps 12 --compare-in-process 2>&1)
+r0=$(echo "$out" | grep -o "rank 0: online migration decided after iteration [0-9]*: applied.*" | head -1 | sed 's/rank 0: //')
+r1=$(echo "$out" | grep -o "rank 1: online migration decided after iteration [0-9]*: applied.*" | head -1 | sed 's/rank 1: //')
+echo "$out" | grep -o "rank [01]: online migration.*" | sed 's/^/    /'
+if [ -n "$r0" ] && [ "$r0" = "$r1" ] && echo "$out" | grep -q "loss trajectories identical"; then
+  ok "np=2 slowdown on rank 1: online re-planning migrates on every rank at the same step ($r0), losses == in-process"
+else bad "np=2 online re-planning across ranks"; echo "$out" | tail -20; fi
 
 # The receiving rank cannot place the moving layers (its device holds 4000 bytes): it still
 # receives the transfers, votes no, and every rank keeps the old plan and trains on, exactly.

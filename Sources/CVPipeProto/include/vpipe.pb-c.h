@@ -734,8 +734,8 @@ struct  Vpipe__TrainingConfig
   /*
    * Online re-planning: every replan_every iterations (0 = off) the profiler's numbers of
    * the last window go to the planner; the session migrates when the predicted iteration
-   * time drops by more than replan_threshold (a fraction; 0 means 0.05). Off with
-   * TRANSPORT_MPI (each rank measures only its stage): there the host applies plans.
+   * time drops by more than replan_threshold (a fraction; 0 means 0.05). With
+   * TRANSPORT_MPI rank 0 decides on every rank's measurements and every rank migrates.
    */
   uint32_t replan_every;
   double replan_threshold;

@@ -138,9 +138,8 @@ public final class TrainingSession: @unchecked Sendable {
             defer { pending = nil }
             return pending
         }
-        // Online re-planning decides on this process's measurements; across processes those
-        // differ (each rank measures its own stage), so it is off there: the host applies plans.
-        let replanning = config.training.replanEvery > 0 && !profiling && !spansProcesses
+        // Online re-planning; across processes rank 0 decides for every process.
+        let replanning = config.training.replanEvery > 0 && !profiling
         let result: Pipeline.StepResult
         do {
             result = try pipeline.step(inputs: inputs, features: features, targets: targets, migrateTo: migrate?.layout, calibrate: replanning)
@@ -167,7 +166,7 @@ public final class TrainingSession: @unchecked Sendable {
         if profiling && profiler.iterations >= max(1, config.training.profileIterations) {
             try planFromProfiles()
         }
-        if replanning && window.iterations >= config.training.replanEvery { replan() }
+        if replanning && window.iterations >= config.training.replanEvery { try replan() }
         return result.loss
     }
 
@@ -207,15 +206,25 @@ public final class TrainingSession: @unchecked Sendable {
     }
 
     /// Online re-planning on the window's numbers; the decision is recorded and, when it
-    /// migrates, becomes the pending migration of the next step.
-    private func replan() {
-        let (model, cluster) = window.apply(to: measuredModel, clusterWithWorkspace, microBatches: config.training.microBatches)
-        let before = window.meanIterationSeconds ?? 0
-        let (decision, layout) = Replanner.decide(model: model, cluster: cluster, running: pipeline.layout, options: config.training,
-                                                  iteration: iterations, before: before)
+    /// migrates, becomes the pending migration of the next step. Across processes every
+    /// process shares its window and rank 0 decides for all (`ReplanningAcrossProcesses`);
+    /// the planner then sees the config's memory profiles (each process measured only its
+    /// own layers' sizes) with the window's times.
+    private func replan() throws {
+        let local = stateLock.locked { window }
+        var base = spansProcesses ? config.model : measuredModel
+        base.stateBytesPerParamByte = stateBytesPerParamByte
+        let cluster = spansProcesses ? config.cluster : clusterWithWorkspace
+        let running = pipeline.layout, iteration = iterations, options = config.training
+        let decide = { (w: ReplanningWindow) -> (decision: MigrationDecision, layout: PlanLayout?) in
+            let (model, cl) = w.apply(to: base, cluster, microBatches: options.microBatches)
+            return Replanner.decide(model: model, cluster: cl, running: running, options: options, iteration: iteration, before: w.meanIterationSeconds ?? 0)
+        }
+        let (decision, layout) = spansProcesses ? try ReplanningAcrossProcesses.decide(window: local, transport: pipeline.transport, decide)
+                                                : decide(local)
         stateLock.locked {
             // The previous decision's "after" is this window.
-            log.recordAfterWindow(before)
+            log.recordAfterWindow(decision.iterationSecondsBefore)
             window.clear()
             let ticket = log.append(decision)
             if let layout { pending = (layout, ticket) }

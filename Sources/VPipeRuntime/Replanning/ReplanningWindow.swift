@@ -5,13 +5,13 @@ import VPipeCore
 /// not look slow itself), each stage's measured speed relative to the fastest seen, and the
 /// iteration times (a decision's "before" and the previous decision's "after").
 struct ReplanningWindow {
-    private var sums: [(fwd: Double, bwd: Double)] = []
-    private(set) var iterations = 0
+    fileprivate var sums: [(fwd: Double, bwd: Double)] = []
+    fileprivate(set) var iterations = 0
     /// Measured iteration seconds in the window (read by `applyPlan` from another thread:
     /// the session keeps the window under its state lock).
-    private(set) var iterationSeconds: [Double] = []
+    fileprivate(set) var iterationSeconds: [Double] = []
     /// Speed of each stage's device relative to the fastest seen (1.0 = nominal).
-    private var stageSpeed: [Double] = []
+    fileprivate var stageSpeed: [Double] = []
     private var calibrationBaseline = Double.infinity
 
     var meanIterationSeconds: Double? {
@@ -58,5 +58,57 @@ struct ReplanningWindow {
             cluster.devices[i].speed = cluster.devices[i].effectiveSpeed * stageSpeed[i]
         }
         return (model, cluster)
+    }
+}
+
+/// A window as bytes, and windows of several processes merged into one (online
+/// re-planning across processes, `ReplanningAcrossProcesses`).
+extension ReplanningWindow {
+    /// Float64 values: [layers, fwd sums..., bwd sums..., stages, stage speeds...,
+    /// iterations, iteration seconds...].
+    func encoded() -> [UInt8] {
+        var values: [Double] = [Double(sums.count)] + sums.map(\.fwd) + sums.map(\.bwd)
+        values += [Double(stageSpeed.count)] + stageSpeed
+        values += [Double(iterationSeconds.count)] + iterationSeconds
+        return values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian, Array.init) }
+    }
+
+    init(encoded bytes: [UInt8]) throws {
+        let values: [Double] = stride(from: 0, to: bytes.count - bytes.count % 8, by: 8).map { i in
+            Double(bitPattern: bytes[i..<(i + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        }
+        var k = 0
+        func take(_ what: String) throws -> [Double] {
+            guard k < values.count, values[k] >= 0, values[k] <= Double(values.count - k - 1) else {
+                throw RuntimeError.failed("a re-planning window received from another process is malformed (\(what))")
+            }
+            let n = Int(values[k])
+            defer { k += 1 + n }
+            return Array(values[(k + 1)..<(k + 1 + n)])
+        }
+        self.init()
+        let both = try take("layer times")
+        guard both.count % 2 == 0 else { throw RuntimeError.failed("a re-planning window received from another process is malformed (layer times)") }
+        sums = (0..<(both.count / 2)).map { (both[$0], both[both.count / 2 + $0]) }
+        stageSpeed = try take("stage speeds")
+        iterationSeconds = try take("iteration seconds")
+        iterations = iterationSeconds.count
+    }
+
+    /// One window from every process's: layer times add up (each layer ran in one process,
+    /// the others hold 0 for it), each stage's speed is the slowest any process measured (a
+    /// process measures only its own stages; the others stay at 1), iteration times are the
+    /// first window's (every process steps together).
+    init(merging parts: [ReplanningWindow]) {
+        self.init()
+        guard let first = parts.first else { return }
+        let layers = parts.map(\.sums.count).max() ?? 0
+        sums = (0..<layers).map { l in
+            parts.reduce((fwd: 0.0, bwd: 0.0)) { acc, w in l < w.sums.count ? (acc.fwd + w.sums[l].fwd, acc.bwd + w.sums[l].bwd) : acc }
+        }
+        let stages = parts.map(\.stageSpeed.count).max() ?? 0
+        stageSpeed = (0..<stages).map { i in parts.map { i < $0.stageSpeed.count ? $0.stageSpeed[i] : 1 }.min() ?? 1 }
+        iterationSeconds = first.iterationSeconds
+        iterations = first.iterations
     }
 }

@@ -19,8 +19,9 @@ public protocol Transport: AnyObject, Sendable {
     /// True when the stages live in several processes (each builds only its own stages'
     /// layers, so layers migrate as messages, and a failed step poisons the session).
     var spansProcesses: Bool { get }
-    /// This process's rank (0 in-process).
+    /// This process's rank (0 in-process), and how many processes the session spans.
     var rank: Int { get }
+    var processCount: Int { get }
     /// The stages this process runs in a pipeline of `stageCount` stages; throws when the
     /// transport cannot run that many (e.g. MPI runs one rank per stage).
     func localStages(stageCount: Int) throws -> [Int]
@@ -76,6 +77,7 @@ public protocol Transport: AnyObject, Sendable {
 extension Transport {
     public var spansProcesses: Bool { false }
     public var rank: Int { 0 }
+    public var processCount: Int { 1 }
     public var poisoned: Error? { nil }
     public func localStages(stageCount: Int) throws -> [Int] { Array(0..<stageCount) }
 
@@ -85,6 +87,12 @@ extension Transport {
     }
 
     public func prepare(stage: Int, actions: [ScheduleAction], space: MemorySpace?) throws {}
+
+    /// Every process's `bytes`, in rank order, on every process: one broadcast per rank
+    /// (collective; for the small messages of re-planning between steps).
+    public func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        try (0..<processCount).map { root in try broadcast(root == rank ? bytes : nil, error: nil, root: root) }
+    }
 
     public func agree(localError: Error?, loss: Float?, lossRank: Int, migration: Int32) throws -> Float {
         if let localError { throw localError }

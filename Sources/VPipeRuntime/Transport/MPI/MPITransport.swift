@@ -152,6 +152,7 @@ public final class MPITransport: Transport, @unchecked Sendable {
     }
 
     public var spansProcesses: Bool { true }
+    public var processCount: Int { size }
 
     public func localStages(stageCount: Int) throws -> [Int] {
         guard stageCount == size else {
