@@ -8,8 +8,9 @@
 /// as a separate term of the max, not added to the compute. It never looks at memory, as
 /// published (its `--use_memory_constraint` is off by default and models no stash policy),
 /// and every layer is KEEP. On a chain imported by `PipeDreamGraph` each prefix of the
-/// linear order is one of PipeDream's states, so the DP below is PipeDream's over those
-/// states (docs/pipedream-import.md). The link term is cost model v1's
+/// linear order is a down-closed set of nodes, a cut PipeDream's states can make, so the DP
+/// below is PipeDream's over the states the chain expresses (docs/pipedream-import.md
+/// measures how many that is, and where it matters). The link term is cost model v1's
 /// `2 · (latency + bytes / bandwidth)`: with latency 0 it is PipeDream's number exactly.
 ///
 /// The plan is then evaluated by cost model v1 like every other; when a stage does not fit
