@@ -75,6 +75,6 @@ let package = Package(
         // Golden/ holds schedule golden files, read from the source tree by the tests.
         .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"], exclude: ["Golden"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),
-        .testTarget(name: "VPipeRuntimeTests", dependencies: ["VPipeRuntime"]),
+        .testTarget(name: "VPipeRuntimeTests", dependencies: ["VPipeRuntime", "CVPipeKernels"]),
     ]
 )

@@ -48,9 +48,13 @@ static const vpk_table avx2_table = TABLE(avx2_, "avx2+fma");
 #endif
 
 static _Atomic(const vpk_table *) chosen;
+// Set by vpk_force_baseline on the calling thread only, so a test of the baseline path does
+// not change what other threads (other tests, running in parallel) compute.
+static _Thread_local const vpk_table *forced;
 
 // Benign race: two threads may both choose, and both choose the same table.
 static const vpk_table *table(void) {
+    if (forced) return forced;
     const vpk_table *t = atomic_load_explicit(&chosen, memory_order_acquire);
     if (t) return t;
     t = &base_table;
@@ -63,6 +67,8 @@ static const vpk_table *table(void) {
 }
 
 const char *vpk_isa(void) { return table()->isa; }
+
+void vpk_force_baseline(int on) { forced = on ? &base_table : NULL; }
 
 void vpk_softmax_causal(float *scores, long blocks, long t) { table()->softmax_causal(scores, blocks, t); }
 

@@ -23,6 +23,10 @@ extern "C" {
 /// Which code path the dispatcher chose: "avx2+fma" or "baseline".
 const char *vpk_isa(void);
 
+/// Tests: 1 makes the calling thread use the baseline copies (as on a CPU without AVX2), 0
+/// returns it to the CPU's choice. Other threads are not affected.
+void vpk_force_baseline(int on);
+
 /// Causal softmax in place over `blocks` square [t, t] score matrices (already scaled):
 /// row i keeps columns 0...i normalised, columns above the diagonal become 0.
 void vpk_softmax_causal(float *scores, long blocks, long t);
