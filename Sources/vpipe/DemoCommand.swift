@@ -96,9 +96,11 @@ struct DemoCommand: ParsableCommand {
         let need = keep.stages.map(\.peakMemoryBytes).max() ?? 0
         var cluster = roomy
         for i in cluster.devices.indices {
-            cluster.devices[i].memoryBytes = Int(need * memoryFraction)
-            // The runtime's measured temporaries, twice: in a recomputed segment's backward the
-            // rematerialised forward's temporaries and the backward's coexist (bench-paper).
+            // The runtime's measured temporaries are reserved twice: in a recomputed segment's
+            // backward the rematerialised forward's temporaries and the backward's coexist
+            // (bench-paper). The second copy is added to the budget, so --memory-fraction keeps
+            // meaning how tight the rest is.
+            cluster.devices[i].memoryBytes = Int(need * memoryFraction) + workspace
             cluster.devices[i].reservedBytes = 2 * workspace
         }
         let request = PlanRequest(model: measured, cluster: cluster,
