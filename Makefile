@@ -1,7 +1,7 @@
 # libvpipe: every task a developer or CI runs. `make test` and `make demo` do their own
 # set-up on a fresh Debian machine (apt packages, Python packages).
 
-VERSION      := 0.1.0
+VERSION      := $(shell sed -n 's/.*static let string = "\(.*\)"/\1/p' Sources/VPipeCore/Version.swift)
 PREFIX       ?= /usr/local
 SWIFT        ?= swift
 PYTHON       ?= python3

@@ -10,7 +10,7 @@ import VPipeWire
 // VPipeCore, encode, map errors to a vp_status and a per-thread message. Nothing here may
 // trap on input a host can send; the header documents ownership and thread safety.
 
-let libraryVersion = "0.1.0"
+let libraryVersion = LibraryVersion.string
 nonisolated(unsafe) private let versionCString: UnsafePointer<CChar> = UnsafePointer(strdup(libraryVersion)!)
 
 @_cdecl("vp_version")
@@ -45,11 +45,8 @@ public func cEvaluate(_ request: UnsafePointer<UInt8>?, _ requestLength: Int, _ 
     withOutput(evaluationOut, name: "evaluation_out") {
         let input = try inputBytes(request, requestLength, name: "request")
         let r = try WireDecode.evaluationRequest(input)
-        try Validation.validate(r.model)
-        try Validation.validate(r.cluster)
-        let costModel = CostModel(model: r.model, cluster: r.cluster, schedule: r.schedule, microBatches: r.microBatches)
-        let plan = try costModel.evaluate(r.layout)
-        let violations = costModel.violations(plan)
+        let (plan, violations) = try Evaluation.evaluate(model: r.model, cluster: r.cluster, layout: r.layout,
+                                                         schedule: r.schedule, microBatches: r.microBatches)
         return WireEncode.evaluation(plan, feasible: violations.isEmpty, violations: violations)
     }
 }

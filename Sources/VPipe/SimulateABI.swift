@@ -11,10 +11,8 @@ public func cSimulate(_ request: UnsafePointer<UInt8>?, _ requestLength: Int, _ 
     withOutput(reportOut, name: "report_out") {
         let input = try inputBytes(request, requestLength, name: "request")
         let r = try WireDecode.simulationRequest(input)
-        try Validation.validate(r.model)
-        try Validation.validate(r.cluster)
-        let report = try Simulator(model: r.model, cluster: r.cluster)
-            .simulate(r.layout, schedule: r.schedule, microBatches: r.microBatches)
+        let report = try Evaluation.simulate(model: r.model, cluster: r.cluster, layout: r.layout,
+                                             schedule: r.schedule, microBatches: r.microBatches)
         return WireEncode.simulationReport(report, title: r.model.name)
     }
 }

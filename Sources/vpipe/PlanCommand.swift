@@ -18,19 +18,15 @@ enum ScheduleArgument: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-enum PlannerArgument: String, ExpressibleByArgument, CaseIterable {
-    case vpipe, exact, uniform, parameters, timeBalanced = "time-balanced", gpipe, pipedream
-    var kind: PlannerKind {
-        switch self {
-        case .vpipe: return .vpipe
-        case .exact: return .exact
-        case .uniform: return .uniform
-        case .parameters: return .parameters
-        case .timeBalanced: return .timeBalanced
-        case .gpipe: return .gpipe
-        case .pipedream: return .pipedream
-        }
+/// `--planner`: PlannerKind's own names in lower case with dashes (TIME_BALANCED:
+/// time-balanced), so a new planner is an argument without a line here.
+extension PlannerKind: ExpressibleByArgument {
+    var argumentName: String { name.lowercased().replacingOccurrences(of: "_", with: "-") }
+    public init?(argument: String) {
+        guard let kind = Self.allCases.first(where: { $0.argumentName == argument }) else { return nil }
+        self = kind
     }
+    public static var allValueStrings: [String] { allCases.map(\.argumentName) }
 }
 
 struct PlanCommand: ParsableCommand {
@@ -67,8 +63,8 @@ struct PlanCommand: ParsableCommand {
 
     @Option(help: "Schedule: gpipe, 1f1b, pipedream-async.") var schedule: ScheduleArgument = .oneFOneB
     @Option(help: "Micro-batches per iteration.") var microBatches: Int = 8
-    @Option(help: "Planner: \(PlannerArgument.allCases.map(\.rawValue).joined(separator: ", ")).")
-    var planner: PlannerArgument = .vpipe
+    @Option(help: "Planner: \(PlannerKind.allValueStrings.joined(separator: ", ")).")
+    var planner: PlannerKind = .vpipe
 
     @Option(help: "Write the plan (a serialised vpipe.Plan) here.") var out: String?
     @Option(help: "Write the request (a serialised vpipe.PlanRequest) here.") var writeRequest: String?
@@ -87,7 +83,7 @@ struct PlanCommand: ParsableCommand {
 
     func run() throws {
         var planRequest = try buildRequest()
-        planRequest.options.planner = planner.kind
+        planRequest.options.planner = planner
         if let writeRequest {
             try Data(WireEncode.planRequest(planRequest)).write(to: URL(fileURLWithPath: writeRequest))
         }
@@ -102,7 +98,7 @@ struct PlanCommand: ParsableCommand {
                 try simulation.emit(report, title: planRequest.model.name)
             }
         } catch let error as VPipeError {
-            print("planner \(planner.kind.name): \(error)")
+            print("planner \(planner.name): \(error)")
             if noCompare { throw ExitCode(1) }
         }
         if !noCompare {
@@ -121,7 +117,7 @@ struct PlanCommand: ParsableCommand {
             count: devices,
             device: DeviceSpec(name: "gpu", memoryBytes: Int(memoryGib * gib), hostBandwidth: hostBandwidthGbs * 1e9),
             link: LinkSpec(bandwidth: linkBandwidthGbs * 1e9, latency: linkLatencyUs * 1e-6))
-        let options = PlanOptions(schedule: schedule.schedule, microBatches: microBatches, planner: planner.kind)
+        let options = PlanOptions(schedule: schedule.schedule, microBatches: microBatches, planner: planner)
         if let modelFile {
             return PlanRequest(model: try Self.readModel(modelFile), cluster: cluster, options: options)
         }

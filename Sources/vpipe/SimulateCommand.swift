@@ -24,10 +24,8 @@ struct SimulateCommand: ParsableCommand {
         let planRequest = try requestData.withUnsafeBytes { try WireDecode.planRequest($0) }
         let planData = try Data(contentsOf: URL(fileURLWithPath: plan))
         let decoded = try planData.withUnsafeBytes { try WireDecode.plan($0) }
-        try Validation.validate(planRequest.model)
-        try Validation.validate(planRequest.cluster)
-        let report = try Simulator(model: planRequest.model, cluster: planRequest.cluster)
-            .simulate(decoded.layout, schedule: decoded.schedule, microBatches: decoded.microBatches)
+        let report = try Evaluation.simulate(model: planRequest.model, cluster: planRequest.cluster, layout: decoded.layout,
+                                             schedule: decoded.schedule, microBatches: decoded.microBatches)
         try output.emit(report, title: planRequest.model.name)
     }
 }

@@ -14,5 +14,5 @@ struct VPipeCommand: ParsableCommand {
 
 struct VersionCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "version", abstract: "Print the version.")
-    func run() { print("vpipe 0.1.0, cost model v\(CostModel.version)") }
+    func run() { print("vpipe \(LibraryVersion.string), cost model v\(CostModel.version)") }
 }

@@ -793,7 +793,7 @@ def test_evaluate_bytes_decode_error() -> None:
 
 
 def test_version() -> None:
-    assert vpipe.version() == "0.1.0", f"expected '0.1.0', got {vpipe.version()!r}"
+    assert vpipe.version() == vpipe.__version__, f"expected the package's version {vpipe.__version__!r}, the library says {vpipe.version()!r}"
     assert vpipe.abi_version() == vpipe.ABI_VERSION == 1, f"expected ABI 1, got {vpipe.abi_version()}"
 
 
