@@ -2672,7 +2672,7 @@ const ProtobufCMessageDescriptor vpipe__stage_plan__descriptor =
   (ProtobufCMessageInit) vpipe__stage_plan__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__plan__field_descriptors[8] =
+static const ProtobufCFieldDescriptor vpipe__plan__field_descriptors[10] =
 {
   {
     "stages",
@@ -2770,21 +2770,47 @@ static const ProtobufCFieldDescriptor vpipe__plan__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lower_bound_seconds",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Plan, lower_bound_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "proven_optimal",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Plan, proven_optimal),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__plan__field_indices_by_name[] = {
   3,   /* field[3] = bottleneck_seconds */
   5,   /* field[5] = cost_model_version */
   4,   /* field[4] = iteration_seconds */
+  8,   /* field[8] = lower_bound_seconds */
   2,   /* field[2] = micro_batches */
   6,   /* field[6] = planner */
   7,   /* field[7] = planning_seconds */
+  9,   /* field[9] = proven_optimal */
   1,   /* field[1] = schedule */
   0,   /* field[0] = stages */
 };
 static const ProtobufCIntRange vpipe__plan__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor vpipe__plan__descriptor =
 {
@@ -2794,7 +2820,7 @@ const ProtobufCMessageDescriptor vpipe__plan__descriptor =
   "Vpipe__Plan",
   "vpipe",
   sizeof(Vpipe__Plan),
-  8,
+  10,
   vpipe__plan__field_descriptors,
   vpipe__plan__field_indices_by_name,
   1,  vpipe__plan__number_ranges,

@@ -152,3 +152,36 @@ enum PlannerBench {
 
     static func pct(_ g: Double) -> String { formatFixed(g * 100, decimals: 3) + "%" }
 }
+
+/// Deep pipelines: VPIPE against the independent exact reference (PLANNER_EXACT).
+enum DeepPlannerBench {
+    static func run(seeds: Int) {
+        var rng = SplitMix64(seed: 10)
+        var gaps: [Double] = [], times: [Double] = [], exactTimes: [Double] = []
+        var proven = 0, infeasible = 0, failed = 0, usedPolicies = 0
+        for i in 0..<seeds {
+            var r = RandomInstances.deepPipeline(&rng, planner: .exact)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let exact: Plan
+            do { exact = try Planning.plan(r) } catch VPipeError.infeasible { infeasible += 1; continue } catch {
+                print("instance \(i): EXACT gave up: \(error)"); failed += 1; continue
+            }
+            exactTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            r.options.planner = .vpipe
+            guard let vpipe = try? Planning.plan(r) else { print("instance \(i): VPIPE failed where EXACT found a plan"); continue }
+            times.append(vpipe.planningSeconds)
+            let g = vpipe.iterationSeconds / exact.iterationSeconds - 1
+            gaps.append(g)
+            if vpipe.provenOptimal { proven += 1 }
+            if exact.stages.contains(where: { $0.policies.contains { $0 != .keep } }) { usedPolicies += 1 }
+            if g > 0.01 || vpipe.lowerBoundSeconds > exact.iterationSeconds * (1 + 1e-9) {
+                print("instance \(i): \(r.model.layers.count) layers × \(r.cluster.devices.count) stages \(r.options.schedule.name) m=\(r.options.microBatches): VPIPE \(vpipe.iterationSeconds) EXACT \(exact.iterationSeconds) bound \(vpipe.lowerBoundSeconds)")
+            }
+        }
+        times.sort(); exactTimes.sort()
+        func pctl(_ a: [Double], _ q: Double) -> String { a.isEmpty ? "-" : formatSeconds(a[min(a.count - 1, Int(Double(a.count) * q))]) }
+        print("instances \(seeds), compared \(gaps.count), infeasible \(infeasible), EXACT gave up \(failed), optimum swaps/recomputes \(usedPolicies), VPIPE proven optimal \(proven)")
+        print("worst gap \(formatFixed((gaps.max() ?? 0) * 100, decimals: 3))%, mean \(formatFixed(gaps.reduce(0, +) / Double(max(1, gaps.count)) * 100, decimals: 4))%, > 1%: \(gaps.filter { $0 > 0.01 }.count)")
+        print("VPIPE time p50 \(pctl(times, 0.5)) p90 \(pctl(times, 0.9)) p99 \(pctl(times, 0.99)) max \(pctl(times, 1.0)); EXACT p50 \(pctl(exactTimes, 0.5)) max \(pctl(exactTimes, 1.0))")
+    }
+}

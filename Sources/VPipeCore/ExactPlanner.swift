@@ -1,78 +1,170 @@
-/// PLANNER_EXACT: the exact optimum of T_iter under cost model v1, for small instances.
+/// PLANNER_EXACT: the exact optimum of T_iter under cost model v1, written to be the
+/// independent reference VPIPE is measured against: it shares only `CostModel` and the
+/// layer-by-layer branch-and-bound of `StagePolicySolver` with the rest of the planner, not
+/// VPIPE's run-based stage solver, stage cache or partition DP.
 ///
-/// Every partition into p non-empty stages is enumerated; each candidate stage gets its
-/// fastest fitting policies from an exhaustive `StagePolicySolver` search (3^len
-/// assignments at worst, cut by exact bounds). Since T_iter grows with every stage time,
-/// per-stage optima compose into the global optimum of each partition.
-///
-/// Limits (checked, with an error naming them): at most `maxLayers` layers and at most
-/// `maxPartitions` partitions (C(L-1, p-1)). Ties between partitions with equal T_iter go
-/// to the lower largest memory fill Mem_i/M_i, then to fewer SWAP/RECOMPUTE layers.
+/// - Each candidate stage gets its fastest fitting policies from an exhaustive search over
+///   K/S/R per layer (`StagePolicySolver.search` without a node budget; its cuts are exact:
+///   time and memory only grow as layers are assigned). Stages with the same device, n_i,
+///   v_i, input size and layer profiles are solved once.
+/// - Stage lengths are capped without losing the optimum: a feasible plan (the best of the
+///   GPIPE and TIME_BALANCED baselines and the memory-blind balanced partitions) bounds
+///   T_iter from above by U; a stage of the optimum has T_i ≤ τ ≤ T_iter/m ≤ U/m, so any
+///   stage whose all-KEEP compute time exceeds U/m, or whose weights alone exceed its
+///   device, is never offered.
+/// - For every distinct value τ a stage or link time can take, in increasing order, a
+///   dynamic program over (stage, end layer) finds the partition of smallest Σ(T_i + K_i)
+///   with every term ≤ τ; (m−1)·τ + Σ is a candidate. Since Σ ≥ τ, the scan stops once
+///   m·τ exceeds the best found.
+/// Ties between equal T_iter go to the lower largest memory fill Mem_i/M_i, then to fewer
+/// SWAP/RECOMPUTE layers. Work limits (checked, with errors naming them): at most
+/// `maxLayers` layers, `maxCandidateStages` candidate stages and `maxNodes` search nodes.
 enum ExactPlanner {
-    static let maxLayers = 16
-    static let maxPartitions = 50_000
+    static let maxLayers = 256
+    static let maxCandidateStages = 200_000
+    static let maxNodes = 200_000_000
+
+    struct StageKey: Hashable {
+        let memory: Int, speed: Double, host: Double, reserved: Int, n: Int, v: Int
+        let input: Int, profiles: [Double]
+    }
 
     static func layout(_ cm: CostModel) throws -> PlanLayout {
-        let L = cm.model.layers.count, p = cm.cluster.devices.count
+        let L = cm.model.layers.count, p = cm.cluster.devices.count, m = cm.microBatches
         if L > maxLayers {
             throw VPipeError.invalidField(
                 field: "model.layers",
-                message: "PLANNER_EXACT handles at most \(maxLayers) layers (its search is exponential in the stage length), got \(L); use PLANNER_VPIPE")
+                message: "PLANNER_EXACT handles at most \(maxLayers) layers (its per-stage search is exponential in the stage length), got \(L); use PLANNER_VPIPE")
         }
-        let partitions = binomial(L - 1, p - 1)
-        if partitions > maxPartitions {
-            throw VPipeError.invalidField(
-                field: "cluster.devices",
-                message: "PLANNER_EXACT handles at most \(maxPartitions) partitions, \(L) layers on \(p) devices have \(partitions); use PLANNER_VPIPE")
-        }
-        let oracle = StageOracle(cm, stageCount: p, nodeBudget: nil)
-        var best: (starts: [Int], time: Double, fill: Double, moved: Int)?
-        var starts = [Int](repeating: 0, count: p)
-        func enumerate(_ k: Int) {
-            if k == p {
-                guard let r = evaluate(starts, oracle) else { return }
-                if let b = best {
-                    let tol = 1e-12 * b.time
-                    if r.time > b.time + tol { return }
-                    if abs(r.time - b.time) <= tol && (r.fill, r.moved) >= (b.fill, b.moved) { return }
+        let solver = StagePolicySolver(costModel: cm, stageCount: p)
+        var memo: [StageKey: StagePolicySolver.Choice?] = [:]
+        var nodes = 0
+        func solve(_ k: Int, _ s: Int, _ e: Int) throws -> StagePolicySolver.Choice? {
+            let d = cm.cluster.devices[k]
+            var profiles: [Double] = []
+            for l in s..<e {
+                let q = cm.model.layers[l].profile
+                profiles += [q.fwdSeconds, q.bwdSeconds, Double(q.stashBytes), Double(q.outputBytes), Double(q.paramBytes)]
+            }
+            let key = StageKey(memory: d.memoryBytes, speed: d.effectiveSpeed, host: d.hostBandwidth, reserved: d.reservedBytes,
+                               n: cm.inFlight(stage: k, of: p), v: cm.weightVersions(stage: k, of: p),
+                               input: cm.model.inputBytes(ofLayer: s), profiles: profiles)
+            if let c = memo[key] { return c }
+            let stage = solver.describe(k, s..<e)
+            let keep = solver.choice(Array(repeating: .keep, count: e - s), stage)
+            var best: StagePolicySolver.Choice? = keep.peakMemoryBytes <= stage.capacity ? keep : nil
+            if best == nil {
+                guard let used = solver.search(stage, incumbent: &best, budget: maxNodes - nodes) else {
+                    throw VPipeError.invalidField(
+                        field: "model.layers",
+                        message: "PLANNER_EXACT stopped after \(maxNodes) search nodes without a proof (stage \(k), layers \(s)-\(e - 1)); use PLANNER_VPIPE, whose plan carries a proven bound")
                 }
-                best = (starts, r.time, r.fill, r.moved)
-                return
+                nodes += used
             }
-            for s in (starts[k - 1] + 1)...(L - (p - k)) {
-                starts[k] = s
-                enumerate(k + 1)
+            memo[key] = best
+            return best
+        }
+
+        // An upper bound from plans that fit.
+        var upper = Double.infinity
+        for (policy, name) in [(MemoryPolicy.keep, "TIME_BALANCED"), (.recompute, "GPIPE")] {
+            if let l = try? BalancedPlanner.layout(cm, policy: policy, plannerName: name), let plan = try? cm.evaluate(l), plan.isFeasible {
+                upper = min(upper, plan.iterationSeconds)
             }
         }
-        if p == 1 { if let r = evaluate(starts, oracle) { best = (starts, r.time, r.fill, r.moved) } } else { enumerate(1) }
-        guard let best, let layout = oracle.layout(best.starts) else {
+        for starts in [VPipePlanner.balancedStarts(cm, recompute: false), VPipePlanner.balancedStarts(cm, recompute: true)] {
+            var tau = 0.0, sum = 0.0, fits = true
+            for k in 0..<p {
+                let e = k + 1 < p ? starts[k + 1] : L
+                guard let c = try solve(k, starts[k], e) else { fits = false; break }
+                let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
+                tau = max(tau, c.stageSeconds, link)
+                sum += c.stageSeconds + link
+            }
+            if fits { upper = min(upper, Double(m - 1) * tau + sum) }
+        }
+        let cap = upper / Double(m) * (1 + 1e-9)  // rounding: U is a sum taken in another order
+
+        // Candidate stages: (stage, start, end) → (T_i, K_i, fill, moved).
+        struct Candidate { let s: Int, e: Int, time: Double, link: Double, fill: Double, moved: Int }
+        var candidates = [[Candidate]](repeating: [], count: p)
+        var count = 0
+        var fwdBwd = [0.0], params = [0.0]
+        for layer in cm.model.layers {
+            fwdBwd.append(fwdBwd.last! + layer.profile.fwdSeconds + layer.profile.bwdSeconds)
+            params.append(params.last! + Double(layer.profile.paramBytes))
+        }
+        for k in 0..<p {
+            let d = cm.cluster.devices[k]
+            let state = cm.model.stateFactor + Double(cm.weightVersions(stage: k, of: p)) - 1
+            for s in (k == 0 ? 0 : k)...(k == 0 ? 0 : L - (p - k)) {
+                for e in (s + 1)...(L - (p - 1 - k)) {
+                    if k == p - 1 && e != L { continue }
+                    if (fwdBwd[e] - fwdBwd[s]) / d.effectiveSpeed > cap { break }
+                    if (params[e] - params[s]) * state + Double(d.reservedBytes) > Double(d.memoryBytes) { break }
+                    count += 1
+                    if count > maxCandidateStages {
+                        throw VPipeError.invalidField(
+                            field: "model.layers",
+                            message: "PLANNER_EXACT would examine more than \(maxCandidateStages) candidate stages; use PLANNER_VPIPE")
+                    }
+                    guard let c = try solve(k, s, e) else { continue }
+                    let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
+                    candidates[k].append(Candidate(s: s, e: e, time: c.stageSeconds, link: link,
+                                                   fill: c.peakMemoryBytes / Double(d.memoryBytes), moved: c.movedLayers))
+                }
+            }
+        }
+
+        // The scan over τ.
+        var taus = Set<Double>()
+        for list in candidates { for c in list { taus.insert(max(c.time, c.link)) } }
+        var best: (starts: [Int], time: Double, fill: Double, moved: Int)?
+        for tau in taus.sorted() {
+            if let b = best, Double(m) * tau > b.time * (1 + 1e-12) { break }
+            // sum[k][e], fill, moved, from: best stages 0...k covering layers 0..<e.
+            var sum = [[Double]](repeating: [Double](repeating: .infinity, count: L + 1), count: p)
+            var fill = [[Double]](repeating: [Double](repeating: .infinity, count: L + 1), count: p)
+            var moved = [[Int]](repeating: [Int](repeating: 0, count: L + 1), count: p)
+            var from = [[Int]](repeating: [Int](repeating: -1, count: L + 1), count: p)
+            var top = [[Double]](repeating: [Double](repeating: 0, count: L + 1), count: p)
+            for k in 0..<p {
+                for c in candidates[k] where c.time <= tau && c.link <= tau {
+                    let prevSum = k == 0 ? 0 : sum[k - 1][c.s]
+                    if prevSum == .infinity { continue }
+                    let total = prevSum + c.time + c.link
+                    let f = max(k == 0 ? 0 : fill[k - 1][c.s], c.fill)
+                    let mv = (k == 0 ? 0 : moved[k - 1][c.s]) + c.moved
+                    let tol = 1e-12 * total
+                    let current = sum[k][c.e]
+                    if total < current - tol || (total <= current + tol && (f, mv) < (fill[k][c.e], moved[k][c.e])) {
+                        sum[k][c.e] = total; fill[k][c.e] = f; moved[k][c.e] = mv; from[k][c.e] = c.s
+                        top[k][c.e] = max(k == 0 ? 0 : top[k - 1][c.s], c.time, c.link)
+                    }
+                }
+            }
+            guard sum[p - 1][L] < .infinity else { continue }
+            let time = Double(m - 1) * top[p - 1][L] + sum[p - 1][L]
+            let f = fill[p - 1][L], mv = moved[p - 1][L]
+            if let b = best {
+                let tol = 1e-12 * b.time
+                if time > b.time + tol { continue }
+                if time >= b.time - tol && (f, mv) >= (b.fill, b.moved) { continue }
+            }
+            var starts = [Int](repeating: 0, count: p)
+            var e = L
+            for k in stride(from: p - 1, through: 0, by: -1) { starts[k] = from[k][e]; e = starts[k] }
+            best = (starts, time, f, mv)
+        }
+        guard let best else {
+            let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
             throw Infeasibility.explain(cm, planner: "EXACT", starts: VPipePlanner.balancedStarts(cm, recompute: false), oracle: oracle)
         }
-        return layout
-    }
-
-    /// T_iter, the largest memory fill and the moved-layer count of a partition, or nil if a
-    /// stage cannot fit.
-    static func evaluate(_ starts: [Int], _ oracle: StageOracle) -> (time: Double, fill: Double, moved: Int)? {
-        let cm = oracle.cm
-        let L = cm.model.layers.count, p = starts.count
-        var tau = 0.0, sum = 0.0, fill = 0.0, moved = 0
+        var policies: [MemoryPolicy] = []
         for k in 0..<p {
-            let e = k + 1 < p ? starts[k + 1] : L
-            guard let c = oracle.choice(k, starts[k], e) else { return nil }
-            let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
-            tau = max(tau, c.stageSeconds, link)
-            sum += c.stageSeconds + link
-            fill = max(fill, c.peakMemoryBytes / Double(cm.cluster.devices[k].memoryBytes))
-            moved += c.movedLayers
+            let e = k + 1 < p ? best.starts[k + 1] : L
+            policies += try solve(k, best.starts[k], e)!.policies
         }
-        return (Double(cm.microBatches - 1) * tau + sum, fill, moved)
-    }
-
-    static func binomial(_ n: Int, _ k: Int) -> Int {
-        if k < 0 || k > n { return 0 }
-        var r = 1.0
-        for i in 0..<min(k, n - k) { r = r * Double(n - i) / Double(i + 1) }
-        return r > Double(Int.max / 2) ? Int.max / 2 : Int(r.rounded())
+        return PlanLayout(stageStarts: best.starts, layerCount: L, policies: policies)
     }
 }

@@ -137,6 +137,17 @@ public struct Plan: Sendable, Equatable {
     public var costModelVersion: Int
     public var planner: PlannerKind?
     public var planningSeconds: Double
+    /// The planner's certificate: no feasible plan for the same request (same devices,
+    /// schedule and m) has a T_iter below this. 0 on a plan that was only evaluated.
+    public var lowerBoundSeconds: Double = 0
+    /// The planner proved that no feasible plan has a smaller T_iter.
+    public var provenOptimal: Bool = false
+
+    /// How far above the proven lower bound T_iter may be (0 when proven optimal; nil
+    /// without a bound).
+    public var optimalityGap: Double? {
+        lowerBoundSeconds > 0 ? max(0, iterationSeconds / lowerBoundSeconds - 1) : nil
+    }
 
     public var layout: PlanLayout {
         PlanLayout(ranges: stages.map(\.layers), policies: stages.flatMap(\.policies))

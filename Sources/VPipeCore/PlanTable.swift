@@ -25,6 +25,12 @@ public enum PlanTable {
         }
         lines.append("bottleneck \(formatSeconds(plan.bottleneckSeconds)), iteration \(formatSeconds(plan.iterationSeconds)), "
             + "planned in \(formatSeconds(plan.planningSeconds))")
+        if plan.provenOptimal {
+            lines.append("certificate: proven optimal under cost model v\(plan.costModelVersion)")
+        } else if let gap = plan.optimalityGap {
+            lines.append("certificate: no plan is faster than \(formatSeconds(plan.lowerBoundSeconds)); "
+                + "this one is at most \(formatFixed(gap * 100, decimals: 2))% above the optimum")
+        }
         return lines.joined(separator: "\n")
     }
 

@@ -49,4 +49,34 @@ public enum RandomInstances {
         return PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: links),
                            options: PlanOptions(schedule: schedule, microBatches: m, planner: planner))
     }
+
+    /// Deep pipelines: an analytic transformer LM (embedding, 12–48 identical blocks, head;
+    /// `TransformerShape`) on 2–16 stages, any schedule, m = 1–4·p, Adam (κ = 4); half the
+    /// instances get mixed device speeds (0.6–1.5), each device 50–110% of an even share of
+    /// the all-KEEP memory need (never below its share of the weights' state plus 4
+    /// activations, so most instances are feasible), copy engines 8–32 GB/s, links
+    /// 10–200 GB/s. Memory is tight enough that many optima swap or recompute.
+    public static func deepPipeline(_ rng: inout SplitMix64, planner: PlannerKind = .vpipe) -> PlanRequest {
+        let hidden = [1024, 1600, 2048, 2560, 4096, 5120][rng.int(0...5)]
+        let shape = TransformerShape(
+            name: "lm-\(hidden)", blocks: rng.int(12...48), hidden: hidden, heads: hidden / 64,
+            sequenceLength: [512, 1024, 2048][rng.int(0...2)], vocabulary: 50257, microBatchSize: rng.int(1...4))
+        let model = shape.model()
+        let L = model.layers.count
+        let p = rng.int(2...min(16, L))
+        let schedule = Schedule.allCases[rng.int(0...2)]
+        let m = rng.int(1...(4 * p))
+        let mixed = rng.int(0...1) == 1
+        let state = model.layers.reduce(0.0) { $0 + 4 * Double($1.profile.paramBytes) }
+        let stash = model.layers.reduce(0.0) { $0 + Double($1.profile.stashBytes) }
+        let keepNeed = state + Double(min(m, p)) * stash
+        let floorShare = state / Double(p) + 4 * stash / Double(L)
+        let devices = (0..<p).map { i in
+            DeviceSpec(name: "gpu\(i)", memoryBytes: Int(max(floorShare, keepNeed / Double(p) * rng.double(0.5...1.1))),
+                       speed: mixed ? rng.double(0.6...1.5) : 1, hostBandwidth: rng.double(8e9...32e9))
+        }
+        let links = (0..<(p - 1)).map { _ in LinkSpec(bandwidth: rng.double(10e9...200e9), latency: 1e-5) }
+        return PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: links),
+                           options: PlanOptions(schedule: schedule, microBatches: m, planner: planner))
+    }
 }

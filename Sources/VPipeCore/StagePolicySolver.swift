@@ -197,14 +197,17 @@ public struct StagePolicySolver: Sendable {
         return current
     }
 
-    /// Branch-and-bound over K/S/R per layer, in layer order, trying KEEP first.
-    func search(_ s: Stage, incumbent: inout Choice?, budget: Int?) {
+    /// Branch-and-bound over K/S/R per layer, in layer order, trying KEEP first. Returns
+    /// the nodes visited, or nil when the budget ran out before the search ended.
+    @discardableResult
+    func search(_ s: Stage, incumbent: inout Choice?, budget: Int?) -> Int? {
         let n = s.layers.count
         var policies = Array(repeating: MemoryPolicy.keep, count: n)
         var nodes = 0
+        var stopped = false
         let limit = budget ?? Int.max
         func visit(_ j: Int, _ t: Totals) {
-            if nodes >= limit { return }
+            if nodes >= limit { stopped = true; return }
             nodes += 1
             let seconds = t.seconds(s)
             if let inc = incumbent, seconds > inc.stageSeconds * (1 + 1e-12) { return }
@@ -225,5 +228,6 @@ public struct StagePolicySolver: Sendable {
             policies[j] = .keep
         }
         visit(0, Totals())
+        return stopped ? nil : nodes
     }
 }

@@ -1,21 +1,165 @@
 /// PLANNER_VPIPE: swap, recompute and re-partition chosen jointly (the SRP problem).
 ///
-/// The paper's search, made cheaper by cost model v1's structure:
-/// 1. Start from balanced partitions: the minimum-bottleneck cut of the all-KEEP times and
-///    of the all-RECOMPUTE times (memory-blind, by binary search on τ with a greedy fill).
-/// 2. Ask `StagePolicySolver` for each stage's fastest fitting policies (swaps that hide
-///    behind compute first, then recompute by bytes saved per second).
-/// 3. Move layers between adjacent stages, the bottleneck stage's boundaries first (an
-///    unfit stage counts as the worst bottleneck), one layer or a run of identical layers
-///    at a time (transformer blocks are identical, so a long run moves in one step), and
-///    keep a move when the partition's score improves. Stop when no move improves.
+/// On instances of realistic size (up to a few hundred layers) the plan is the optimum of
+/// cost model v1, with a certificate:
+/// 1. A feasible plan bounds the optimum from above: the best of the memory-blind balanced
+///    partitions (all-KEEP and all-RECOMPUTE times) with each stage's policies solved, or,
+///    when none of them fits, the local search below.
+/// 2. `OptimalPartition` runs the Σ-minimising DP over candidate bottlenecks on every stage
+///    that can be in a better plan (stage lengths capped by that bound and by memory), each
+///    stage's policies from the exact `RunPolicySolver` (memoised in `StageCache`).
+/// 3. When every stage solve ran to the end the result is proven optimal; otherwise the
+///    same DP over the stages' proven lower bounds gives the reported lower bound.
+/// Larger instances (more candidate stages than `maxCandidateStages`) use the paper's local
+/// search, made cheaper by cost model v1's structure:
+///  - start from balanced partitions: the minimum-bottleneck cut of the all-KEEP times and
+///    of the all-RECOMPUTE times (memory-blind, by binary search on τ with a greedy fill);
+///  - ask `StagePolicySolver` for each stage's fastest fitting policies;
+///  - move layers between adjacent stages, the bottleneck stage's boundaries first (an unfit
+///    stage counts as the worst bottleneck), one layer or a run of identical layers at a
+///    time, and keep a move when the partition's score improves, until no move improves;
+/// and report the relaxation bound of `LowerBound`.
 /// Deterministic: every choice is taken in a fixed order, ties keep the earlier candidate.
 enum VPipePlanner {
-    /// `useExactPartition: false` keeps to the local search even on small instances (the
-    /// benchmark uses it to measure the heuristic on its own).
+    /// The DP's work limit: candidate stages (stage, first layer, last layer) it may solve.
+    static let maxCandidateStages = 60_000
+
+    struct Certified {
+        var layout: PlanLayout
+        /// Proven lower bound on T_iter of any feasible plan.
+        var lowerBound: Double
+        var proven: Bool
+    }
+
+    /// `useExactPartition: false` keeps to the local search (the benchmark uses it to
+    /// measure the heuristic on its own).
     static func layout(_ cm: CostModel, useExactPartition: Bool = true) throws -> PlanLayout {
+        try certifiedLayout(cm, useExactPartition: useExactPartition).layout
+    }
+
+    static func certifiedLayout(_ cm: CostModel, useExactPartition: Bool = true) throws -> Certified {
         let p = cm.cluster.devices.count
-        let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
+        let cache = StageCache(cm, stageCount: p)
+        let starts = [balancedStarts(cm, recompute: false), balancedStarts(cm, recompute: true)]
+        var upper: (starts: [Int], time: Double)?
+        for s in starts {
+            if let t = iterationSeconds(s, cache), upper == nil || t < upper!.time { upper = (s, t) }
+        }
+        var local: (layout: PlanLayout, time: Double)?
+        if upper == nil || !useExactPartition {
+            // Nothing balanced fits: the local search walks towards a feasible partition.
+            let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
+            if let found = try? localSearch(cm, oracle: oracle, useExactPartition: useExactPartition) {
+                local = (found, try cm.evaluate(found).iterationSeconds)
+            }
+        }
+        if useExactPartition, let exact = optimal(cm, cache: cache, upperBound: min(upper?.time ?? .infinity, local?.time ?? .infinity)) {
+            if let local, local.time < exact.time * (1 - 1e-12) {
+                return Certified(layout: local.layout, lowerBound: exact.lowerBound, proven: false)
+            }
+            if let upper, upper.time < exact.time * (1 - 1e-12), let l = layout(upper.starts, cache) {
+                return Certified(layout: l, lowerBound: exact.lowerBound, proven: false)
+            }
+            if let l = layout(exact.starts, cache) {
+                return Certified(layout: l, lowerBound: exact.lowerBound, proven: exact.proven)
+            }
+        }
+        // Too large for the DP (or it found nothing): the local search and the relaxation bound.
+        if local == nil {
+            let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
+            let found = try localSearch(cm, oracle: oracle, useExactPartition: useExactPartition)
+            local = (found, try cm.evaluate(found).iterationSeconds)
+        }
+        var chosen = local!
+        if let upper, upper.time < chosen.time * (1 - 1e-12), let l = layout(upper.starts, cache) { chosen = (l, upper.time) }
+        return Certified(layout: chosen.layout, lowerBound: LowerBound.relaxation(cm), proven: false)
+    }
+
+    /// T_iter of a partition with each stage's policies solved, nil when a stage does not fit.
+    static func iterationSeconds(_ starts: [Int], _ cache: StageCache) -> Double? {
+        let cm = cache.cm
+        let L = cm.model.layers.count, p = starts.count
+        var tau = 0.0, sum = 0.0
+        for k in 0..<p {
+            let e = k + 1 < p ? starts[k + 1] : L
+            guard let c = cache.result(k, starts[k], e).choice else { return nil }
+            let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
+            tau = max(tau, c.stageSeconds, link)
+            sum += c.stageSeconds + link
+        }
+        return Double(cm.microBatches - 1) * tau + sum
+    }
+
+    static func layout(_ starts: [Int], _ cache: StageCache) -> PlanLayout? {
+        let L = cache.cm.model.layers.count, p = starts.count
+        var policies: [MemoryPolicy] = []
+        policies.reserveCapacity(L)
+        for k in 0..<p {
+            guard let c = cache.result(k, starts[k], k + 1 < p ? starts[k + 1] : L).choice else { return nil }
+            policies += c.policies
+        }
+        return PlanLayout(stageStarts: starts, layerCount: L, policies: policies)
+    }
+
+    /// The exact search (see the type's comment); nil when the instance has more candidate
+    /// stages than `maxCandidateStages` or no partition fits.
+    static func optimal(_ cm: CostModel, cache: StageCache, upperBound: Double)
+        -> (starts: [Int], time: Double, lowerBound: Double, proven: Bool)? {
+        let L = cm.model.layers.count, p = cm.cluster.devices.count, m = cm.microBatches
+        let sums = PrefixSums(cm.model)
+        let tauCap = upperBound / Double(m) * (1 + 1e-9)  // rounding: the bound is a sum taken in another order
+        // Enumerate candidate stages first (cheap bounds only), then solve them.
+        var triples: [(k: Int, s: Int, e: Int, link: Double)] = []
+        for k in 0..<p {
+            let device = cm.cluster.devices[k]
+            let stateFactor = cm.model.stateFactor + Double(cm.weightVersions(stage: k, of: p)) - 1
+            let firstStarts = k == 0 ? 0...0 : k...(L - (p - k))
+            for s in firstStarts {
+                let lastEnd = L - (p - 1 - k)
+                for e in (s + 1)...lastEnd {
+                    if k == p - 1 && e != L { continue }
+                    if (sums.fwdBwd[e] - sums.fwdBwd[s]) / device.effectiveSpeed > tauCap { break }
+                    if (sums.params[e] - sums.params[s]) * stateFactor + Double(device.reservedBytes) > Double(device.memoryBytes) { break }
+                    let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
+                    if link > tauCap { continue }
+                    triples.append((k, s, e, link))
+                    if triples.count > maxCandidateStages { return nil }
+                }
+            }
+        }
+        var upperItems = [[OptimalPartition.Item]](repeating: [], count: p)
+        var lowerItems = [[OptimalPartition.Item]](repeating: [], count: p)
+        var allExact = true
+        for t in triples {
+            let r = cache.result(t.k, t.s, t.e)
+            if r.lowerBound == .infinity || r.lowerBound > tauCap { continue }
+            let capacity = Double(cm.cluster.devices[t.k].memoryBytes)
+            if let c = r.choice {
+                upperItems[t.k].append(.init(start: t.s, end: t.e, seconds: c.stageSeconds, link: t.link,
+                                             fill: c.peakMemoryBytes / capacity, moved: c.movedLayers))
+            }
+            if !r.exact {
+                allExact = false
+                lowerItems[t.k].append(.init(start: t.s, end: t.e, seconds: r.lowerBound, link: t.link, fill: 0, moved: 0))
+            } else if let c = r.choice {
+                lowerItems[t.k].append(.init(start: t.s, end: t.e, seconds: c.stageSeconds, link: t.link, fill: 0, moved: 0))
+            }
+        }
+        let best = OptimalPartition.solve(items: upperItems, layerCount: L, microBatches: m)
+        var lowerBound: Double
+        if allExact {
+            lowerBound = best?.iterationSeconds ?? .infinity
+        } else {
+            lowerBound = OptimalPartition.solve(items: lowerItems, layerCount: L, microBatches: m)?.iterationSeconds ?? .infinity
+        }
+        // Plans outside the window are no better than the upper bound, which is a plan.
+        lowerBound = min(lowerBound, upperBound)
+        guard let best else { return nil }
+        return (best.starts, best.iterationSeconds, min(lowerBound, best.iterationSeconds), allExact)
+    }
+
+    /// The paper's local search (see the type's comment).
+    static func localSearch(_ cm: CostModel, oracle: StageOracle, useExactPartition: Bool) throws -> PlanLayout {
         var starts = [balancedStarts(cm, recompute: false), balancedStarts(cm, recompute: true)]
         if let s = bottleneckStarts(oracle) { starts.insert(s, at: 0) }
         if useExactPartition, let s = exactPartition(oracle) { starts.insert(s, at: 0) }

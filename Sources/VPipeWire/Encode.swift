@@ -81,6 +81,8 @@ public enum WireEncode {
         message.pointee.cost_model_version = UInt32(clamping: plan.costModelVersion)
         message.pointee.planner = Vpipe__Planner(rawValue: .init(plan.planner?.rawValue ?? 0))
         message.pointee.planning_seconds = plan.planningSeconds
+        message.pointee.lower_bound_seconds = plan.lowerBoundSeconds
+        message.pointee.proven_optimal = plan.provenOptimal ? 1 : 0
         return message
     }
 

@@ -95,6 +95,8 @@ import VPipeCore
             var again = try CostModel(r).evaluate(plan.layout)
             again.planner = plan.planner
             again.planningSeconds = plan.planningSeconds
+            again.lowerBoundSeconds = plan.lowerBoundSeconds
+            again.provenOptimal = plan.provenOptimal
             #expect(again == plan, "\(kind.name) reported numbers that cost model v1 does not reproduce")
         }
     }

@@ -521,10 +521,18 @@ struct  Vpipe__Plan
    * wall time the planner took
    */
   double planning_seconds;
+  /*
+   * The certificate (docs/planners.md): no feasible plan for this request (same devices,
+   * schedule and micro_batches) has an iteration_seconds below lower_bound_seconds.
+   * 0 on a plan that was only evaluated. proven_optimal: the planner proved this plan's
+   * iteration_seconds is the optimum of the cost model (then lower_bound_seconds equals it).
+   */
+  double lower_bound_seconds;
+  protobuf_c_boolean proven_optimal;
 };
 #define VPIPE__PLAN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__plan__descriptor) \
-    , 0,NULL, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, VPIPE__PLANNER__PLANNER_UNSPECIFIED, 0 }
+    , 0,NULL, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, VPIPE__PLANNER__PLANNER_UNSPECIFIED, 0, 0, 0 }
 
 
 /*

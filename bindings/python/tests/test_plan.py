@@ -886,3 +886,16 @@ def test_null_pointers_are_invalid_arguments() -> None:
     lib.bytes_free(ctypes.byref(out))
     assert not out.data and out.len == 0, f"expected the free to reset to {{NULL, 0}}, got {out.data}, {out.len}"
     lib.bytes_free(ctypes.byref(out))
+
+
+@pytest.mark.parametrize("planner", [pb.PLANNER_VPIPE, pb.PLANNER_EXACT, pb.PLANNER_UNIFORM], ids=pname)
+def test_plans_carry_a_certificate(planner: int) -> None:
+    """Every plan states a proven lower bound on iteration_seconds; VPIPE and EXACT prove
+    their plan optimal on this small instance, so the bound is the plan's own time."""
+    plan = vpipe.plan(four_layer_request(planner, pb.SCHEDULE_1F1B, micro_batches=4))
+    bound = plan.lower_bound_seconds
+    assert 0 < bound <= plan.iteration_seconds * (1 + 1e-12), \
+        f"{pname(planner)}: expected 0 < lower_bound_seconds <= {plan.iteration_seconds}, got {bound}"
+    if planner != pb.PLANNER_UNIFORM:
+        assert plan.proven_optimal, f"{pname(planner)}: expected proven_optimal, got a bound of {bound} for {plan.iteration_seconds}"
+        assert bound == plan.iteration_seconds, f"{pname(planner)}: proven plan's bound {bound} != {plan.iteration_seconds}"

@@ -54,6 +54,12 @@ def format_plan(plan: pb.Plan) -> str:
                f"{plan.micro_batches} micro-batches, cost model v{plan.cost_model_version}")
     out.append(f"bottleneck {_seconds(plan.bottleneck_seconds)}, iteration {_seconds(plan.iteration_seconds)} "
                f"(planned in {_seconds(plan.planning_seconds)})")
+    if plan.proven_optimal:
+        out.append(f"certificate: proven optimal under cost model v{plan.cost_model_version}")
+    elif plan.lower_bound_seconds > 0:
+        gap = max(0.0, plan.iteration_seconds / plan.lower_bound_seconds - 1)
+        out.append(f"certificate: no plan is faster than {_seconds(plan.lower_bound_seconds)}; "
+                   f"this one is at most {gap * 100:.2f}% above the optimum")
     out.append("policies: K keep, S swap to host, R recompute")
     return "\n".join(out)
 
