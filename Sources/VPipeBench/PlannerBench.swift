@@ -10,6 +10,10 @@ enum PlannerBench {
         transformers()
         print("\n## PipeDream's published profiles: VPIPE vs PIPEDREAM (PipeDream's own partitioner)\n")
         PipeDreamBench.run()
+        print("\n## Planner quality: deep pipelines, VPIPE vs the independent EXACT\n")
+        DeepPlannerBench.run(instances: 120)
+        print("\n## GPT-3 13B, 16 × 40 GiB, 24 GB/s copy engines, 100 GB/s links, 1F1B, m = 64\n")
+        DeepPlannerBench.gpt3()
         print("\n## Cost model vs simulator (VPIPE plans)\n")
         modelVersusSimulator()
         print("\n## Planner speed (release build)\n")
@@ -119,7 +123,7 @@ enum PlannerBench {
     static func speed() {
         print("| layers × stages | model | VPIPE median | VPIPE max | TIME_BALANCED median | target |")
         print("|---|---|---|---|---|---|")
-        for (blocks, p, target) in [(98, 8, "≤ 10 ms"), (998, 64, "≤ 200 ms")] {
+        for (blocks, p, target) in [(62, 16, "≤ 100 ms"), (98, 8, "≤ 10 ms"), (998, 64, "≤ 200 ms")] {
             let shape = TransformerShape(name: "gpt-\(blocks)", blocks: blocks, hidden: 2048, heads: 16, sequenceLength: 1024,
                                          vocabulary: 50257, microBatchSize: 1)
             let model = shape.model()
@@ -153,35 +157,89 @@ enum PlannerBench {
     static func pct(_ g: Double) -> String { formatFixed(g * 100, decimals: 3) + "%" }
 }
 
-/// Deep pipelines: VPIPE against the independent exact reference (PLANNER_EXACT).
+/// Deep pipelines: VPIPE against the independent exact reference (PLANNER_EXACT) on seeded
+/// transformer LMs (`RandomInstances.deepPipeline`, 4–16 stages), per schedule, with the
+/// local search alone (the planner before the exact DP) for comparison.
 enum DeepPlannerBench {
-    static func run(seeds: Int) {
+    struct Row {
+        var n = 0, policies = 0, proven = 0, over1 = 0, over1Local = 0
+        var gaps: [Double] = [], localGaps: [Double] = [], times: [Double] = [], exactTimes: [Double] = []
+    }
+
+    static func run(instances: Int) {
         var rng = SplitMix64(seed: 10)
-        var gaps: [Double] = [], times: [Double] = [], exactTimes: [Double] = []
-        var proven = 0, infeasible = 0, failed = 0, usedPolicies = 0
-        for i in 0..<seeds {
+        var rows: [Schedule: Row] = [:]
+        var drawn = 0, infeasible = 0, gaveUp = 0, compared = 0
+        while compared < instances {
             var r = RandomInstances.deepPipeline(&rng, planner: .exact)
+            if r.cluster.devices.count < 4 { continue }
+            drawn += 1
             let t0 = DispatchTime.now().uptimeNanoseconds
             let exact: Plan
             do { exact = try Planning.plan(r) } catch VPipeError.infeasible { infeasible += 1; continue } catch {
-                print("instance \(i): EXACT gave up: \(error)"); failed += 1; continue
+                print("- instance \(drawn): EXACT gave up: \(error)"); gaveUp += 1; continue
             }
-            exactTimes.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            let exactSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             r.options.planner = .vpipe
-            guard let vpipe = try? Planning.plan(r) else { print("instance \(i): VPIPE failed where EXACT found a plan"); continue }
-            times.append(vpipe.planningSeconds)
+            guard let vpipe = try? Planning.plan(r),
+                  let local = try? Planning.plan(r, settings: .init(exactPartitionOnSmallInstances: false)) else {
+                print("- instance \(drawn): VPIPE failed where EXACT found a plan"); continue
+            }
+            compared += 1
+            var row = rows[r.options.schedule] ?? Row()
             let g = vpipe.iterationSeconds / exact.iterationSeconds - 1
-            gaps.append(g)
-            if vpipe.provenOptimal { proven += 1 }
-            if exact.stages.contains(where: { $0.policies.contains { $0 != .keep } }) { usedPolicies += 1 }
+            let gl = local.iterationSeconds / exact.iterationSeconds - 1
+            row.n += 1
+            row.gaps.append(g)
+            row.localGaps.append(gl)
+            row.over1 += g > 0.01 ? 1 : 0
+            row.over1Local += gl > 0.01 ? 1 : 0
+            row.proven += vpipe.provenOptimal ? 1 : 0
+            row.policies += exact.stages.contains { $0.policies.contains { $0 != .keep } } ? 1 : 0
+            row.times.append(vpipe.planningSeconds)
+            row.exactTimes.append(exactSeconds)
+            rows[r.options.schedule] = row
             if g > 0.01 || vpipe.lowerBoundSeconds > exact.iterationSeconds * (1 + 1e-9) {
-                print("instance \(i): \(r.model.layers.count) layers × \(r.cluster.devices.count) stages \(r.options.schedule.name) m=\(r.options.microBatches): VPIPE \(vpipe.iterationSeconds) EXACT \(exact.iterationSeconds) bound \(vpipe.lowerBoundSeconds)")
+                print("- instance \(drawn): \(r.model.layers.count) layers × \(r.cluster.devices.count) stages \(r.options.schedule.name) m=\(r.options.microBatches): VPIPE \(vpipe.iterationSeconds), EXACT \(exact.iterationSeconds), bound \(vpipe.lowerBoundSeconds)")
             }
         }
-        times.sort(); exactTimes.sort()
-        func pctl(_ a: [Double], _ q: Double) -> String { a.isEmpty ? "-" : formatSeconds(a[min(a.count - 1, Int(Double(a.count) * q))]) }
-        print("instances \(seeds), compared \(gaps.count), infeasible \(infeasible), EXACT gave up \(failed), optimum swaps/recomputes \(usedPolicies), VPIPE proven optimal \(proven)")
-        print("worst gap \(formatFixed((gaps.max() ?? 0) * 100, decimals: 3))%, mean \(formatFixed(gaps.reduce(0, +) / Double(max(1, gaps.count)) * 100, decimals: 4))%, > 1%: \(gaps.filter { $0 > 0.01 }.count)")
-        print("VPIPE time p50 \(pctl(times, 0.5)) p90 \(pctl(times, 0.9)) p99 \(pctl(times, 0.99)) max \(pctl(times, 1.0)); EXACT p50 \(pctl(exactTimes, 0.5)) max \(pctl(exactTimes, 1.0))")
+        print("| schedule | instances | optimum swaps/recomputes | VPIPE worst gap | mean gap | > 1% | proven optimal | VPIPE time p50 / p90 / max | EXACT p50 / max | local search alone: worst gap | > 1% |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        var all = Row()
+        for s in Schedule.allCases {
+            guard let e = rows[s] else { continue }
+            print(line(s.name, e))
+            all.n += e.n; all.policies += e.policies; all.proven += e.proven; all.over1 += e.over1; all.over1Local += e.over1Local
+            all.gaps += e.gaps; all.localGaps += e.localGaps; all.times += e.times; all.exactTimes += e.exactTimes
+        }
+        print(line("all", all))
+        print("\n\(drawn) instances drawn (seed 10, 4–16 stages): \(compared) compared, \(infeasible) infeasible, EXACT gave up on \(gaveUp).")
+    }
+
+    static func line(_ name: String, _ e: Row) -> String {
+        let t = e.times.sorted(), x = e.exactTimes.sorted()
+        func q(_ a: [Double], _ f: Double) -> String { a.isEmpty ? "-" : formatSeconds(a[min(a.count - 1, Int(Double(a.count) * f))]) }
+        let mean = e.gaps.reduce(0, +) / Double(max(1, e.gaps.count))
+        return "| \(name) | \(e.n) | \(e.policies) | \(PlannerBench.pct(e.gaps.max() ?? 0)) | \(PlannerBench.pct(mean)) | \(e.over1) | \(e.proven) | "
+            + "\(q(t, 0.5)) / \(q(t, 0.9)) / \(q(t, 1)) | \(q(x, 0.5)) / \(q(x, 1)) | \(PlannerBench.pct(e.localGaps.max() ?? 0)) | \(e.over1Local) |"
+    }
+
+    /// The instance issue #10 measured.
+    static func gpt3() {
+        let model = TransformerShape.gpt3_13B().model()
+        let cluster = ClusterSpec.uniform(count: 16, device: DeviceSpec(name: "gpu", memoryBytes: 40 << 30, hostBandwidth: 24e9),
+                                          link: LinkSpec(bandwidth: 100e9, latency: 1e-5))
+        var r = PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: .oneFOneB, microBatches: 64, planner: .vpipe))
+        guard let vpipe = try? Planning.plan(r), let local = try? Planning.plan(r, settings: .init(exactPartitionOnSmallInstances: false)) else {
+            print("GPT-3 13B: VPIPE failed"); return
+        }
+        r.options.planner = .exact
+        let exact = try? Planning.plan(r)
+        print("| planner | T_iter | stage lengths | planning time |")
+        print("|---|---|---|---|")
+        for (name, plan) in [("VPIPE", vpipe), ("local search alone", local)] + (exact.map { [("EXACT", $0)] } ?? []) {
+            print("| \(name) | \(formatSeconds(plan.iterationSeconds)) | \(plan.stages.map { String($0.layers.count) }.joined(separator: " ")) | \(formatSeconds(plan.planningSeconds)) |")
+        }
+        print("\nVPIPE certificate: proven optimal \(vpipe.provenOptimal), lower bound \(formatSeconds(vpipe.lowerBoundSeconds)).")
     }
 }

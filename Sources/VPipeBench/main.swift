@@ -4,7 +4,7 @@ let what = CommandLine.arguments.dropFirst().first ?? "planner"
 switch what {
 case "planner": PlannerBench.run()
 case "pipedream": PipeDreamBench.run()  // the PipeDream-profiles part of `planner` alone
-case "deep": DeepPlannerBench.run(seeds: Int(CommandLine.arguments.dropFirst(2).first ?? "") ?? 40)
+case "deep": DeepPlannerBench.run(instances: Int(CommandLine.arguments.dropFirst(2).first ?? "") ?? 40)
 case "runtime": RuntimeBench.run(Array(CommandLine.arguments.dropFirst(2)))
 case "paper": PaperBench.run(Array(CommandLine.arguments.dropFirst(2)))
 case "mpi":

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include "vpipe.pb-c.h"
 
-#define MAX_LAYERS 64
+#define MAX_LAYERS 320
 #define MAX_DEVICES 16
 
 /* Owns every sub-message of one request; fields are public so tests can break them. */

@@ -130,7 +130,7 @@ static void test_bad_fields(void) {
     expect_plan_status("default planner (VPIPE)", &t, VP_OK, NULL);
     test_request_init(&t, 6, 2, VPIPE__PLANNER__PLANNER_EXACT);
     expect_plan_status("EXACT", &t, VP_OK, NULL);
-    test_request_init(&t, 40, 2, VPIPE__PLANNER__PLANNER_EXACT);
+    test_request_init(&t, 300, 2, VPIPE__PLANNER__PLANNER_EXACT);
     expect_plan_status("EXACT beyond its limits", &t, VP_ERR_INVALID_REQUEST, "PLANNER_EXACT handles at most");
 
     test_request_init(&t, 0, 2, VPIPE__PLANNER__PLANNER_UNIFORM);

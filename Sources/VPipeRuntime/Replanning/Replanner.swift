@@ -25,10 +25,12 @@ enum Replanner {
                 decision.note = "the host's schedule (training.schedule_text) does not run on the new plan: staying"
             } else if gain > options.effectiveReplanThreshold {
                 decision.note = "predicted gain \(percent)% > threshold \(formatFixed(options.effectiveReplanThreshold * 100, decimals: 1))%: migrating"
+                    + " (re-planned in \(formatSeconds(fresh.planningSeconds)))"
                 return (decision, fresh.layout)
             } else {
                 decision.note = "predicted gain \(percent)% below the threshold"
             }
+            decision.note += " (re-planned in \(formatSeconds(fresh.planningSeconds)))"
         } catch {
             decision.note = "re-planning failed: \(error)"
         }
