@@ -150,11 +150,12 @@ import VPipeRuntime
             _ = try Self.train(Self.mlp(), stages: 2, schedule: .gpipe, steps: 1, plan: true, memory: 2000)
             Issue.record("expected out of memory")
         } catch {
-            // 2,000 bytes per device: stage 0 holds layers 0-2; layer 0's parameters (576 bytes,
-            // 1,152 with gradients) fit, layer 2's 16 × 16 weights (1,024 bytes) do not.
+            // 2,000 bytes per device: stage 0 holds layers 0-2 in one parameter block; layer 0's
+            // parameters and gradients (2 × 576 bytes) fit, layer 2's (2 × (16 × 16 + 16) × 4 =
+            // 2,176 bytes) do not, and the error names the first layer that does not fit.
             let text = "\(error)"
-            #expect(text.contains("stage 0") && text.contains("layer 2") && text.contains("1024 bytes"),
-                    "expected the error to name stage 0, layer 2 and its 1024 bytes, got: \(text)")
+            #expect(text.contains("stage 0") && text.contains("layer 2") && text.contains("2176 bytes"),
+                    "expected the error to name stage 0, layer 2 and its 2176 bytes, got: \(text)")
         }
     }
 

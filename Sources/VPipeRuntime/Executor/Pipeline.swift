@@ -25,6 +25,9 @@ final class Pipeline: @unchecked Sendable {
     /// The stages this process runs (all of them in-process).
     let localStages: [Int]
     var optimizerState: [[[Tensor]]]
+    /// Per model layer this process holds: where its weights, gradients and optimizer state
+    /// live (views of its stage's parameter block, or of a migration's two buffers).
+    var parameterMemory: [Int: ParameterMemory] = [:]
     let transport: Transport
     /// One thread per local stage, for the life of the pipeline.
     private var threads: StageThreads?
@@ -35,7 +38,9 @@ final class Pipeline: @unchecked Sendable {
 
     /// Places the model on stages per `layout`. `existing` layers and optimizer state (from a
     /// profiling run or a previous placement) are moved into the stages' arenas instead of
-    /// being built anew, so training continues where it was.
+    /// being built anew, so training continues where it was. Each stage's parameters,
+    /// gradients and optimizer state are one allocation in its arena (`ParameterMemory.pack`);
+    /// new layers are built in host memory and packed into it when their stage is complete.
     init(model: ModelSpec, cluster: ClusterSpec, options: TrainingOptions, layout: PlanLayout,
          existing: (layers: [Layer?], state: [[[Tensor]]], optimizerSteps: Int)? = nil,
          transport: Transport = InProcessTransport()) throws {
@@ -66,6 +71,7 @@ final class Pipeline: @unchecked Sendable {
         var layers: [Layer?] = []
         var state: [[[Tensor]]] = []
         var local: [Int] = []
+        var memory: [Int: ParameterMemory] = [:]
         var started: StageThreads?
         do {
             local = try transport.localStages(stageCount: stages.count)
@@ -83,13 +89,22 @@ final class Pipeline: @unchecked Sendable {
                     continue
                 }
                 if let existing, l < existing.layers.count, let layer = existing.layers[l] {
-                    try layer.place(in: stage.arena)
                     layers.append(layer)
-                    state.append(try existing.state[l].map { try $0.map { try $0.copy(to: stage.arena, for: "stage \(stage.index) layer \(l) optimizer state") } })
+                    state.append(existing.state[l])
                 } else {
-                    let layer = try makeLayer(kind: kind, name: spec.name, index: l, seed: options.seed, in: stage.arena)
-                    layers.append(layer)
-                    state.append(try optimizer.makeState(for: layer.parameters, in: stage.arena, label: "stage \(stage.index) layer \(l) optimizer state"))
+                    layers.append(try makeLayer(kind: kind, name: spec.name, index: l, seed: options.seed, in: nil))
+                    state.append([])  // fresh: zeros in the block
+                }
+                if l == stage.layers.upperBound - 1 {
+                    let owned = stage.layers.compactMap { k in
+                        layers[k].map { (index: k, layer: $0, state: state[k].isEmpty && !$0.parameters.isEmpty ? nil : state[k]) }
+                    }
+                    let packed = try ParameterMemory.pack(owned, statesPerParameter: optimizer.statesPerParameter, in: stage.arena,
+                                                          label: "stage \(stage.index) parameters, gradients and optimizer state of layers \(stage.layers)")
+                    for (k, m) in packed {
+                        memory[k] = m
+                        state[k] = m.state
+                    }
                 }
             }
         } catch {
@@ -101,6 +116,7 @@ final class Pipeline: @unchecked Sendable {
         threads = started
         self.layers = layers
         optimizerState = state
+        parameterMemory = memory
         optimizerSteps = existing?.optimizerSteps ?? 0
     }
 

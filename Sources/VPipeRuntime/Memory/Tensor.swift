@@ -83,16 +83,23 @@ public final class Tensor: @unchecked Sendable {
     /// A copy in `space` (a swap out or in, a migration, a receive buffer), on the space's
     /// device (nil: an uncharged host temporary).
     public func copy(to space: MemorySpace?, for label: @autoclosure () -> String) throws -> Tensor {
-        let target = space?.device ?? CPUDevice.host
-        let t = try Tensor(shape: shape, on: target, in: space, for: label())
-        if target === device {
-            device.copy(self, to: t)
-        } else {
-            // Between two devices (stages): through the destination's host view. Zero-copy
-            // views on CPU devices make this one memcpy; a GPU pair would copy peer to peer.
-            target.withHostAccess(t) { device.download(self, into: $0) }
-        }
+        let t = try Tensor(shape: shape, on: space?.device ?? CPUDevice.host, in: space, for: label())
+        try t.assign(from: self)
         return t
+    }
+
+    /// Overwrites the elements with `source`'s (same count), whichever device it is on.
+    public func assign(from source: Tensor) throws {
+        guard source.count == count else {
+            throw RuntimeError.invalidShape("assign: a tensor of shape \(source.shape) into one of shape \(shape)")
+        }
+        if source.device === device {
+            device.copy(source, to: self)
+        } else {
+            // Between two devices (stages): through this tensor's host view. Zero-copy views
+            // on CPU devices make this one memcpy; a GPU pair would copy peer to peer.
+            device.withHostAccess(self) { source.device.download(source, into: $0) }
+        }
     }
 
     /// The values, downloaded to the host.

@@ -1,9 +1,10 @@
 import VPipeCore
 
 /// A live migration between stages of this process: each moving layer's weights and
-/// optimizer state are copied into its destination's arena on the destination's copy queue
-/// while the iteration computes (they are read-only until the optimizer step); at the flush
-/// the gradients are copied over.
+/// optimizer state (one run of its `ParameterMemory`) are copied into its destination's
+/// arena on the destination's copy queue while the iteration computes (they are read-only
+/// until the optimizer step); at the flush its gradient run is copied over. Two copies per
+/// layer, whatever its tensor count.
 ///
 /// PIPEDREAM_ASYNC updates weights during the iteration, so a copy taken then would be
 /// stale: there the copy starts at the flush (the iteration drains: no micro-batch in
@@ -14,7 +15,7 @@ final class LocalMigration: LiveMigration {
     private let moves: [(layer: Int, from: Int, to: Int)]
     private var copies: [(layer: Int, to: Int, copy: PreCopy)] = []
     /// Per moved layer: its weights, gradients and optimizer state in the destination arena.
-    private var arrived: [Int: (values: [Tensor], gradients: [Tensor], state: [[Tensor]])] = [:]
+    private var arrived: [Int: ParameterMemory] = [:]
     private let copyAtFlush: Bool
 
     init(_ pipeline: Pipeline, to target: PlanLayout, copyAtFlush: Bool) {
@@ -27,16 +28,14 @@ final class LocalMigration: LiveMigration {
 
     private func startCopies() {
         for m in moves {
-            guard let layer = pipeline.layers[m.layer] else { continue }
+            guard let memory = pipeline.parameterMemory[m.layer] else { continue }
             let copy = PreCopy()
-            let state = pipeline.optimizerState[m.layer], dest = pipeline.stages[m.to]
+            let dest = pipeline.stages[m.to]
             let (l, to) = (m.layer, m.to)
             dest.device.onCopyQueue {
                 do {
-                    let v = try layer.parameters.map { try $0.copy(to: dest.arena, for: "stage \(to) layer \(l) migrated weights") }
-                    let s = try state.map { try $0.map { try $0.copy(to: dest.arena, for: "stage \(to) layer \(l) migrated optimizer state") } }
-                    copy.finish(v, s, nil)
-                } catch { copy.finish(nil, nil, error) }
+                    copy.finish(try memory.weightsAndState.copy(to: dest.arena, for: "stage \(to) layer \(l) migrated weights and optimizer state"), nil)
+                } catch { copy.finish(nil, error) }
             }
             copies.append((l, to, copy))
         }
@@ -51,12 +50,12 @@ final class LocalMigration: LiveMigration {
         var bytes = 0
         do {
             for c in copies {
-                let (values, state) = try c.copy.wait()
-                let grads = try (pipeline.layers[c.layer]?.gradients ?? []).map {
-                    try $0.copy(to: pipeline.stages[c.to].arena, for: "stage \(c.to) layer \(c.layer) handed-over gradients")
-                }
-                bytes += values.reduce(0) { $0 + $1.bytes } + grads.reduce(0) { $0 + $1.bytes } + state.joined().reduce(0) { $0 + $1.bytes }
-                arrived[c.layer] = (values, grads, state)
+                let weightsAndState = try c.copy.wait()
+                guard let memory = pipeline.parameterMemory[c.layer] else { continue }
+                let grads = try memory.gradientRun.copy(to: pipeline.stages[c.to].arena, for: "stage \(c.to) layer \(c.layer) handed-over gradients")
+                let moved = try memory.over(weightsAndState: weightsAndState, gradients: grads)
+                bytes += moved.bytes
+                arrived[c.layer] = moved
             }
             return MigrationOutcome(layersMoved: copies.map(\.layer), bytesMoved: bytes, stallSeconds: 0, failure: nil)
         } catch {
@@ -74,31 +73,31 @@ final class LocalMigration: LiveMigration {
         for (l, a) in arrived.sorted(by: { $0.key < $1.key }) {
             try pipeline.layers[l]?.adopt(values: a.values, gradients: a.gradients)
             pipeline.optimizerState[l] = a.state
+            pipeline.parameterMemory[l] = a
         }
     }
 }
 
-/// The weights and optimizer state of a moving layer, copied to its new stage on that
-/// stage's copy queue; `wait` returns them once the copy finished.
+/// The weights and optimizer state of a moving layer (one run of its parameter memory),
+/// copied to its new stage on that stage's copy queue; `wait` returns the copy once it finished.
 final class PreCopy: @unchecked Sendable {
     private let monitor = Monitor()
-    private var values: [Tensor]?
-    private var state: [[Tensor]]?
+    private var weightsAndState: Tensor?
     private var failure: Error?
     private var done = false
 
-    func wait() throws -> (values: [Tensor], state: [[Tensor]]) {
+    func wait() throws -> Tensor {
         try monitor.locked {
             while !done { monitor.wait() }
             if let failure { throw failure }
-            return (values ?? [], state ?? [])
+            guard let weightsAndState else { throw RuntimeError.failed("internal: a pre-copy finished without its copy") }
+            return weightsAndState
         }
     }
 
-    func finish(_ v: [Tensor]?, _ s: [[Tensor]]?, _ e: Error?) {
+    func finish(_ copy: Tensor?, _ e: Error?) {
         monitor.locked {
-            values = v
-            state = s
+            weightsAndState = copy
             failure = e
             done = true
             monitor.broadcast()

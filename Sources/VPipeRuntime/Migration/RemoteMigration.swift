@@ -1,8 +1,8 @@
 import VPipeCore
 
 /// A live migration between processes (stages on different ranks): every rank computes the
-/// same list of moving layers; the receiver builds each moving layer in its stage's arena
-/// and posts receives, the sender posts non-blocking sends of weights and optimizer state
+/// same list of moving layers; the receiver builds each moving layer and packs it into one
+/// allocation in its stage's arena and posts receives, the sender posts non-blocking sends of weights and optimizer state
 /// (the pre-copy, during the iteration; at the flush for PIPEDREAM_ASYNC) and, at the flush,
 /// of the gradients. Then every rank agrees that every receiver could place its layers;
 /// otherwise every rank keeps the old plan. Both sides post layer by layer in ascending
@@ -13,13 +13,13 @@ final class RemoteMigration: LiveMigration {
     private let rank: Int
     /// Every moving layer (the same list on every rank), ascending.
     private let moves: [(layer: Int, from: Int, to: Int)]
-    /// The layers this rank receives: built in its stage's arena, weights and state
-    /// overwritten by the transfers.
-    private var incoming: [Int: (layer: Layer, state: [[Tensor]])] = [:]
+    /// The layers this rank receives: their parameter memory in its stage's arena, weights
+    /// and state overwritten by the transfers.
+    private var incoming: [Int: (layer: Layer, memory: ParameterMemory)] = [:]
     /// Why this rank cannot take its layers (then every rank keeps the old plan).
     private var failure: String?
     /// The received layers, once every rank agreed.
-    private var adopted: [Int: (layer: Layer, state: [[Tensor]])] = [:]
+    private var adopted: [Int: (layer: Layer, memory: ParameterMemory)] = [:]
     private let copyAtFlush: Bool
 
     /// Builds the incoming layers (outside the arena when it is full, so that the transfers
@@ -34,29 +34,33 @@ final class RemoteMigration: LiveMigration {
         for m in moves where m.to == rank {
             guard let kind = pipeline.model.layers[m.layer].kind else { continue }
             let name = pipeline.model.layers[m.layer].name, seed = pipeline.options.seed
-            let space = pipeline.stages[m.to].arena
+            let layer = try makeLayer(kind: kind, name: name, index: m.layer, seed: seed, in: nil)
+            let k = pipeline.optimizer.statesPerParameter
             do {
-                let layer = try makeLayer(kind: kind, name: name, index: m.layer, seed: seed, in: space)
-                let state = try pipeline.optimizer.makeState(for: layer.parameters, in: space, label: "stage \(m.to) layer \(m.layer) migrated optimizer state")
-                incoming[m.layer] = (layer, state)
+                let packed = try ParameterMemory.pack([(m.layer, layer, nil)], statesPerParameter: k, in: pipeline.stages[m.to].arena,
+                                                      label: "stage \(m.to) layer \(m.layer) migrated parameters, gradients and optimizer state")
+                if let memory = packed[m.layer] { incoming[m.layer] = (layer, memory) }
             } catch {
                 if failure == nil { failure = "rank \(rank) cannot take layer \(m.layer): \(error)" }
-                let layer = try makeLayer(kind: kind, name: name, index: m.layer, seed: seed, in: nil)
-                incoming[m.layer] = (layer, try pipeline.optimizer.makeState(for: layer.parameters, in: nil, label: "discarded migration"))
+                // Still receive (uncharged), so that every transfer the sender posts completes.
+                let discard = MemorySpace(name: "discarded migration", kind: .host, capacity: Int.max)
+                if let memory = try ParameterMemory.pack([(m.layer, layer, nil)], statesPerParameter: k, in: discard,
+                                                         label: "discarded migration")[m.layer] {
+                    incoming[m.layer] = (layer, memory)
+                }
             }
         }
         if !copyAtFlush { try post(gradients: false) }
     }
 
-    /// Posts this rank's sends and receives of weights + optimizer state, or of gradients.
+    /// Posts this rank's sends and receives of weights + optimizer state, or of gradients:
+    /// one run of the layer's parameter memory each, so one message per layer and phase.
     private func post(gradients: Bool) throws {
         for m in moves {
-            if m.from == rank, let layer = pipeline.layers[m.layer] {
-                try transport.migrationSend(gradients ? layer.gradients : layer.parameters + pipeline.optimizerState[m.layer].joined(),
-                                            to: m.to, gradients: gradients)
+            if m.from == rank, let memory = pipeline.parameterMemory[m.layer] {
+                try transport.migrationSend([gradients ? memory.gradientRun : memory.weightsAndState], to: m.to, gradients: gradients)
             } else if m.to == rank, let a = incoming[m.layer] {
-                try transport.migrationReceive(gradients ? a.layer.gradients : a.layer.parameters + a.state.joined(),
-                                               from: m.from, gradients: gradients)
+                try transport.migrationReceive([gradients ? a.memory.gradientRun : a.memory.weightsAndState], from: m.from, gradients: gradients)
             }
         }
     }
@@ -78,7 +82,7 @@ final class RemoteMigration: LiveMigration {
     }
 
     func optimizerView(of layer: Int) -> (parameters: [Tensor], gradients: [Tensor], state: [[Tensor]])? {
-        adopted[layer].map { ($0.layer.parameters, $0.layer.gradients, $0.state) }
+        adopted[layer].map { ($0.layer.parameters, $0.layer.gradients, $0.memory.state) }
     }
 
     /// The senders drop their copies (released with the last reference); the receivers
@@ -87,10 +91,12 @@ final class RemoteMigration: LiveMigration {
         for m in moves where m.from == rank {
             pipeline.layers[m.layer] = nil
             pipeline.optimizerState[m.layer] = []
+            pipeline.parameterMemory[m.layer] = nil
         }
         for (l, a) in adopted {
             pipeline.layers[l] = a.layer
-            pipeline.optimizerState[l] = a.state
+            pipeline.optimizerState[l] = a.memory.state
+            pipeline.parameterMemory[l] = a.memory
         }
     }
 

@@ -21,8 +21,9 @@ public struct Adam: Optimizer {
         self.epsilon = epsilon
     }
 
+    public var statesPerParameter: Int { 2 }
     /// Weights + gradients + m + v.
-    public var stateBytesPerParamByte: Double { 4 }
+    public var stateBytesPerParamByte: Double { Double(2 + statesPerParameter) }
 
     public func makeState(for parameters: [Tensor], in space: MemorySpace?, label: String) throws -> [[Tensor]] {
         try parameters.map {

@@ -6,6 +6,9 @@ public protocol Optimizer: Sendable {
     func makeState(for parameters: [Tensor], in space: MemorySpace?, label: String) throws -> [[Tensor]]
     /// One update; `iteration` counts from 1 (Adam's bias correction).
     func step(parameters: [Tensor], gradients: [Tensor], state: [[Tensor]], iteration: Int)
+    /// State tensors per parameter, each of the parameter's shape (the layout `makeState`
+    /// returns, and the one a stage's parameter block reserves).
+    var statesPerParameter: Int { get }
     /// Bytes of weights + gradients + state per parameter byte (κ of the cost model).
     var stateBytesPerParamByte: Double { get }
 }

@@ -12,8 +12,9 @@ public struct SGD: Optimizer {
         self.momentum = momentum
     }
 
+    public var statesPerParameter: Int { momentum == 0 ? 0 : 1 }
     /// Weights + gradients + velocity (or just weights + gradients without momentum).
-    public var stateBytesPerParamByte: Double { momentum == 0 ? 2 : 3 }
+    public var stateBytesPerParamByte: Double { Double(2 + statesPerParameter) }
 
     public func makeState(for parameters: [Tensor], in space: MemorySpace?, label: String) throws -> [[Tensor]] {
         guard momentum != 0 else { return parameters.map { _ in [] } }
