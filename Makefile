@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
 
 all: build
 
@@ -51,7 +51,7 @@ proto:
 	protoc --python_out=bindings/python/vpipe -Iproto proto/vpipe.proto
 
 ## test: Swift tests, then C, C++ and Python hosts against an installed copy of the library.
-test: build test-swift test-hosts test-python test-mpi
+test: build test-swift test-hosts test-python test-mpi test-fuzz
 	@echo "make test: all passed"
 
 test-swift:
@@ -64,6 +64,24 @@ test-swift:
 ## online re-planning across ranks: a slowdown on one rank migrates every rank at the same step.
 test-mpi: build
 	CLI=$(CURDIR)/$(CLI) PYTHON=$(PYTHON) Tests/mpi/run.sh
+
+## test-fuzz: every libFuzzer target (Tests/fuzz) briefly against the release library; a
+## crash, a contract violation or a hang over 10 s fails it with the input saved (docs/testing.md).
+FUZZ_SMOKE_SECONDS ?= 8
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= plan evaluate simulate session pipedream
+test-fuzz: build
+	Tests/fuzz/run.sh .build/release $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
+## fuzz: each target for FUZZ_SECONDS, coverage-guided, against a library built with
+## -sanitize=fuzzer,address in .build-fuzz (AddressSanitizer inside the library too).
+fuzz: deps
+	$(SWIFT) build -c release --scratch-path .build-fuzz --product vpipe -Xswiftc -sanitize=fuzzer,address
+	Tests/fuzz/run.sh .build-fuzz/release $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+## fuzz-corpus: regenerate the checked-in seeds (Tests/fuzz/corpus) after a proto change.
+fuzz-corpus:
+	$(PYTHON) Tests/fuzz/make_corpus.py
 
 test-hosts: install-stage
 	@mkdir -p $(HOSTBIN)
@@ -159,4 +177,4 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' vpipe.pc.in > $(PREFIX)/lib/pkgconfig/vpipe.pc
 
 clean:
-	rm -rf .build build bin
+	rm -rf .build .build-fuzz build bin

@@ -117,6 +117,21 @@ vp_status vp_evaluate(const uint8_t *request, size_t request_len, vp_bytes *eval
  * Thread-safe: the simulation keeps no shared state. */
 vp_status vp_simulate(const uint8_t *request, size_t request_len, vp_bytes *report_out);
 
+/* Converts a PipeDream profiler graph (the `graph.txt` its profiler writes) into a model:
+ * the graph is linearised into a chain of layers with per-micro-batch profiles, exactly as
+ * `vpipe import pipedream` does (docs/pipedream-import.md).
+ *
+ * graph: the file's bytes (UTF-8 text), graph_len of them; read during the call only.
+ * micro_batches_per_mini_batch: PipeDream profiles one mini-batch; times and activation
+ *   sizes are divided by this (1 to 2^20).
+ * model_out: receives a serialised vpipe.ModelSpec, owned by the host (vp_bytes_free).
+ *   Left as {NULL, 0} on failure. Must not be NULL.
+ * Errors: VP_ERR_INVALID_ARGUMENT, VP_ERR_INVALID_REQUEST (names the line of the graph and
+ *   what is wrong with it, or micro_batches_per_mini_batch).
+ * Thread-safe: importing keeps no shared state. */
+vp_status vp_import_pipedream(const uint8_t *graph, size_t graph_len, uint32_t micro_batches_per_mini_batch,
+                              vp_bytes *model_out);
+
 /* ------------------------------------------------------------------ training sessions
  *
  * A session trains a model (every layer with a kind: linear, activation, layer_norm,

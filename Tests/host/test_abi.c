@@ -235,6 +235,40 @@ static void test_threads(void) {
     }
 }
 
+/* vp_import_pipedream: a small graph (an input node and a Linear+ReLU pair) becomes a
+ * ModelSpec; a broken line is refused naming the line; bad pointers and ranges too. */
+static void test_import_pipedream(void) {
+    const char *graph =
+        "node1 -- Input0 -- forward_compute_time=0.000, backward_compute_time=0.000, activation_size=1024.0, parameter_size=0.000\n"
+        "node2 -- Linear(16, 16) -- forward_compute_time=4.0, backward_compute_time=8.0, activation_size=1024.0, parameter_size=1088.000\n"
+        "node3 -- ReLU() -- forward_compute_time=2.0, backward_compute_time=2.0, activation_size=1024.0, parameter_size=0.000\n"
+        "\tnode1 -- node2\n\tnode2 -- node3\n";
+    vp_bytes out = {0};
+    vp_status st = vp_import_pipedream((const uint8_t *)graph, strlen(graph), 4, &out);
+    CHECK(st == VP_OK, "import: %d (%s)", st, vp_last_error());
+    Vpipe__ModelSpec *m = st == VP_OK ? vpipe__model_spec__unpack(NULL, out.len, out.data) : NULL;
+    CHECK(m != NULL && m->n_layers >= 1, "import: expected a ModelSpec with layers");
+    if (m) {
+        double fwd = 0;
+        for (size_t l = 0; l < m->n_layers; l++) fwd += m->layers[l]->profile ? m->layers[l]->profile->fwd_seconds : 0;
+        CHECK(fabs(fwd - 6e-3 / 4) < 1e-12, "import: forward seconds per micro-batch %g, expected %g", fwd, 6e-3 / 4);
+        CHECK(m->input_bytes == 256, "import: input bytes per micro-batch %llu, expected 256", (unsigned long long)m->input_bytes);
+        vpipe__model_spec__free_unpacked(m, NULL);
+    }
+    vp_bytes_free(&out);
+    const char *broken = "node1 -- Input0 -- forward_compute_time=oops\n";
+    st = vp_import_pipedream((const uint8_t *)broken, strlen(broken), 1, &out);
+    CHECK(st == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "1") && out.data == NULL, "broken graph: %d (%s)", st, vp_last_error());
+    st = vp_import_pipedream((const uint8_t *)graph, strlen(graph), 0, &out);
+    CHECK(st == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "micro_batches_per_mini_batch"), "0 micro-batches: %d (%s)", st, vp_last_error());
+    CHECK(vp_import_pipedream(NULL, 5, 1, &out) == VP_ERR_INVALID_ARGUMENT && strstr(vp_last_error(), "graph"), "NULL graph: %s", vp_last_error());
+    CHECK(vp_import_pipedream((const uint8_t *)graph, strlen(graph), 1, NULL) == VP_ERR_INVALID_ARGUMENT && strstr(vp_last_error(), "model_out"),
+          "NULL model_out: %s", vp_last_error());
+    const uint8_t not_utf8[] = {'n', 0xff, 0xfe, '\n'};
+    CHECK(vp_import_pipedream(not_utf8, sizeof not_utf8, 1, &out) == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "UTF-8"),
+          "not UTF-8: %s", vp_last_error());
+}
+
 int main(void) {
     test_version();
     test_plan_numbers();
@@ -243,6 +277,7 @@ int main(void) {
     test_bad_fields();
     test_evaluate();
     test_threads();
+    test_import_pipedream();
     if (failures) {
         fprintf(stderr, "test_abi (C): %d failure(s)\n", failures);
         return 1;
