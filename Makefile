@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
 
 all: build
 
@@ -83,6 +83,14 @@ fuzz: deps
 fuzz-corpus:
 	$(PYTHON) Tests/fuzz/make_corpus.py
 
+## stress: Tests/host/test_stress.c for STRESS_SECONDS (test-hosts runs it for a few seconds):
+## threads stepping, applying plans, reading stats and parameters, writing traces, on one
+## and on several sessions, with injected failures; losses must equal a serial run.
+STRESS_SMOKE_SECONDS ?= 4
+STRESS_SECONDS ?= 60
+stress: test-hosts
+	STRESS_SECONDS=$(STRESS_SECONDS) $(HOSTBIN)/test_stress_c
+
 test-hosts: install-stage
 	@mkdir -p $(HOSTBIN)
 	$(CC) -std=c11 -O1 -c -o $(HOSTBIN)/vpipe.pb-c.o $(PROTO_C) $(PROTO_CFLAGS) $$(pkg-config --cflags libprotobuf-c)
@@ -103,6 +111,9 @@ test-hosts: install-stage
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_external_c Tests/host/test_external.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
 	$(HOSTBIN)/test_external_c
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_stress_c Tests/host/test_stress.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
+	STRESS_SECONDS=$(STRESS_SMOKE_SECONDS) $(HOSTBIN)/test_stress_c
 	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/example_c examples/c/plan.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c)
 	$(HOSTBIN)/example_c

@@ -12,12 +12,19 @@ enum RuntimeBench {
             GPTBench.run()
             return
         }
+        if args.contains("--finite-checks-only") {
+            print("## Runtime: cost of the NaN/Inf checks per step\n")
+            finiteCheckCost()
+            return
+        }
         print("## Runtime: one training step of a 3-layer MLP, 1024 wide, batch 256, one stage\n")
         oneStageMLP(threads: threads)
         print("\n## Runtime: 2-stage 1F1B pipeline vs 1 stage (one BLAS thread per stage), m = 8, batch 512")
         pipelineSpeedup()
         print("\n## Runtime: swap that hides behind compute vs KEEP\n")
         hiddenSwap()
+        print("\n## Runtime: cost of the NaN/Inf checks per step\n")
+        finiteCheckCost()
         print("\n## Runtime: GPT training step vs PyTorch (same run, interleaved)\n")
         GPTBench.run()
         print("\n## Runtime: per-step overhead of the executor (a model with almost no compute)\n")
@@ -45,6 +52,44 @@ enum RuntimeBench {
             print("| \(p) | \(m) | \(formatSeconds(t)) | \(formatSeconds(t / Double(p * m))) |")
             s.close()
         }
+    }
+
+    /// The same sessions stepping with the non-finite checks on and off (interleaved rounds,
+    /// medians): what the checks of inputs, every layer's output and input gradient per
+    /// micro-batch, and the parameter gradients per step cost.
+    static func finiteCheckCost() {
+        BLASThreads.set(1)
+        print("| model | micro-batches | step with checks | without | cost |")
+        print("|---|---|---|---|---|")
+        for (name, model, rows, m) in [("MLP 1024 wide, 6 layers", mlp, 256, 1), ("MLP 1024 wide, 6 layers", mlp, 256, 8),
+                                       ("MLP 1024 wide, 14 layers", balancedMLP, 512, 8)] {
+            let L = model.layers.count
+            let d = data(rows: rows, features: 1024, classes: 16)
+            guard let s = try? TrainingSession(SessionConfig(
+                model: model, cluster: cluster(1), plan: PlanLayout(ranges: [0..<L], policies: Array(repeating: .keep, count: L)),
+                training: TrainingOptions(schedule: .oneFOneB, microBatches: m, optimizer: .sgd(learningRate: 0.001, momentum: 0)))) else { continue }
+            var on: [Double] = [], off: [Double] = []
+            for round in 0..<8 {
+                FiniteCheck.enabledForBenchmark = round % 2 == 0
+                let t = time(s, d, warmup: 1, steps: 5)
+                if round % 2 == 0 { on.append(t) } else { off.append(t) }
+            }
+            FiniteCheck.enabledForBenchmark = true
+            on.sort(); off.sort()
+            let a = on[on.count / 2], b = off[off.count / 2]
+            print("| \(name), batch \(rows) | \(m) | \(formatSeconds(a)) | \(formatSeconds(b)) | \(formatFixed((a / b - 1) * 100, decimals: 2))% |")
+        }
+        // The scan alone, over 1 MiB (the size of one 256 x 1024 activation), in cache as
+        // after the layer that wrote it.
+        let values = [Float](repeating: 0.5, count: 1 << 18)
+        var best = Double.infinity
+        for _ in 0..<50 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let found = values.withUnsafeBufferPointer { FiniteCheck.firstNonFinite($0.baseAddress!, count: $0.count) }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            precondition(found == nil)
+        }
+        print("\nthe scan alone: 1 MiB in \(formatSeconds(best)) (\(formatFixed(Double(values.count * 4) / best / 1e9, decimals: 1)) GB/s)")
     }
 
     static func model(_ kinds: [LayerKind]) -> ModelSpec { ModelSpec(name: "mlp", kinds: kinds) }

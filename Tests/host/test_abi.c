@@ -199,7 +199,8 @@ static void test_evaluate(void) {
     free(buf);
 }
 
-/* Errors are per thread: each thread fails differently and must read its own message. */
+/* Errors are per thread: each thread fails differently and must read its own message; and
+ * vp_plan, vp_simulate, vp_evaluate and vp_import_pipedream run on four threads at once. */
 static void *thread_main(void *arg) {
     long id = (long)arg;
     test_request t;
@@ -218,8 +219,28 @@ static void *thread_main(void *arg) {
         test_request_init(&t, 8, 2, VPIPE__PLANNER__PLANNER_TIME_BALANCED);
         buf = test_request_pack(&t, &len);
         if (vp_plan(buf, len, &out) != VP_OK) (*bad)++;
+        free(buf);
+        /* The plan just made, evaluated and simulated on this thread while others plan. */
+        Vpipe__Plan *plan = vpipe__plan__unpack(NULL, out.len, out.data);
+        vp_bytes_free(&out);
+        if (!plan) { (*bad)++; continue; }
+        Vpipe__SimulationRequest sim = VPIPE__SIMULATION_REQUEST__INIT;
+        sim.model = &t.model, sim.cluster = &t.cluster, sim.plan = plan;
+        len = vpipe__simulation_request__get_packed_size(&sim);
+        buf = malloc(len);
+        vpipe__simulation_request__pack(&sim, buf);
+        if (vp_simulate(buf, len, &out) != VP_OK) (*bad)++;
+        vp_bytes_free(&out);
+        /* An EvaluationRequest has the same fields and numbers as a SimulationRequest. */
+        if (vp_evaluate(buf, len, &out) != VP_OK) (*bad)++;
         vp_bytes_free(&out);
         free(buf);
+        vpipe__plan__free_unpacked(plan, NULL);
+        const char *graph = "node1 -- Input0 -- forward_compute_time=0.0, backward_compute_time=0.0, activation_size=64.0, parameter_size=0.0\n"
+                            "node2 -- ReLU() -- forward_compute_time=1.0, backward_compute_time=2.0, activation_size=64.0, parameter_size=0.0\n"
+                            "\tnode1 -- node2\n";
+        if (vp_import_pipedream((const uint8_t *)graph, strlen(graph), 2, &out) != VP_OK) (*bad)++;
+        vp_bytes_free(&out);
     }
     return bad;
 }

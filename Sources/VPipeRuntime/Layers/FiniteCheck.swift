@@ -9,6 +9,10 @@
 public enum FiniteCheck {
     static let exponentMask: UInt32 = 0x7f80_0000
 
+    /// Only `make bench-runtime` turns this off, to measure what the checks cost per step;
+    /// the library never does.
+    nonisolated(unsafe) public static var enabledForBenchmark = true
+
     /// Index of the first NaN or infinite value among `count` floats at `values`; nil when
     /// every value is finite.
     public static func firstNonFinite(_ values: UnsafePointer<Float>, count: Int) -> Int? {
@@ -34,7 +38,7 @@ public enum FiniteCheck {
     /// Throws when `tensor` holds a NaN or an infinity, naming `what` (e.g. "output") and the
     /// row and column of the first one, after `label` (stage, layer, micro-batch).
     public static func require(_ tensor: Tensor, _ what: String, label: @autoclosure () -> String, hint: @autoclosure () -> String = "") throws {
-        guard let k = tensor.device.firstNonFinite(tensor) else { return }
+        guard enabledForBenchmark, let k = tensor.device.firstNonFinite(tensor) else { return }
         let columns = max(1, tensor.columns)
         let h = hint()
         let value = tensor.toArray()[k]  // the error path only: the one host read
