@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
 
 all: build
 
@@ -82,6 +82,45 @@ fuzz: deps
 ## fuzz-corpus: regenerate the checked-in seeds (Tests/fuzz/corpus) after a proto change.
 fuzz-corpus:
 	$(PYTHON) Tests/fuzz/make_corpus.py
+
+## test-sanitize: the Swift tests and the C/C++ host tests (through the C ABI and the stage
+## threads) under ThreadSanitizer, then AddressSanitizer (LeakSanitizer included). The host
+## programs link the toolchain's libdispatch and BlocksRuntime: its TSan runtime intercepts them. Each
+## sanitizer gets its own scratch path (.build-thread, .build-address) and links the Swift
+## runtime dynamically (VPIPE_DYNAMIC_STDLIB=1): the statically linked runtime's `static let`
+## initialisation is invisible to TSan and reported as a race. Suppressions, each explained:
+## Tests/sanitize/*.supp. Not part of `make test` (two extra full builds and the tests at
+## sanitizer speed take longer than `make test` may; see docs/testing.md): CI runs it
+## separately (.ci/run).
+SANITIZERS   ?= thread address
+SAN_CLANG    := $(dir $(shell readlink -f $$(command -v $(SWIFT))))clang
+SWIFT_LIBDIR := $(dir $(shell readlink -f $$(command -v $(SWIFT))))../lib/swift/linux
+# allocator_may_return_null: the tests ask for impossible allocations on purpose and expect
+# the library's out-of-memory error, not the sanitizer's abort.
+SAN_ENV       = TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 allocator_may_return_null=1 suppressions=$(CURDIR)/Tests/sanitize/tsan.supp" \
+                ASAN_OPTIONS="halt_on_error=1 detect_leaks=1 allocator_may_return_null=1" LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/sanitize/lsan.supp" \
+                LD_LIBRARY_PATH=$(SWIFT_LIBDIR)
+test-sanitize: deps
+	@for s in $(SANITIZERS); do $(MAKE) --no-print-directory test-sanitize-one SAN=$$s || exit 1; done
+	@echo "make test-sanitize: all passed under $(SANITIZERS)"
+
+test-sanitize-one:
+	VPIPE_DYNAMIC_STDLIB=1 $(SWIFT) build -c release --scratch-path .build-$(SAN) --sanitize=$(SAN) --build-tests
+	$(SAN_ENV) $(SWIFT) test -c release --scratch-path .build-$(SAN) --sanitize=$(SAN) --skip-build
+	@mkdir -p build/sanitize-$(SAN)
+	$(SAN_CLANG) -std=c11 -g -O1 -fsanitize=$(SAN) -c -o build/sanitize-$(SAN)/vpipe.pb-c.o $(PROTO_C) $(PROTO_CFLAGS)
+	@for t in test_abi test_vpipe_hpp; do \
+	  echo "$$t.cpp under $(SAN) sanitizer"; \
+	  $(SAN_CLANG)++ -std=c++17 -g -O1 -fsanitize=$(SAN) -Iinclude -Ibindings/cpp $(PROTO_CFLAGS) -o build/sanitize-$(SAN)/$$t-cpp Tests/host/$$t.cpp \
+	    build/sanitize-$(SAN)/vpipe.pb-c.o -L.build-$(SAN)/release -lvpipe -Wl,-rpath,$(CURDIR)/.build-$(SAN)/release -L$(SWIFT_LIBDIR) -ldispatch -lBlocksRuntime -lprotobuf-c -lpthread || exit 1; \
+	  $(SAN_ENV) build/sanitize-$(SAN)/$$t-cpp || exit 1; \
+	done
+	@for t in test_abi test_session test_external test_stress; do \
+	  echo "$$t under $(SAN) sanitizer"; \
+	  $(SAN_CLANG) -std=c11 -g -O1 -fsanitize=$(SAN) -Iinclude $(PROTO_CFLAGS) -o build/sanitize-$(SAN)/$$t Tests/host/$$t.c $(PROTO_C) \
+	    -L.build-$(SAN)/release -lvpipe -Wl,-rpath,$(CURDIR)/.build-$(SAN)/release -L$(SWIFT_LIBDIR) -ldispatch -lBlocksRuntime -lprotobuf-c -lpthread -lm || exit 1; \
+	  $(SAN_ENV) STRESS_SECONDS=$(STRESS_SMOKE_SECONDS) build/sanitize-$(SAN)/$$t || exit 1; \
+	done
 
 ## stress: Tests/host/test_stress.c for STRESS_SECONDS (test-hosts runs it for a few seconds):
 ## threads stepping, applying plans, reading stats and parameters, writing traces, on one
@@ -188,4 +227,4 @@ install: build
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' vpipe.pc.in > $(PREFIX)/lib/pkgconfig/vpipe.pc
 
 clean:
-	rm -rf .build .build-fuzz build bin
+	rm -rf .build .build-fuzz .build-thread .build-address build bin

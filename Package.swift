@@ -6,6 +6,10 @@
 import PackageDescription
 
 let packageRoot = Context.packageDirectory
+// VPIPE_DYNAMIC_STDLIB=1 links the Swift runtime dynamically (`make test-sanitize` only): under
+// ThreadSanitizer the statically linked runtime's `static let` initialisation shows up as a
+// false race. The shipped library always carries the runtime statically.
+let staticStdlib = Context.environment["VPIPE_DYNAMIC_STDLIB"] == nil ? ["-static-stdlib"] : []
 
 let package = Package(
     name: "libvpipe",
@@ -54,8 +58,7 @@ let package = Package(
             dependencies: ["VPipeWire", "VPipeCore", "CVPipeABI"],
             exclude: ["exports.map"],
             linkerSettings: [
-                .unsafeFlags([
-                    "-static-stdlib",
+                .unsafeFlags(staticStdlib + [
                     "-Xlinker", "--version-script=\(packageRoot)/Sources/VPipe/exports.map",
                 ])
             ]

@@ -357,7 +357,10 @@ public final class TrainingSession: @unchecked Sendable {
             iterations: iterations, lastIterationSeconds: lastResult?.seconds ?? 0,
             meanIterationSeconds: iterations > 0 ? totalSeconds / Double(iterations) : 0, lastLoss: lastLoss,
             stages: stages, measuredProfiles: profiles, plan: profiling ? nil : currentPlan,
-            decisions: stateLock.locked { log.entries })
+            // A copy with its own storage, made under the lock: the caller encodes it after
+            // the lock is released while a step or apply_plan may update the log in place
+            // (ThreadSanitizer reported the shared buffer in test_stress).
+            decisions: stateLock.locked { log.entries.map { $0 } })
     }
 
 
