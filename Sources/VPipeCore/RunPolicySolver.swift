@@ -34,6 +34,8 @@ struct RunPolicySolver {
         var lowerBound: Double
         /// The search ran to the end: `choice` is optimal (or proven absent).
         var exact: Bool
+        /// Search nodes spent.
+        var nodes = 0
     }
 
     struct Unit {
@@ -57,7 +59,7 @@ struct RunPolicySolver {
         var moved = 0
     }
 
-    init(costModel: CostModel, stageCount: Int, nodeBudget: Int = 400_000) {
+    init(costModel: CostModel, stageCount: Int, nodeBudget: Int = 50_000) {
         self.cm = costModel
         self.stageCount = stageCount
         self.nodeBudget = nodeBudget
@@ -218,9 +220,9 @@ struct RunPolicySolver {
         }
         visit(0, Acc())
         if exhausted {
-            return Result(choice: best, lowerBound: min(bound, best?.stageSeconds ?? .infinity), exact: false)
+            return Result(choice: best, lowerBound: min(bound, best?.stageSeconds ?? .infinity), exact: false, nodes: nodes)
         }
-        return Result(choice: best, lowerBound: best?.stageSeconds ?? .infinity, exact: true)
+        return Result(choice: best, lowerBound: best?.stageSeconds ?? .infinity, exact: true, nodes: nodes)
     }
 
     /// The policy string of one unit's option: R-blocks separated by the non-recomputed

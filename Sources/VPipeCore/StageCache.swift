@@ -15,6 +15,8 @@ final class StageCache {
     let runStart: [Int], runEnd: [Int]
     private var memo: [Key: RunPolicySolver.Result] = [:]
     private(set) var solves = 0
+    /// Search nodes spent by all solves, so a caller can stop a search that grows too large.
+    private(set) var nodes = 0
 
     struct Key: Hashable {
         let stageClass: Int, kind: Int, a: Int, b: Int, c: Int
@@ -63,6 +65,7 @@ final class StageCache {
         if let r = memo[key] { return r }
         solves += 1
         let r = solver.solve(stage: k, layers: s..<e)
+        nodes += r.nodes
         memo[key] = r
         return r
     }

@@ -23,6 +23,10 @@
 enum VPipePlanner {
     /// The DP's work limit: candidate stages (stage, first layer, last layer) it may solve.
     static let maxCandidateStages = 60_000
+    /// ... and the stage-search nodes it may spend in all (long stages of many distinct
+    /// layers, e.g. a ResNet under tight memory, fall back to the local search instead of
+    /// taking seconds).
+    static let maxStageNodes = 3_000_000
 
     struct Certified {
         var layout: PlanLayout
@@ -132,6 +136,7 @@ enum VPipePlanner {
         var allExact = true
         for t in triples {
             let r = cache.result(t.k, t.s, t.e)
+            if cache.nodes > maxStageNodes { return nil }
             if r.lowerBound == .infinity || r.lowerBound > tauCap { continue }
             let capacity = Double(cm.cluster.devices[t.k].memoryBytes)
             if let c = r.choice {
