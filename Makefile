@@ -34,10 +34,11 @@ deps:
 	fi
 	@$(PYTHON) -c "import google.protobuf, pytest, numpy, build, wheel" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy build wheel
+	@# vpipe.torch's tests (the distributed ones too) and the benchmarks' peers need PyTorch.
 	@$(PYTHON) -c "import torch" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" --index-url https://download.pytorch.org/whl/cpu || \
-	  echo "deps: PyTorch $(TORCH_VERSION) not installed (only the benchmarks' peers need it)"
+	  echo "deps: PyTorch $(TORCH_VERSION) not installed (vpipe.torch's tests are then skipped, the benchmarks' peers too)"
 
 ## build: the library (libvpipe.so) and the command-line tool (bin/vpipe), release mode.
 build: deps

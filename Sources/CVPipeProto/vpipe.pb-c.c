@@ -2184,7 +2184,7 @@ const ProtobufCMessageDescriptor vpipe__model_spec__descriptor =
   (ProtobufCMessageInit) vpipe__model_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__device_spec__field_descriptors[5] =
+static const ProtobufCFieldDescriptor vpipe__device_spec__field_descriptors[6] =
 {
   {
     "name",
@@ -2246,8 +2246,21 @@ static const ProtobufCFieldDescriptor vpipe__device_spec__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "allowed_policies",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_ENUM,
+    offsetof(Vpipe__DeviceSpec, n_allowed_policies),
+    offsetof(Vpipe__DeviceSpec, allowed_policies),
+    &vpipe__memory_policy__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__device_spec__field_indices_by_name[] = {
+  5,   /* field[5] = allowed_policies */
   3,   /* field[3] = host_bandwidth */
   1,   /* field[1] = memory_bytes */
   0,   /* field[0] = name */
@@ -2257,7 +2270,7 @@ static const unsigned vpipe__device_spec__field_indices_by_name[] = {
 static const ProtobufCIntRange vpipe__device_spec__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor vpipe__device_spec__descriptor =
 {
@@ -2267,7 +2280,7 @@ const ProtobufCMessageDescriptor vpipe__device_spec__descriptor =
   "Vpipe__DeviceSpec",
   "vpipe",
   sizeof(Vpipe__DeviceSpec),
-  5,
+  6,
   vpipe__device_spec__field_descriptors,
   vpipe__device_spec__field_indices_by_name,
   1,  vpipe__device_spec__number_ranges,

@@ -374,10 +374,19 @@ struct  Vpipe__DeviceSpec
    * workspace the runtime keeps for itself
    */
   uint64_t reserved_bytes;
+  /*
+   * The memory policies this device can deliver; empty means all three (KEEP, SWAP,
+   * RECOMPUTE). A CPU forbids SWAP (its "device memory" is host memory: swapping frees
+   * nothing), so no plan may claim it there. Planners never give a layer on this device a
+   * policy outside the list; evaluating or running a plan that does is an error naming
+   * the layer.
+   */
+  size_t n_allowed_policies;
+  Vpipe__MemoryPolicy *allowed_policies;
 };
 #define VPIPE__DEVICE_SPEC__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__device_spec__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0,NULL }
 
 
 /*
