@@ -7,16 +7,23 @@ public struct DeviceSpec: Sendable, Equatable {
     /// Bytes/s of the device<->host copy engine used for swapping.
     public var hostBandwidth: Double
     public var reservedBytes: Int
+    /// The policies this device can deliver; empty means all. A CPU forbids SWAP (its
+    /// device memory is host memory: swapping frees nothing). Planners give no layer on
+    /// this device another policy; evaluating a plan that does is an error naming the layer.
+    public var allowedPolicies: Set<MemoryPolicy>
 
-    public init(name: String, memoryBytes: Int, speed: Double = 1, hostBandwidth: Double, reservedBytes: Int = 0) {
+    public init(name: String, memoryBytes: Int, speed: Double = 1, hostBandwidth: Double, reservedBytes: Int = 0,
+                allowedPolicies: Set<MemoryPolicy> = []) {
         self.name = name
         self.memoryBytes = memoryBytes
         self.speed = speed
         self.hostBandwidth = hostBandwidth
         self.reservedBytes = reservedBytes
+        self.allowedPolicies = allowedPolicies
     }
 
     public var effectiveSpeed: Double { speed == 0 ? 1 : speed }
+    public func allows(_ policy: MemoryPolicy) -> Bool { allowedPolicies.isEmpty || allowedPolicies.contains(policy) }
 }
 
 /// The link between device i and device i+1. Symbols B, λ of docs/cost-model.md.

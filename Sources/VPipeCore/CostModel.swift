@@ -183,5 +183,13 @@ public struct CostModel: Sendable {
             throw VPipeError.invalidField(
                 field: "plan.stages[\(p - 1)].last_layer", message: "the last stage must end at layer \(L - 1), got \(next - 1)")
         }
+        for (i, r) in layout.ranges.enumerated() {
+            let device = cluster.devices[i]
+            for l in r where !device.allows(layout.policies[l]) {
+                throw VPipeError.invalidField(
+                    field: "plan.stages[\(i)].policy[\(l - r.lowerBound)]",
+                    message: "layer \(l) (\(model.layers[l].name)) uses \(layout.policies[l]), which device \(i) (\(device.name)) does not allow")
+            }
+        }
     }
 }

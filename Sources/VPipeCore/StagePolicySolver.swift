@@ -42,6 +42,8 @@ public struct StagePolicySolver: Sendable {
         let fwd: [Double], stash: [Double], input: [Double]
         let fwdBwd: Double, params: Double
         let speed: Double, hostBandwidth: Double, capacity: Double
+        /// The policies other than KEEP the device allows (DeviceSpec.allowedPolicies).
+        let moves: [MemoryPolicy]
     }
 
     func describe(_ i: Int, _ layers: Range<Int>) -> Stage {
@@ -57,7 +59,8 @@ public struct StagePolicySolver: Sendable {
         }
         let d = cm.cluster.devices[i]
         return Stage(index: i, layers: layers, fwd: fwd, stash: stash, input: input, fwdBwd: fwdBwd, params: params,
-                     speed: d.effectiveSpeed, hostBandwidth: d.hostBandwidth, capacity: Double(d.memoryBytes))
+                     speed: d.effectiveSpeed, hostBandwidth: d.hostBandwidth, capacity: Double(d.memoryBytes),
+                     moves: [MemoryPolicy.swap, .recompute].filter { d.allows($0) })
     }
 
     /// Running totals of a (partial) policy assignment, in the cost model's terms.
@@ -138,15 +141,15 @@ public struct StagePolicySolver: Sendable {
     func leastMemory(stage i: Int, layers: Range<Int>) -> Double {
         let s = describe(i, layers)
         let n = layers.count
-        var least = min(choice(Array(repeating: .swap, count: n), s).peakMemoryBytes,
-                        choice(Array(repeating: .recompute, count: n), s).peakMemoryBytes)
+        var least = s.moves.map { choice(Array(repeating: $0, count: n), s).peakMemoryBytes }.min()
+            ?? choice(Array(repeating: .keep, count: n), s).peakMemoryBytes
         var policies = Array(repeating: MemoryPolicy.keep, count: n)
         // Memory-first greedy: move the layer that saves the most bytes until nothing helps.
         while true {
             let current = memory(totals(policies, s), s)
             var bestJ = -1, bestP = MemoryPolicy.keep, bestM = current
             for j in 0..<n {
-                for p in [MemoryPolicy.swap, .recompute] where p != policies[j] {
+                for p in s.moves where p != policies[j] {
                     var trial = policies
                     trial[j] = p
                     let m = memory(totals(trial, s), s)
@@ -174,7 +177,7 @@ public struct StagePolicySolver: Sendable {
             var bestScore = -Double.infinity
             for j in 0..<n {
                 let options: [MemoryPolicy] = policies[j] == .keep ? [.swap, .recompute] : policies[j] == .swap ? [.recompute] : []
-                for p in options {
+                for p in options where s.moves.contains(p) {
                     var trial = policies
                     trial[j] = p
                     let c = choice(trial, s)
@@ -219,7 +222,7 @@ public struct StagePolicySolver: Sendable {
                 if incumbent.map({ Self.better(c, than: $0) }) ?? true { incumbent = c }
                 return
             }
-            for p in [MemoryPolicy.keep, .swap, .recompute] {
+            for p in [MemoryPolicy.keep] + s.moves {
                 var next = t
                 next.add(p, at: j, s)
                 policies[j] = p

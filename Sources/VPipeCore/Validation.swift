@@ -66,6 +66,10 @@ public enum Validation {
                 throw VPipeError.invalidField(field: "\(path).speed", message: "must be 0 (meaning 1.0) or between 1e-6 and 1e6, got \(d.speed)")
             }
             try positiveRate(d.hostBandwidth, "\(path).host_bandwidth")
+            if !d.allows(.keep) {
+                throw VPipeError.invalidField(field: "\(path).allowed_policies",
+                                              message: "must include MEMORY_POLICY_KEEP when it lists policies (a device that can keep nothing runs no layer)")
+            }
         }
         if cluster.links.count != p - 1 {
             throw VPipeError.invalidField(

@@ -203,11 +203,21 @@ public enum WireDecode {
         var devices: [DeviceSpec] = []
         for (i, d) in try repeated(c.pointee.devices, c.pointee.n_devices, field: "cluster.devices").enumerated() {
             let path = "cluster.devices[\(i)]"
+            var allowed: Set<MemoryPolicy> = []
+            for j in 0..<d.pointee.n_allowed_policies {
+                let raw = Int(d.pointee.allowed_policies[j].rawValue)
+                guard let policy = MemoryPolicy(rawValue: raw) else {
+                    throw VPipeError.invalidField(field: "\(path).allowed_policies[\(j)]",
+                                                  message: "expected MEMORY_POLICY_KEEP, _SWAP or _RECOMPUTE, got \(raw)")
+                }
+                allowed.insert(policy)
+            }
             devices.append(DeviceSpec(
                 name: string(d.pointee.name),
                 memoryBytes: try bytes(d.pointee.memory_bytes, "\(path).memory_bytes"),
                 speed: d.pointee.speed, hostBandwidth: d.pointee.host_bandwidth,
-                reservedBytes: try bytes(d.pointee.reserved_bytes, "\(path).reserved_bytes")))
+                reservedBytes: try bytes(d.pointee.reserved_bytes, "\(path).reserved_bytes"),
+                allowedPolicies: allowed))
         }
         let links = try repeated(c.pointee.links, c.pointee.n_links, field: "cluster.links").map {
             LinkSpec(bandwidth: $0.pointee.bandwidth, latency: $0.pointee.latency)

@@ -118,6 +118,11 @@ public enum WireEncode {
             spec.pointee.speed = d.speed
             spec.pointee.host_bandwidth = d.hostBandwidth
             spec.pointee.reserved_bytes = UInt64(clamping: d.reservedBytes)
+            let allowed = d.allowedPolicies.sorted { $0.rawValue < $1.rawValue }
+            let policies = arena.allocate(Vpipe__MemoryPolicy.self, count: allowed.count)
+            for (j, p) in allowed.enumerated() { policies[j] = Vpipe__MemoryPolicy(rawValue: UInt32(p.rawValue)) }
+            spec.pointee.n_allowed_policies = allowed.count
+            spec.pointee.allowed_policies = policies
             devices[i] = spec
         }
         message.pointee.n_devices = cluster.devices.count

@@ -286,3 +286,22 @@ def test_state_round_trips_through_model_applied_model_and_stages():
     torch.testing.assert_close(stage.state_dict()["head.weight"], saved_model["head.weight"], rtol=0, atol=0)
     with pytest.raises(vpipe.VPipeError, match="unexpected keys \\['hed.weight'\\]"):
         stage.load_state_dict({**saved_model, "hed.weight": saved_model["head.weight"]})
+
+
+# ---------------------------------------------------------------- measured memory
+
+
+def test_peak_tensor_bytes_sees_forward_backward_and_frees():
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 256)
+    x = torch.randn(64, 256)
+    static = list(layer.parameters()) + [x]
+    with vt.PeakTensorBytes(static) as peak:
+        y = layer(x)
+        y.sum().backward()
+        del y
+    params = sum(p.numel() * 4 for p in layer.parameters())
+    assert peak.start == params + x.numel() * 4
+    # the output (64x256) and the gradients (as big as the parameters) were alive together
+    assert peak.peak >= peak.start + 64 * 256 * 4 + params, (peak.start, peak.peak)
+    assert peak.current == peak.start + params, "after the step only the new .grad tensors stay"

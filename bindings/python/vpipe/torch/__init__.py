@@ -9,6 +9,9 @@ in one process or as a pipeline across ranks.
     stages = vt.apply_plan(model, plan, (x,))       # one vt.Stage per pipeline stage
     applied = vt.PipelinedModel(model, plan, (x,))  # the stages chained, in one process
 
+    pipe = vt.Pipeline(model, (x,), loss_fn, y, cluster=[vt.cpu_device(8 << 30)] * world)
+    loss = pipe.step((xb,), yb)                     # on every rank (torchrun or vt.spawn)
+
 One module per concept: ``tracing`` (torch.fx trace, DAG linearisation into layers and
 valid cuts), ``profiling`` (medians of warmed-up per-layer measurements), ``planning``
 (devices, allowed policies, ``plan_for``), ``stages`` (a stage module per plan stage, original
@@ -39,6 +42,9 @@ from .profiling import LayerMeasurement, Profile, measure, profile, saved_tensor
 from .planning import DEFAULT_STATE_BYTES_PER_PARAM_BYTE, cpu_device, plan_for, check_plan_policies
 from .stages import PipelinedModel, Stage, apply_plan
 from .state import load_optimizer_state_by_name, optimizer_state_by_name
+from .pipeline import Pipeline
+from .launcher import spawn
+from .memory import PeakTensorBytes
 
 __all__ = [
     "TorchAdapterError",
@@ -58,4 +64,7 @@ __all__ = [
     "apply_plan",
     "optimizer_state_by_name",
     "load_optimizer_state_by_name",
+    "Pipeline",
+    "spawn",
+    "PeakTensorBytes",
 ]
