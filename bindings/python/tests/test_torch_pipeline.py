@@ -93,7 +93,7 @@ def reference_losses(steps):
 def make_pipeline(rank, world, plan=None, **kw):
     x, mask, y = data(1)
     return vt.Pipeline(Net(), (x[0][:MB],), loss_fn, y[0][:MB], optimizer=adam, plan=plan,
-                       example_kwargs={"mask": mask[0][:MB]}, micro_batches=M, repeats=2, **kw)
+                       example_kwargs={"mask": mask[0][:MB]}, micro_batches=M, repeats=7, **kw)
 
 
 def train(pipe, steps, first=0):

@@ -124,7 +124,7 @@ class Pipeline:
         self.replan_threshold = replan_threshold
         self.steps = 0
         self.migrations = 0
-        self.step_compute_seconds: List[float] = []
+        self.step_compute_seconds: List[float] = []  # this rank's compute per step (slowdown included)
         self.model = model
 
         # Every rank traces (the same graph everywhere); rank 0 alone measures and plans.
@@ -217,6 +217,7 @@ class Pipeline:
         self.ownership.keep_only(own)
         self._recv_names = self.stage.input_names
         self._send_names = self.stage.output_names
+        self._measured_from = len(self.step_compute_seconds) + 1
 
     def state_dict(self) -> Dict[str, Any]:
         """This rank's stage state, under the model's keys."""
@@ -395,8 +396,13 @@ class Pipeline:
         from .. import evaluate
 
         window = window or self.replan_every or 1
-        recent = self.step_compute_seconds[-window:]
-        mine = torch.tensor([sum(recent) / max(len(recent), 1)], dtype=torch.float64)
+        # The steps since the stages were last built, the first one left out (it warms up:
+        # allocations, first-call overheads), at most ``window`` of them. Every rank has
+        # run the same steps, so every rank takes the same branch.
+        recent = self.step_compute_seconds[max(self._measured_from, len(self.step_compute_seconds) - window):]
+        if not recent:
+            return False
+        mine = torch.tensor([sum(recent) / len(recent)], dtype=torch.float64)
         measured = [torch.zeros(1, dtype=torch.float64) for _ in range(self.world)]
         dist.all_gather(measured, mine)
         decision: Optional[bytes] = None
