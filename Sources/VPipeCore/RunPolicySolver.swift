@@ -131,7 +131,7 @@ struct RunPolicySolver {
             // Adds nS swaps among the unit's nN non-recomputed layers and recurses, nS
             // ascending (time grows, memory falls after the first swap).
             func finish(_ base: Acc, _ option: Option, nonRecomputed nN: Int) {
-                for nS in 0...nN {
+                for nS in 0...(s.moves.contains(.swap) ? nN : 0) {  // DeviceSpec.allowedPolicies
                     nodes += 1
                     if nodes > nodeBudget { exhausted = true; return }
                     var t = base
@@ -150,7 +150,7 @@ struct RunPolicySolver {
                 }
             }
             let open = acc.open >= 0
-            for nR in 0...k {
+            for nR in 0...(s.moves.contains(.recompute) ? k : 0) {
                 var base = acc
                 base.recompute += Double(nR) * unit.f
                 base.moved += nR
