@@ -13,7 +13,7 @@ CLI          := .build/release/vpipe-cli
 # A private install the host tests and examples build against, exactly as a user would.
 STAGE        := $(CURDIR)/build/prefix
 HOSTBIN      := $(CURDIR)/build/hosts
-APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config libopenmpi-dev openmpi-bin
+APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config libopenmpi-dev openmpi-bin zlib1g-dev
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
 PROTO_CFLAGS := -ISources/CVPipeProto/include
@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi bench-torch wheel
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi bench-torch wheel bench-checkpoint fuzz-checkpoint
 
 all: build
 
@@ -196,6 +196,21 @@ bench-planner: deps
 bench-mpi: deps
 	$(SWIFT_BUILD) --product vpipe-bench
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 .build/release/vpipe-bench mpi
+
+## bench-checkpoint: save/load time and bytes (demo GPT, a 268 MB-parameter MLP) vs the
+## disk's plain write+fsync and read of the same bytes, same run, same directory.
+bench-checkpoint: deps
+	$(SWIFT_BUILD) --product vpipe-bench
+	.build/release/vpipe-bench checkpoint build/bench-checkpoint
+
+## fuzz-checkpoint: libFuzzer (clang -fsanitize=fuzzer,address) over vp_session_load with
+## the checksums kept valid (Tests/fuzz/checkpoint_fuzz.c), FUZZ_SECONDS long.
+FUZZ_SECONDS ?= 60
+fuzz-checkpoint: install-stage
+	@mkdir -p $(HOSTBIN) build/fuzz/checkpoint
+	clang -g -O1 -fsanitize=fuzzer,address -o $(HOSTBIN)/checkpoint_fuzz Tests/fuzz/checkpoint_fuzz.c $(PROTO_C) $(PROTO_CFLAGS) \
+	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lz -Wl,-rpath,$(STAGE)/lib
+	VPIPE_FUZZ_SEED_DIR=build/fuzz/checkpoint $(HOSTBIN)/checkpoint_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/checkpoint
 
 ## demo-dynamic: a supernet whose choice blocks switch and a device that slows down, each
 ## trained with a static plan and with online re-planning; throughput over time and SVG charts.

@@ -35,6 +35,8 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         // Open MPI's mpi.h as a Swift module (handles through static inline functions).
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // zlib's crc32 (checksums of checkpoint blobs).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // include/vpipe.h as a Swift module, so the ABI's types come from the public header.
         .systemLibrary(name: "CVPipeABI", path: "Sources/CVPipeABI"),
         // The CPU device's vectorised kernels (softmax, LayerNorm, GELU, cross-entropy and
@@ -49,7 +51,7 @@ let package = Package(
         // Pure Swift: model/cluster/plan types, cost model, planners.
         .target(name: "VPipeCore"),
         // Tensors and kernels (thin until the runtime issue).
-        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI", "CVPipeKernels"]),
+        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI", "CVPipeKernels", "CZlib"]),
         // protobuf-c structs <-> Swift values, nothing else.
         .target(name: "VPipeWire", dependencies: ["VPipeCore", "VPipeRuntime", "CVPipeProto"]),
         // The C ABI: validate, convert, call, map errors.
@@ -74,7 +76,7 @@ let package = Package(
             path: "Sources/vpipe"
         ),
         // Benchmarks behind docs/benchmarks.md (`make bench-planner`).
-        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore", "VPipeRuntime", "CMPI"], path: "Sources/VPipeBench"),
+        .executableTarget(name: "VPipeBench", dependencies: ["VPipeCore", "VPipeRuntime", "VPipeWire", "CMPI"], path: "Sources/VPipeBench"),
         // Golden/ holds schedule golden files, read from the source tree by the tests.
         .testTarget(name: "VPipeCoreTests", dependencies: ["VPipeCore"], exclude: ["Golden"]),
         .testTarget(name: "VPipeWireTests", dependencies: ["VPipeWire", "VPipeCore", "CVPipeProto"]),

@@ -44,7 +44,10 @@ enum {
     VP_ERR_NOT_IMPLEMENTED = 5,  /* the requested feature (e.g. a planner) is not available yet */
     VP_ERR_INTERNAL = 6,         /* a bug in libvpipe; please report the message */
     VP_ERR_RUNTIME = 7           /* training failed: out of device memory (names stage, layer, bytes),
-                                    a stage failed (names the stage), bad data (names the row) */
+                                    a stage failed (names the stage), bad data (names the row) */,
+    VP_ERR_CHECKPOINT = 8        /* a checkpoint could not be written or read, is damaged (truncated,
+                                    checksum), of a newer format, or of another model; names the
+                                    file and what does not match */
 };
 
 /* A buffer returned by the library. The host owns it after a successful call and must
@@ -223,6 +226,32 @@ vp_status vp_register_external_layer(const char *callback, vp_external_forward f
  * steps (e.g. rank 0 decides and broadcasts it); the layers travel between ranks over MPI
  * (docs/mpi.md). A step that the ranks start with different plans fails on every rank. */
 vp_status vp_session_apply_plan(vp_session *session, const uint8_t *plan, size_t plan_len);
+
+/* Checkpoints (docs/checkpoint.md). vp_session_save writes the session's whole training
+ * state to the file `path` (UTF-8, NUL-terminated; read during the call only): parameters,
+ * optimizer state (SGD momentum, Adam moments and step count), iteration count, the plan,
+ * PIPEDREAM_ASYNC weight versions, the profiler's and re-planner's measurements. Layers are
+ * stored by model layer, so a checkpoint loads into a session with another plan (stage
+ * count, partition, policies) and training continues with bit-identical losses.
+ * The file appears atomically (temporary name, fsync, rename): a crash mid-save leaves the
+ * previous checkpoint at `path` intact. Between steps; serialised with the session's other
+ * calls. TRANSPORT_MPI: collective, every rank calls it with the same path between the same
+ * two steps; each rank writes its stages' shard `<path>.it<N>.rank<r>` beside `path`, and
+ * rank 0 then writes the manifest at `path` (a shared file system, or the same machine).
+ * Errors: VP_ERR_INVALID_ARGUMENT (NULL), VP_ERR_CHECKPOINT (the file system's reason). */
+vp_status vp_session_save(vp_session *session, const char *path);
+
+/* Loads a checkpoint written by vp_session_save into this session (opened with the same
+ * model and optimizer kind; its plan, cluster and world size may differ). Everything is
+ * checked before anything changes: a truncated or corrupted file (CRC-32 per tensor), a
+ * checkpoint of another model (layer names, kinds, shapes), another optimizer or seed, or a
+ * newer format version is refused with VP_ERR_CHECKPOINT naming the file and what does not
+ * match, and the session stays as it was. A session opened without a plan that is still
+ * profiling takes the checkpoint's plan; one opened with a plan keeps its own.
+ * TRANSPORT_MPI: collective; every rank reads the manifest and the shards holding its
+ * layers, whatever world size wrote them; if any rank refuses, every rank does.
+ * Serialised with the session's other calls. */
+vp_status vp_session_load(vp_session *session, const char *path);
 
 /* Closes the session and frees everything it owns. NULL is accepted (VP_OK). Closing a
  * handle twice gives VP_ERR_INVALID_ARGUMENT. */

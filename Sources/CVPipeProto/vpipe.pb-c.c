@@ -1447,6 +1447,231 @@ void   vpipe__layer_parameters__free_unpacked
   assert(message->base.descriptor == &vpipe__layer_parameters__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__checkpoint_blob__init
+                     (Vpipe__CheckpointBlob         *message)
+{
+  static const Vpipe__CheckpointBlob init_value = VPIPE__CHECKPOINT_BLOB__INIT;
+  *message = init_value;
+}
+size_t vpipe__checkpoint_blob__get_packed_size
+                     (const Vpipe__CheckpointBlob *message)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_blob__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__checkpoint_blob__pack
+                     (const Vpipe__CheckpointBlob *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_blob__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__checkpoint_blob__pack_to_buffer
+                     (const Vpipe__CheckpointBlob *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_blob__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__CheckpointBlob *
+       vpipe__checkpoint_blob__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__CheckpointBlob *)
+     protobuf_c_message_unpack (&vpipe__checkpoint_blob__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__checkpoint_blob__free_unpacked
+                     (Vpipe__CheckpointBlob *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__checkpoint_blob__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__checkpoint_layer__init
+                     (Vpipe__CheckpointLayer         *message)
+{
+  static const Vpipe__CheckpointLayer init_value = VPIPE__CHECKPOINT_LAYER__INIT;
+  *message = init_value;
+}
+size_t vpipe__checkpoint_layer__get_packed_size
+                     (const Vpipe__CheckpointLayer *message)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_layer__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__checkpoint_layer__pack
+                     (const Vpipe__CheckpointLayer *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_layer__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__checkpoint_layer__pack_to_buffer
+                     (const Vpipe__CheckpointLayer *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_layer__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__CheckpointLayer *
+       vpipe__checkpoint_layer__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__CheckpointLayer *)
+     protobuf_c_message_unpack (&vpipe__checkpoint_layer__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__checkpoint_layer__free_unpacked
+                     (Vpipe__CheckpointLayer *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__checkpoint_layer__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__checkpoint_profiler__init
+                     (Vpipe__CheckpointProfiler         *message)
+{
+  static const Vpipe__CheckpointProfiler init_value = VPIPE__CHECKPOINT_PROFILER__INIT;
+  *message = init_value;
+}
+size_t vpipe__checkpoint_profiler__get_packed_size
+                     (const Vpipe__CheckpointProfiler *message)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_profiler__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__checkpoint_profiler__pack
+                     (const Vpipe__CheckpointProfiler *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_profiler__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__checkpoint_profiler__pack_to_buffer
+                     (const Vpipe__CheckpointProfiler *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_profiler__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__CheckpointProfiler *
+       vpipe__checkpoint_profiler__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__CheckpointProfiler *)
+     protobuf_c_message_unpack (&vpipe__checkpoint_profiler__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__checkpoint_profiler__free_unpacked
+                     (Vpipe__CheckpointProfiler *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__checkpoint_profiler__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__checkpoint_shard__init
+                     (Vpipe__CheckpointShard         *message)
+{
+  static const Vpipe__CheckpointShard init_value = VPIPE__CHECKPOINT_SHARD__INIT;
+  *message = init_value;
+}
+size_t vpipe__checkpoint_shard__get_packed_size
+                     (const Vpipe__CheckpointShard *message)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_shard__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__checkpoint_shard__pack
+                     (const Vpipe__CheckpointShard *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_shard__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__checkpoint_shard__pack_to_buffer
+                     (const Vpipe__CheckpointShard *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_shard__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__CheckpointShard *
+       vpipe__checkpoint_shard__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__CheckpointShard *)
+     protobuf_c_message_unpack (&vpipe__checkpoint_shard__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__checkpoint_shard__free_unpacked
+                     (Vpipe__CheckpointShard *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__checkpoint_shard__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   vpipe__checkpoint__init
+                     (Vpipe__Checkpoint         *message)
+{
+  static const Vpipe__Checkpoint init_value = VPIPE__CHECKPOINT__INIT;
+  *message = init_value;
+}
+size_t vpipe__checkpoint__get_packed_size
+                     (const Vpipe__Checkpoint *message)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__checkpoint__pack
+                     (const Vpipe__Checkpoint *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__checkpoint__pack_to_buffer
+                     (const Vpipe__Checkpoint *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__Checkpoint *
+       vpipe__checkpoint__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__Checkpoint *)
+     protobuf_c_message_unpack (&vpipe__checkpoint__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__checkpoint__free_unpacked
+                     (Vpipe__Checkpoint *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__checkpoint__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor vpipe__layer_profile__field_descriptors[5] =
 {
   {
@@ -4242,6 +4467,703 @@ const ProtobufCMessageDescriptor vpipe__layer_parameters__descriptor =
   vpipe__layer_parameters__field_indices_by_name,
   1,  vpipe__layer_parameters__number_ranges,
   (ProtobufCMessageInit) vpipe__layer_parameters__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__checkpoint_blob__field_descriptors[4] =
+{
+  {
+    "shape",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Vpipe__CheckpointBlob, n_shape),
+    offsetof(Vpipe__CheckpointBlob, shape),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "offset",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointBlob, offset),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointBlob, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "crc32",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointBlob, crc32),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__checkpoint_blob__field_indices_by_name[] = {
+  2,   /* field[2] = bytes */
+  3,   /* field[3] = crc32 */
+  1,   /* field[1] = offset */
+  0,   /* field[0] = shape */
+};
+static const ProtobufCIntRange vpipe__checkpoint_blob__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor vpipe__checkpoint_blob__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.CheckpointBlob",
+  "CheckpointBlob",
+  "Vpipe__CheckpointBlob",
+  "vpipe",
+  sizeof(Vpipe__CheckpointBlob),
+  4,
+  vpipe__checkpoint_blob__field_descriptors,
+  vpipe__checkpoint_blob__field_indices_by_name,
+  1,  vpipe__checkpoint_blob__number_ranges,
+  (ProtobufCMessageInit) vpipe__checkpoint_blob__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__checkpoint_layer__field_descriptors[7] =
+{
+  {
+    "index",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointLayer, index),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointLayer, name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "kind",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointLayer, kind),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "parameters",
+    4,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__CheckpointLayer, n_parameters),
+    offsetof(Vpipe__CheckpointLayer, parameters),
+    &vpipe__checkpoint_blob__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "optimizer_state",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__CheckpointLayer, n_optimizer_state),
+    offsetof(Vpipe__CheckpointLayer, optimizer_state),
+    &vpipe__checkpoint_blob__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state_per_parameter",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointLayer, state_per_parameter),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight_version",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointLayer, weight_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__checkpoint_layer__field_indices_by_name[] = {
+  0,   /* field[0] = index */
+  2,   /* field[2] = kind */
+  1,   /* field[1] = name */
+  4,   /* field[4] = optimizer_state */
+  3,   /* field[3] = parameters */
+  5,   /* field[5] = state_per_parameter */
+  6,   /* field[6] = weight_version */
+};
+static const ProtobufCIntRange vpipe__checkpoint_layer__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 7 }
+};
+const ProtobufCMessageDescriptor vpipe__checkpoint_layer__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.CheckpointLayer",
+  "CheckpointLayer",
+  "Vpipe__CheckpointLayer",
+  "vpipe",
+  sizeof(Vpipe__CheckpointLayer),
+  7,
+  vpipe__checkpoint_layer__field_descriptors,
+  vpipe__checkpoint_layer__field_indices_by_name,
+  1,  vpipe__checkpoint_layer__number_ranges,
+  (ProtobufCMessageInit) vpipe__checkpoint_layer__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__checkpoint_profiler__field_descriptors[14] =
+{
+  {
+    "profiling",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, profiling),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "profiled_iterations",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, profiled_iterations),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "profile_sums",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__CheckpointProfiler, n_profile_sums),
+    offsetof(Vpipe__CheckpointProfiler, profile_sums),
+    &vpipe__layer_profile__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "window_iterations",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, window_iterations),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "window_forward_seconds",
+    5,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Vpipe__CheckpointProfiler, n_window_forward_seconds),
+    offsetof(Vpipe__CheckpointProfiler, window_forward_seconds),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "window_backward_seconds",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Vpipe__CheckpointProfiler, n_window_backward_seconds),
+    offsetof(Vpipe__CheckpointProfiler, window_backward_seconds),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "window_iteration_seconds",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Vpipe__CheckpointProfiler, n_window_iteration_seconds),
+    offsetof(Vpipe__CheckpointProfiler, window_iteration_seconds),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "stage_speed",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_DOUBLE,
+    offsetof(Vpipe__CheckpointProfiler, n_stage_speed),
+    offsetof(Vpipe__CheckpointProfiler, stage_speed),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "calibration_baseline",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, calibration_baseline),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "workspace_bytes",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, workspace_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rows_per_micro_batch",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, rows_per_micro_batch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "iterations",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, iterations),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "total_seconds",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, total_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "last_loss",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, last_loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__checkpoint_profiler__field_indices_by_name[] = {
+  8,   /* field[8] = calibration_baseline */
+  11,   /* field[11] = iterations */
+  13,   /* field[13] = last_loss */
+  2,   /* field[2] = profile_sums */
+  1,   /* field[1] = profiled_iterations */
+  0,   /* field[0] = profiling */
+  10,   /* field[10] = rows_per_micro_batch */
+  7,   /* field[7] = stage_speed */
+  12,   /* field[12] = total_seconds */
+  5,   /* field[5] = window_backward_seconds */
+  4,   /* field[4] = window_forward_seconds */
+  6,   /* field[6] = window_iteration_seconds */
+  3,   /* field[3] = window_iterations */
+  9,   /* field[9] = workspace_bytes */
+};
+static const ProtobufCIntRange vpipe__checkpoint_profiler__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 14 }
+};
+const ProtobufCMessageDescriptor vpipe__checkpoint_profiler__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.CheckpointProfiler",
+  "CheckpointProfiler",
+  "Vpipe__CheckpointProfiler",
+  "vpipe",
+  sizeof(Vpipe__CheckpointProfiler),
+  14,
+  vpipe__checkpoint_profiler__field_descriptors,
+  vpipe__checkpoint_profiler__field_indices_by_name,
+  1,  vpipe__checkpoint_profiler__number_ranges,
+  (ProtobufCMessageInit) vpipe__checkpoint_profiler__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__checkpoint_shard__field_descriptors[5] =
+{
+  {
+    "file",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointShard, file),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "rank",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointShard, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layers",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Vpipe__CheckpointShard, n_layers),
+    offsetof(Vpipe__CheckpointShard, layers),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointShard, bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "metadata_crc32",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointShard, metadata_crc32),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__checkpoint_shard__field_indices_by_name[] = {
+  3,   /* field[3] = bytes */
+  0,   /* field[0] = file */
+  2,   /* field[2] = layers */
+  4,   /* field[4] = metadata_crc32 */
+  1,   /* field[1] = rank */
+};
+static const ProtobufCIntRange vpipe__checkpoint_shard__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor vpipe__checkpoint_shard__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.CheckpointShard",
+  "CheckpointShard",
+  "Vpipe__CheckpointShard",
+  "vpipe",
+  sizeof(Vpipe__CheckpointShard),
+  5,
+  vpipe__checkpoint_shard__field_descriptors,
+  vpipe__checkpoint_shard__field_indices_by_name,
+  1,  vpipe__checkpoint_shard__number_ranges,
+  (ProtobufCMessageInit) vpipe__checkpoint_shard__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__checkpoint__field_descriptors[14] =
+{
+  {
+    "format_version",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, format_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "model_name",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, model_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_count",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, layer_count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "iteration",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, iteration),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "optimizer_steps",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, optimizer_steps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "seed",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, seed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "schedule",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, schedule),
+    &vpipe__schedule__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "micro_batches",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, micro_batches),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "optimizer",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, optimizer),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "plan",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, plan),
+    &vpipe__plan__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "profiler",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, profiler),
+    &vpipe__checkpoint_profiler__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layers",
+    12,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__Checkpoint, n_layers),
+    offsetof(Vpipe__Checkpoint, layers),
+    &vpipe__checkpoint_layer__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shards",
+    13,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__Checkpoint, n_shards),
+    offsetof(Vpipe__Checkpoint, shards),
+    &vpipe__checkpoint_shard__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "world_size",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, world_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__checkpoint__field_indices_by_name[] = {
+  0,   /* field[0] = format_version */
+  3,   /* field[3] = iteration */
+  2,   /* field[2] = layer_count */
+  11,   /* field[11] = layers */
+  7,   /* field[7] = micro_batches */
+  1,   /* field[1] = model_name */
+  8,   /* field[8] = optimizer */
+  4,   /* field[4] = optimizer_steps */
+  9,   /* field[9] = plan */
+  10,   /* field[10] = profiler */
+  6,   /* field[6] = schedule */
+  5,   /* field[5] = seed */
+  12,   /* field[12] = shards */
+  13,   /* field[13] = world_size */
+};
+static const ProtobufCIntRange vpipe__checkpoint__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 14 }
+};
+const ProtobufCMessageDescriptor vpipe__checkpoint__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.Checkpoint",
+  "Checkpoint",
+  "Vpipe__Checkpoint",
+  "vpipe",
+  sizeof(Vpipe__Checkpoint),
+  14,
+  vpipe__checkpoint__field_descriptors,
+  vpipe__checkpoint__field_indices_by_name,
+  1,  vpipe__checkpoint__number_ranges,
+  (ProtobufCMessageInit) vpipe__checkpoint__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue vpipe__activation_kind__enum_values_by_number[3] =

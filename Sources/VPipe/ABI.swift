@@ -98,6 +98,8 @@ func withStatus(_ body: () throws -> Void) -> vp_status {
         return fail(status(of: error), error.description)
     } catch let error as RuntimeError {
         return fail(Int32(VP_ERR_RUNTIME), error.description)
+    } catch let error as CheckpointError {
+        return fail(Int32(VP_ERR_CHECKPOINT), error.description)
     } catch {
         return fail(Int32(VP_ERR_INTERNAL), "unexpected error: \(error)")
     }

@@ -174,6 +174,24 @@ public func cSessionApplyPlan(_ session: OpaquePointer?, _ plan: UnsafePointer<U
     }
 }
 
+@_cdecl("vp_session_save")
+public func cSessionSave(_ session: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> vp_status {
+    withStatus {
+        let handle = try SessionRegistry.find(session)
+        guard let path else { throw ArgumentError(message: "path: NULL") }
+        try handle.locked { try handle.session.save(to: String(cString: path)) }
+    }
+}
+
+@_cdecl("vp_session_load")
+public func cSessionLoad(_ session: OpaquePointer?, _ path: UnsafePointer<CChar>?) -> vp_status {
+    withStatus {
+        let handle = try SessionRegistry.find(session)
+        guard let path else { throw ArgumentError(message: "path: NULL") }
+        try handle.locked { try handle.session.load(from: String(cString: path)) }
+    }
+}
+
 @_cdecl("vp_session_close")
 public func cSessionClose(_ session: OpaquePointer?) -> vp_status {
     guard let session else { return Int32(VP_OK) }

@@ -30,7 +30,8 @@ public enum WireSession {
                 layout = d.layout
             }
             return SessionConfig(model: try WireDecode.modelSpec(model, requireProfiles: false),
-                                 cluster: try WireDecode.clusterSpec(cluster), plan: layout, training: options)
+                                 cluster: try WireDecode.clusterSpec(cluster), plan: layout, training: options,
+                                 checkpointCodec: WireCheckpoint.codec)
         }
     }
 

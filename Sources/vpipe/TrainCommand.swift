@@ -28,7 +28,12 @@ struct TrainCommand: ParsableCommand {
             serialised vpipe.Plan on every rank before step N: a live migration (across ranks \
             with TRANSPORT_MPI). --checksums prints a checksum of every layer's parameters at \
             the end, on the rank that owns it (and of the in-process run's with \
-            --compare-in-process).
+            --compare-in-process). Checkpoints (docs/checkpoint.md): --save-every N writes the \
+            whole training state to --checkpoint PATH after every N-th step (atomically; under \
+            MPI each rank its shard, rank 0 the manifest); --resume PATH loads one before \
+            training and continues with the step after the checkpoint's, up to --steps, so a \
+            resumed run prints the same steps and losses as the rest of an uninterrupted one \
+            (--compare-in-process then compares them with an uninterrupted in-process run).
             """)
 
     @Argument(help: "A serialised vpipe.SessionConfig.") var config: String
@@ -40,6 +45,9 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Before this step, apply the matching --migrate-plan (repeatable).") var migrateAt: [Int] = []
     @Option(help: "A serialised vpipe.Plan to migrate to (repeatable, paired with --migrate-at).") var migratePlan: [String] = []
     @Flag(help: "Print a checksum of each layer's parameters at the end.") var checksums = false
+    @Option(help: "Save a checkpoint to --checkpoint after every this many steps.") var saveEvery: Int?
+    @Option(help: "Where --save-every writes the checkpoint.") var checkpoint: String?
+    @Option(help: "Resume from this checkpoint: continue with the step after it.") var resume: String?
 
     func run() throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: config))
@@ -57,10 +65,19 @@ struct TrainCommand: ParsableCommand {
             let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
             migrations[n] = try WireSession.planLayout(bytes)
         }
+        if let n = saveEvery, n < 1 || checkpoint == nil {
+            throw ValidationError(n < 1 ? "--save-every must be at least 1, got \(n)" : "--save-every needs --checkpoint PATH (where to write)")
+        }
+        var first = 1
         do {
             let session = try TrainingSession(sessionConfig)
             let features = session.inputFeatures ?? 1
-            for k in 1...max(1, steps) {
+            if let resume {
+                try session.load(from: resume)
+                first = session.statistics().iterations + 1
+                if world.rank == 0 { print("resumed from \(resume) after step \(first - 1)"); fflush(nil) }
+            }
+            for k in first..<max(first, max(1, steps) + 1) {
                 if let layout = migrations[k], ProcessInfo.processInfo.environment["VPIPE_TEST_SKIP_MIGRATE"] != String(world.rank) {
                     // Every rank applies the same plan before the same step (the test hook
                     // VPIPE_TEST_SKIP_MIGRATE=rank makes that rank not apply it).
@@ -81,6 +98,10 @@ struct TrainCommand: ParsableCommand {
                 let loss = try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } }
                 losses.append(loss)
                 if world.rank == 0 { print("step \(k) loss \(Self.show(loss))"); fflush(nil) }
+                if let n = saveEvery, let checkpoint, k % n == 0 {
+                    try session.save(to: checkpoint)
+                    if world.rank == 0 { print("saved \(checkpoint) after step \(k)"); fflush(nil) }
+                }
                 if migrations[k] != nil, let d = session.statistics().decisions.last {
                     print("rank \(world.rank): migration before step \(k): \(d.applied ? "applied" : "NOT applied"), layers \(d.layersMoved.map(String.init).joined(separator: ",")), \(d.bytesMoved) bytes through this rank, stall \(String(format: "%.6f", d.stallSeconds)) s\(d.applied ? "" : " (\(d.note))")")
                     fflush(nil)
@@ -128,6 +149,8 @@ struct TrainCommand: ParsableCommand {
                 }
             }
             session.close()
+            // A resumed run compares its steps with the same steps of the uninterrupted run.
+            reference = Array(reference.dropFirst(first - 1))
             print("distributed (\(world.size) ranks): \(losses.map(Self.show).joined(separator: " "))")
             print("in-process  (\(session.statistics().stages.count) stages): \(reference.map(Self.show).joined(separator: " "))")
             let same = zip(losses, reference).allSatisfy { $0.bitPattern == $1.bitPattern } && losses.count == reference.count

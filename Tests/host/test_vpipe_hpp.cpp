@@ -6,6 +6,7 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+#include <unistd.h>
 
 #include <vpipe.hpp>
 #include "request_builder.h"
@@ -93,6 +94,19 @@ int main() {
     b.set_parameters(0, w);
     CHECK(b.parameters(0) == w, "parameters must round-trip");
     CHECK(!b.stats().empty(), "stats must not be empty");
+    {
+        // Checkpoint: save, step on; a fresh session loads and takes the same step.
+        const std::string path = "/tmp/test_vpipe_hpp_" + std::to_string(getpid()) + ".vpck";
+        b.save(path);
+        float continued = b.step(x, y);
+        vpipe::Session resumed(session_config(2));
+        resumed.load(path);
+        float again = resumed.step(x, y);
+        CHECK(std::memcmp(&continued, &again, sizeof(float)) == 0, "resumed loss %.9g, continued %.9g", again, continued);
+        CHECK(status_of([&] { resumed.load(path + ".missing"); }, &message) == VP_ERR_CHECKPOINT, "a missing checkpoint");
+        CHECK(message.find(".missing") != std::string::npos, "message: %s", message.c_str());
+        std::remove(path.c_str());
+    }
     b.close();
     b.close();  // idempotent
     CHECK(status_of([&] { b.stats(); }) == VP_ERR_INVALID_ARGUMENT, "a closed session must throw");

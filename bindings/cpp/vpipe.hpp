@@ -204,6 +204,18 @@ public:
         detail::check(vp_session_write_trace(live("vp_session_write_trace"), path.c_str()), "vp_session_write_trace");
     }
 
+    // Writes the whole training state to `path`, atomically (docs/checkpoint.md). Throws
+    // vpipe::Error (VP_ERR_CHECKPOINT) naming the file and the system's reason.
+    void save(const std::string &path) {
+        detail::check(vp_session_save(live("vp_session_save"), path.c_str()), "vp_session_save");
+    }
+
+    // Resumes the state saved at `path` (same model and optimizer; the plan may differ).
+    // A damaged checkpoint, or one of another model, throws and leaves the session as it was.
+    void load(const std::string &path) {
+        detail::check(vp_session_load(live("vp_session_load"), path.c_str()), "vp_session_load");
+    }
+
     // The C handle, for calls this wrapper does not cover; still owned by the Session.
     vp_session *handle() const noexcept { return handle_; }
 

@@ -47,6 +47,11 @@ typedef struct Vpipe__SessionStats Vpipe__SessionStats;
 typedef struct Vpipe__MigrationDecision Vpipe__MigrationDecision;
 typedef struct Vpipe__TensorData Vpipe__TensorData;
 typedef struct Vpipe__LayerParameters Vpipe__LayerParameters;
+typedef struct Vpipe__CheckpointBlob Vpipe__CheckpointBlob;
+typedef struct Vpipe__CheckpointLayer Vpipe__CheckpointLayer;
+typedef struct Vpipe__CheckpointProfiler Vpipe__CheckpointProfiler;
+typedef struct Vpipe__CheckpointShard Vpipe__CheckpointShard;
+typedef struct Vpipe__Checkpoint Vpipe__Checkpoint;
 
 
 /* --- enums --- */
@@ -938,6 +943,185 @@ struct  Vpipe__LayerParameters
     , 0, 0,NULL }
 
 
+/*
+ * One tensor in the blob section of the same file.
+ */
+struct  Vpipe__CheckpointBlob
+{
+  ProtobufCMessage base;
+  size_t n_shape;
+  uint64_t *shape;
+  /*
+   * bytes from the start of the file
+   */
+  uint64_t offset;
+  /*
+   * 4 × the product of shape
+   */
+  uint64_t bytes;
+  /*
+   * CRC-32 (zlib) of the blob's bytes
+   */
+  uint32_t crc32;
+};
+#define VPIPE__CHECKPOINT_BLOB__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint_blob__descriptor) \
+    , 0,NULL, 0, 0, 0 }
+
+
+/*
+ * One layer of the model, stored by its index in the model (not by stage), so that a
+ * checkpoint loads into any plan.
+ */
+struct  Vpipe__CheckpointLayer
+{
+  ProtobufCMessage base;
+  uint32_t index;
+  char *name;
+  /*
+   * e.g. "linear(4, 8)": checked on load
+   */
+  char *kind;
+  size_t n_parameters;
+  Vpipe__CheckpointBlob **parameters;
+  /*
+   * state_per_parameter per parameter, in order
+   */
+  size_t n_optimizer_state;
+  Vpipe__CheckpointBlob **optimizer_state;
+  /*
+   * SGD with momentum 1, Adam 2 (m, v), plain SGD 0
+   */
+  uint32_t state_per_parameter;
+  /*
+   * PIPEDREAM_ASYNC: updates its stage applied
+   */
+  uint64_t weight_version;
+};
+#define VPIPE__CHECKPOINT_LAYER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint_layer__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL, 0,NULL, 0, 0 }
+
+
+/*
+ * What the online profiler and re-planner had measured.
+ */
+struct  Vpipe__CheckpointProfiler
+{
+  ProtobufCMessage base;
+  /*
+   * still in the profiling phase
+   */
+  protobuf_c_boolean profiling;
+  uint64_t profiled_iterations;
+  /*
+   * per layer, summed over profiled iterations
+   */
+  size_t n_profile_sums;
+  Vpipe__LayerProfile **profile_sums;
+  uint64_t window_iterations;
+  /*
+   * per layer, speed-normalised sums
+   */
+  size_t n_window_forward_seconds;
+  double *window_forward_seconds;
+  size_t n_window_backward_seconds;
+  double *window_backward_seconds;
+  size_t n_window_iteration_seconds;
+  double *window_iteration_seconds;
+  size_t n_stage_speed;
+  double *stage_speed;
+  /*
+   * 0: not measured yet
+   */
+  double calibration_baseline;
+  uint64_t workspace_bytes;
+  uint64_t rows_per_micro_batch;
+  /*
+   * steps the session ran
+   */
+  uint64_t iterations;
+  double total_seconds;
+  float last_loss;
+};
+#define VPIPE__CHECKPOINT_PROFILER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint_profiler__descriptor) \
+    , 0, 0, 0,NULL, 0, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0, 0, 0 }
+
+
+/*
+ * A rank's shard, named by the manifest (TRANSPORT_MPI).
+ */
+struct  Vpipe__CheckpointShard
+{
+  ProtobufCMessage base;
+  /*
+   * a file name in the manifest's directory
+   */
+  char *file;
+  uint32_t rank;
+  size_t n_layers;
+  uint32_t *layers;
+  /*
+   * the shard file's size
+   */
+  uint64_t bytes;
+  /*
+   * CRC-32 of the shard's metadata
+   */
+  uint32_t metadata_crc32;
+};
+#define VPIPE__CHECKPOINT_SHARD__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint_shard__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0,NULL, 0, 0 }
+
+
+struct  Vpipe__Checkpoint
+{
+  ProtobufCMessage base;
+  uint32_t format_version;
+  char *model_name;
+  uint32_t layer_count;
+  /*
+   * pipeline iterations run (choice blocks, data position)
+   */
+  uint64_t iteration;
+  /*
+   * flushes that applied the optimizer (Adam's t)
+   */
+  uint64_t optimizer_steps;
+  uint64_t seed;
+  Vpipe__Schedule schedule;
+  uint32_t micro_batches;
+  /*
+   * "sgd", "sgd+momentum" or "adam"
+   */
+  char *optimizer;
+  /*
+   * the plan in force (layout: stages, policies)
+   */
+  Vpipe__Plan *plan;
+  Vpipe__CheckpointProfiler *profiler;
+  /*
+   * in-process: all; a shard: its rank's
+   */
+  size_t n_layers;
+  Vpipe__CheckpointLayer **layers;
+  /*
+   * a manifest: every rank's shard
+   */
+  size_t n_shards;
+  Vpipe__CheckpointShard **shards;
+  /*
+   * ranks that wrote it (1 in-process)
+   */
+  uint32_t world_size;
+};
+#define VPIPE__CHECKPOINT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, NULL, NULL, 0,NULL, 0,NULL, 0 }
+
+
 /* Vpipe__LayerProfile methods */
 void   vpipe__layer_profile__init
                      (Vpipe__LayerProfile         *message);
@@ -1546,6 +1730,101 @@ Vpipe__LayerParameters *
 void   vpipe__layer_parameters__free_unpacked
                      (Vpipe__LayerParameters *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__CheckpointBlob methods */
+void   vpipe__checkpoint_blob__init
+                     (Vpipe__CheckpointBlob         *message);
+size_t vpipe__checkpoint_blob__get_packed_size
+                     (const Vpipe__CheckpointBlob   *message);
+size_t vpipe__checkpoint_blob__pack
+                     (const Vpipe__CheckpointBlob   *message,
+                      uint8_t             *out);
+size_t vpipe__checkpoint_blob__pack_to_buffer
+                     (const Vpipe__CheckpointBlob   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__CheckpointBlob *
+       vpipe__checkpoint_blob__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__checkpoint_blob__free_unpacked
+                     (Vpipe__CheckpointBlob *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__CheckpointLayer methods */
+void   vpipe__checkpoint_layer__init
+                     (Vpipe__CheckpointLayer         *message);
+size_t vpipe__checkpoint_layer__get_packed_size
+                     (const Vpipe__CheckpointLayer   *message);
+size_t vpipe__checkpoint_layer__pack
+                     (const Vpipe__CheckpointLayer   *message,
+                      uint8_t             *out);
+size_t vpipe__checkpoint_layer__pack_to_buffer
+                     (const Vpipe__CheckpointLayer   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__CheckpointLayer *
+       vpipe__checkpoint_layer__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__checkpoint_layer__free_unpacked
+                     (Vpipe__CheckpointLayer *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__CheckpointProfiler methods */
+void   vpipe__checkpoint_profiler__init
+                     (Vpipe__CheckpointProfiler         *message);
+size_t vpipe__checkpoint_profiler__get_packed_size
+                     (const Vpipe__CheckpointProfiler   *message);
+size_t vpipe__checkpoint_profiler__pack
+                     (const Vpipe__CheckpointProfiler   *message,
+                      uint8_t             *out);
+size_t vpipe__checkpoint_profiler__pack_to_buffer
+                     (const Vpipe__CheckpointProfiler   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__CheckpointProfiler *
+       vpipe__checkpoint_profiler__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__checkpoint_profiler__free_unpacked
+                     (Vpipe__CheckpointProfiler *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__CheckpointShard methods */
+void   vpipe__checkpoint_shard__init
+                     (Vpipe__CheckpointShard         *message);
+size_t vpipe__checkpoint_shard__get_packed_size
+                     (const Vpipe__CheckpointShard   *message);
+size_t vpipe__checkpoint_shard__pack
+                     (const Vpipe__CheckpointShard   *message,
+                      uint8_t             *out);
+size_t vpipe__checkpoint_shard__pack_to_buffer
+                     (const Vpipe__CheckpointShard   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__CheckpointShard *
+       vpipe__checkpoint_shard__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__checkpoint_shard__free_unpacked
+                     (Vpipe__CheckpointShard *message,
+                      ProtobufCAllocator *allocator);
+/* Vpipe__Checkpoint methods */
+void   vpipe__checkpoint__init
+                     (Vpipe__Checkpoint         *message);
+size_t vpipe__checkpoint__get_packed_size
+                     (const Vpipe__Checkpoint   *message);
+size_t vpipe__checkpoint__pack
+                     (const Vpipe__Checkpoint   *message,
+                      uint8_t             *out);
+size_t vpipe__checkpoint__pack_to_buffer
+                     (const Vpipe__Checkpoint   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__Checkpoint *
+       vpipe__checkpoint__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__checkpoint__free_unpacked
+                     (Vpipe__Checkpoint *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Vpipe__LayerProfile_Closure)
@@ -1644,6 +1923,21 @@ typedef void (*Vpipe__TensorData_Closure)
 typedef void (*Vpipe__LayerParameters_Closure)
                  (const Vpipe__LayerParameters *message,
                   void *closure_data);
+typedef void (*Vpipe__CheckpointBlob_Closure)
+                 (const Vpipe__CheckpointBlob *message,
+                  void *closure_data);
+typedef void (*Vpipe__CheckpointLayer_Closure)
+                 (const Vpipe__CheckpointLayer *message,
+                  void *closure_data);
+typedef void (*Vpipe__CheckpointProfiler_Closure)
+                 (const Vpipe__CheckpointProfiler *message,
+                  void *closure_data);
+typedef void (*Vpipe__CheckpointShard_Closure)
+                 (const Vpipe__CheckpointShard *message,
+                  void *closure_data);
+typedef void (*Vpipe__Checkpoint_Closure)
+                 (const Vpipe__Checkpoint *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1687,6 +1981,11 @@ extern const ProtobufCMessageDescriptor vpipe__session_stats__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__migration_decision__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__tensor_data__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_parameters__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__checkpoint_blob__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__checkpoint_layer__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__checkpoint_profiler__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__checkpoint_shard__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__checkpoint__descriptor;
 
 PROTOBUF_C__END_DECLS
 

@@ -122,6 +122,12 @@ final class Pipeline: @unchecked Sendable {
 
     deinit { threads?.shutdown() }
 
+    /// A resumed checkpoint's counters (the rest of its state goes into the tensors).
+    func restoreCounters(iteration: Int, optimizerSteps: Int) {
+        self.iteration = iteration
+        self.optimizerSteps = optimizerSteps
+    }
+
     /// Stops the stage threads and devices; the transport stays open (the session moves
     /// from its profiling pipeline to the planned one on the same transport).
     func shutdownStages() {

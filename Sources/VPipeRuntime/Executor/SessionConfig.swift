@@ -8,12 +8,15 @@ public struct SessionConfig: Sendable {
     /// plan (with a transport that spans processes: rank 0 plans with the model's profiles).
     public var plan: PlanLayout?
     public var training: TrainingOptions
+    /// Checkpoint metadata as bytes (protobuf vpipe.Checkpoint, from the wire layer).
+    public var checkpointCodec: CheckpointCodec?
 
-    public init(model: ModelSpec, cluster: ClusterSpec, plan: PlanLayout?, training: TrainingOptions) {
+    public init(model: ModelSpec, cluster: ClusterSpec, plan: PlanLayout?, training: TrainingOptions, checkpointCodec: CheckpointCodec? = nil) {
         self.model = model
         self.cluster = cluster
         self.plan = plan
         self.training = training
+        self.checkpointCodec = checkpointCodec
     }
 
     /// What a session needs beyond a valid model and cluster: layers it can build, the loss

@@ -16,7 +16,7 @@ import VPipeCore
 /// come from another thread while a step runs.
 public final class TrainingSession: @unchecked Sendable {
     public let config: SessionConfig
-    private var pipeline: Pipeline
+    private(set) var pipeline: Pipeline
     /// True when the stages live in several processes (fixed at open).
     private let spansProcesses: Bool
     /// This process's rank when the stages live in several processes; nil in-process.
@@ -192,7 +192,11 @@ public final class TrainingSession: @unchecked Sendable {
     private func planFromProfiles() throws {
         let request = PlanRequest(model: measuredModel, cluster: clusterWithWorkspace,
                                   options: PlanOptions(schedule: config.training.schedule, microBatches: config.training.microBatches, planner: .vpipe))
-        let plan = try Planning.plan(request)
+        try place(on: try Planning.plan(request))
+    }
+
+    /// Ends profiling on `plan`: the layers (weights and optimizer state) move to its stages.
+    private func place(on plan: Plan) throws {
         let old = pipeline
         pipeline = try Pipeline(model: config.model, cluster: config.cluster, options: config.training, layout: plan.layout,
                                 existing: (old.layers, old.optimizerState, old.optimizerSteps), transport: old.transport)
@@ -203,6 +207,54 @@ public final class TrainingSession: @unchecked Sendable {
             layoutSnapshot = pipeline.layout
             profiling = false
         }
+    }
+
+    // MARK: Checkpoint hooks (the rest is in Checkpoint/SessionCheckpoint.swift)
+
+    /// The profiler's and the re-planner's measurements and the session's step counters.
+    func profilerRecord() -> CheckpointMetadata.Profiler {
+        var p = CheckpointMetadata.Profiler()
+        stateLock.locked {
+            p.profiling = profiling
+            (p.profileSums, p.profiledIterations) = profiler.checkpoint
+            let w = window.checkpoint
+            (p.windowForwardSeconds, p.windowBackwardSeconds) = (w.forward, w.backward)
+            (p.windowIterations, p.windowIterationSeconds, p.stageSpeed) = (w.iterations, w.iterationSeconds, w.stageSpeed)
+            p.calibrationBaseline = w.calibrationBaseline.isFinite ? w.calibrationBaseline : 0
+        }
+        p.workspaceBytes = workspaceBytes
+        p.rowsPerMicroBatch = rowsPerMicroBatch
+        p.iterations = iterations
+        p.totalSeconds = totalSeconds
+        p.lastLoss = lastLoss
+        return p
+    }
+
+    /// Takes over a checkpoint's measurements and counters (after `restorePlacement`).
+    func restoreProfiler(_ p: CheckpointMetadata.Profiler) {
+        stateLock.locked {
+            profiler.restore(sums: p.profileSums, iterations: p.profiledIterations)
+            window.restore(forward: p.windowForwardSeconds, backward: p.windowBackwardSeconds, iterations: p.windowIterations,
+                           iterationSeconds: p.windowIterationSeconds, stageSpeed: p.stageSpeed,
+                           calibrationBaseline: p.calibrationBaseline > 0 ? p.calibrationBaseline : .infinity)
+        }
+        workspaceBytes = p.workspaceBytes
+        rowsPerMicroBatch = p.rowsPerMicroBatch
+        iterations = p.iterations
+        totalSeconds = p.totalSeconds
+        lastLoss = p.lastLoss
+    }
+
+    /// A session still profiling (opened without a plan) resumes a checkpoint taken after
+    /// profiling on that checkpoint's plan, so the run goes on where it was, as it was.
+    /// A session opened with a plan keeps its own (resuming under another plan).
+    func restorePlacement(_ layout: PlanLayout, profilingInCheckpoint: Bool) throws {
+        guard profiling, !profilingInCheckpoint, !spansProcesses else { return }
+        guard layout.ranges.count <= config.cluster.devices.count else {
+            throw VPipeError.invalidField(field: "checkpoint.plan", message: "the checkpoint's plan has \(layout.ranges.count) stages, the cluster \(config.cluster.devices.count) devices; open the session with a plan for this cluster")
+        }
+        let cm = CostModel(model: config.model, cluster: config.cluster, schedule: config.training.schedule, microBatches: config.training.microBatches)
+        try place(on: try cm.evaluate(layout))
     }
 
     /// Online re-planning on the window's numbers; the decision is recorded and, when it

@@ -41,4 +41,13 @@ struct OnlineProfiler {
                          outputBytes: p.outputBytes, paramBytes: l < parameterBytes.count ? parameterBytes[l] : 0)
         }
     }
+
+    /// The sums and the profiled iteration count, for a checkpoint.
+    var checkpoint: (sums: [LayerProfile], iterations: Int) { (sums, iterations) }
+
+    /// Takes over a checkpoint's sums (ignored when they are not one per layer).
+    mutating func restore(sums: [LayerProfile], iterations: Int) {
+        if sums.count == self.sums.count { self.sums = sums }
+        self.iterations = iterations
+    }
 }

@@ -59,6 +59,19 @@ struct ReplanningWindow {
         }
         return (model, cluster)
     }
+
+    /// The window as a checkpoint stores it.
+    var checkpoint: (forward: [Double], backward: [Double], iterations: Int, iterationSeconds: [Double], stageSpeed: [Double], calibrationBaseline: Double) {
+        (sums.map(\.fwd), sums.map(\.bwd), iterations, iterationSeconds, stageSpeed, calibrationBaseline)
+    }
+
+    mutating func restore(forward: [Double], backward: [Double], iterations: Int, iterationSeconds: [Double], stageSpeed: [Double], calibrationBaseline: Double) {
+        sums = zip(forward, backward).map { (fwd: $0, bwd: $1) }
+        self.iterations = iterations
+        self.iterationSeconds = iterationSeconds
+        self.stageSpeed = stageSpeed
+        self.calibrationBaseline = calibrationBaseline
+    }
 }
 
 /// A window as bytes, and windows of several processes merged into one (online

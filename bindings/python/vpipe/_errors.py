@@ -12,6 +12,7 @@ ERR_INFEASIBLE = 4  #: no plan fits the devices' memory
 ERR_NOT_IMPLEMENTED = 5  #: the requested feature (e.g. a planner) is not available yet
 ERR_INTERNAL = 6  #: a bug in libvpipe
 ERR_RUNTIME = 7  #: training failed: out of device memory, a stage failed, bad data
+ERR_CHECKPOINT = 8  #: a checkpoint could not be written or read, is damaged, newer, or of another model
 #: Not a library status: the binding could not find, load or accept libvpipe.so.
 LOAD_ERROR = -1
 
@@ -24,6 +25,7 @@ STATUS_NAMES: Dict[int, str] = {
     ERR_NOT_IMPLEMENTED: "VP_ERR_NOT_IMPLEMENTED",
     ERR_INTERNAL: "VP_ERR_INTERNAL",
     ERR_RUNTIME: "VP_ERR_RUNTIME",
+    ERR_CHECKPOINT: "VP_ERR_CHECKPOINT",
     LOAD_ERROR: "LOAD_ERROR",
 }
 
@@ -89,6 +91,12 @@ class TrainingError(VPipeError):
     the message names the stage, layer or row. The session stays usable: no weight changed."""
 
 
+class CheckpointError(VPipeError):
+    """VP_ERR_CHECKPOINT: a checkpoint could not be written or read, is damaged (truncated,
+    checksum), of a newer format, or of another model; the message names the file and what
+    does not match. A refused load leaves the session as it was."""
+
+
 class LoadError(VPipeError):
     """LOAD_ERROR: libvpipe.so was not found, did not load, or has another ABI version."""
 
@@ -101,5 +109,6 @@ _BY_STATUS: Dict[int, Type[VPipeError]] = {
     ERR_NOT_IMPLEMENTED: NotImplementedByLibraryError,
     ERR_INTERNAL: InternalError,
     ERR_RUNTIME: TrainingError,
+    ERR_CHECKPOINT: CheckpointError,
     LOAD_ERROR: LoadError,
 }

@@ -121,6 +121,9 @@ class Library:
             "session_close": [handle],
             # (vp_session *, const uint8_t *plan, size_t plan_len)
             "session_apply_plan": [handle, ctypes.c_char_p, size],
+            # (vp_session *, const char *path)
+            "session_save": [handle, ctypes.c_char_p],
+            "session_load": [handle, ctypes.c_char_p],
             # (const char *callback, vp_external_forward, vp_external_backward, void *user_data)
             "register_external_layer": [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p],
         }

@@ -253,6 +253,23 @@ class Session:
         data = plan.SerializeToString()
         self._lib.check(self._lib.session_apply_plan(handle, data, len(data)))
 
+    def save(self, path: PathLike) -> None:
+        """Writes the whole training state to ``path`` (docs/checkpoint.md): parameters,
+        optimizer state, iteration, plan, async weight versions, the profiler's
+        measurements. The file appears atomically; a crash mid-save leaves the previous
+        checkpoint intact. With TRANSPORT_MPI every rank calls it with the same path.
+        Raises ``CheckpointError`` naming the file and the system's reason."""
+        handle = self._live()
+        self._lib.check(self._lib.session_save(handle, os.fsencode(path)))
+
+    def load(self, path: PathLike) -> None:
+        """Resumes the training state saved at ``path`` into this session (same model and
+        optimizer kind; the plan and world size may differ). A truncated or corrupted file,
+        a checkpoint of another model, optimizer or seed, or a newer format raises
+        ``CheckpointError`` naming what does not match, and the session stays as it was."""
+        handle = self._live()
+        self._lib.check(self._lib.session_load(handle, os.fsencode(path)))
+
     # ------------------------------------------------------------ internals
 
     def _live(self) -> int:
