@@ -124,9 +124,13 @@ import VPipeWire
             let original = try Self.session(nil)
             for i in 1...k { try Self.step(original, i) }
             try original.save(to: path)
+            let measured = original.measuredProfiles
             let continued = try (k + 1...k + 3).map { try Self.step(original, $0) }
             let fresh = try Self.session(nil)
             try fresh.load(from: path)
+            // The profiler's measurements come back as they were (times too, not re-measured).
+            #expect(fresh.measuredProfiles.map(\.fwdSeconds) == measured.map(\.fwdSeconds) && fresh.measuredProfiles.map(\.stashBytes) == measured.map(\.stashBytes),
+                    "k=\(k): measured profiles after loading \(fresh.measuredProfiles.map(\.fwdSeconds)), saved \(measured.map(\.fwdSeconds))")
             #expect(fresh.isProfiling == (k < 2), "after \(k) steps the session should \(k < 2 ? "still" : "no longer") profile")
             let resumed = try (k + 1...k + 3).map { try Self.step(fresh, $0) }
             #expect(Self.bits(resumed) == Self.bits(continued), "k=\(k): resumed \(resumed), continued \(continued)")

@@ -39,10 +39,13 @@ final class CheckpointWriter {
     /// Appends a tensor's values (float32, little-endian: the host's order on every platform
     /// Swift builds libvpipe for here) and returns where it went.
     func blob(_ tensor: Tensor) throws -> CheckpointMetadata.Blob {
-        let bytes = UnsafeRawBufferPointer(start: tensor.data, count: tensor.bytes)
-        let blob = CheckpointMetadata.Blob(shape: tensor.shape, offset: file.offset, bytes: tensor.bytes, crc32: Checksum.crc32(bytes))
-        try file.write(bytes)
-        return blob
+        // Zero-copy on a host-addressable device; staged through host memory on another.
+        try tensor.withHostAccess { values in
+            let bytes = UnsafeRawBufferPointer(values)
+            let blob = CheckpointMetadata.Blob(shape: tensor.shape, offset: file.offset, bytes: bytes.count, crc32: Checksum.crc32(bytes))
+            try file.write(bytes)
+            return blob
+        }
     }
 
     /// Writes the metadata and trailer and commits the file under its name. Returns the

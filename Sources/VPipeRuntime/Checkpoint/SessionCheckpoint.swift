@@ -259,12 +259,12 @@ extension TrainingSession {
         try restorePlacement(p.metadata.plan, profilingInCheckpoint: p.metadata.profiler.profiling)
         for (l, entry) in p.layers {
             guard let layer = pipeline.layers[l] else { continue }
-            for (t, values) in zip(layer.parameters, entry.parameters) { t.data.update(from: values.baseAddress!, count: t.count) }
+            for (t, values) in zip(layer.parameters, entry.parameters) { t.device.upload(values, to: t) }
             for g in layer.gradients { g.zero() }
             for (k, values) in entry.state.enumerated() {
                 let per = max(1, entry.record.statePerParameter)
                 let t = pipeline.optimizerState[l][k / per][k % per]
-                t.data.update(from: values.baseAddress!, count: t.count)
+                t.device.upload(values, to: t)
             }
         }
         for stage in pipeline.stages {
