@@ -123,6 +123,31 @@ import VPipeCore
         #expect(chain.map(\.outputBytes) == [10, 30, 50, 50, 5])
     }
 
+    /// A ResNet downsample block: node2 forks into the main branch (node3 -> node4, large
+    /// outputs) and a 1x1 downsample convolution (node5, small output); node6 adds them.
+    /// Running node5 first leaves 50 + 10 bytes open instead of 50 + 100, and every cut in
+    /// the main branch then carries node5's 10 bytes instead of node2's 50; the profiler's
+    /// order (node3 first) would keep node2's 50 open through the whole main branch.
+    @Test func theBranchThatLeavesFewerBytesOpenRunsFirst() throws {
+        let text = """
+            node1 -- Input0 -- forward_compute_time=0.000, backward_compute_time=0.000, activation_size=8.0, parameter_size=0.000
+            node2 -- ReLU -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=50.0, parameter_size=0.000
+            node3 -- Conv2d -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=100.0, parameter_size=1.000
+            node4 -- Conv2d -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=100.0, parameter_size=1.000
+            node5 -- Conv2d(downsample) -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=10.0, parameter_size=1.000
+            node6 -- Add -- forward_compute_time=1.000, backward_compute_time=1.000, activation_size=100.0, parameter_size=0.000
+            \tnode1 -- node2
+            \tnode2 -- node3
+            \tnode3 -- node4
+            \tnode4 -- node6
+            \tnode2 -- node5
+            \tnode5 -- node6
+            """
+        let chain = try PipeDreamGraph.parse(text).chain()
+        #expect(chain.map(\.name) == ["node2", "node5", "node3", "node4", "node6"])
+        #expect(chain.map(\.outputBytes) == [50, 60, 110, 110, 100])
+    }
+
     @Test func unusedGetitemSinksAreDroppedLikePipeDreamDoes() throws {
         // An LSTM's (output, hidden) tuple: only __getitem__(0) is used; __getitem__(1) is a sink.
         let text = """
@@ -150,6 +175,7 @@ import VPipeCore
     /// the unused `__getitem__` sinks (counted by hand from the files).
     static let expectedLayers: [String: (nodes: Int, layers: Int)] = [
         "alexnet": (23, 22), "vgg16": (41, 40), "squeezenet1_0": (68, 67), "gnmt": (48, 37), "gnmt_large": (96, 77), "resnet18": (71, 70), "resnet50": (177, 176), "resnext50": (177, 176),
+        "resnet101": (347, 346),
     ]
 
     /// Every prefix of the chain is a cut of the graph (down-closed), and the bytes the chain
