@@ -282,7 +282,8 @@ public enum WireDecode {
         return out
     }
 
-    /// Unpacks `bytes` as a message, hands it to `body`, and frees it whatever happens.
+    /// Unpacks `bytes` as a message, refuses a string field the C struct would misrepresent
+    /// (`WireStrings`), hands it to `body`, and frees it whatever happens.
     static func unpack<M, R>(
         _ bytes: UnsafeRawBufferPointer, type: String,
         unpack: (UnsafeMutablePointer<ProtobufCAllocator>?, Int, UnsafePointer<UInt8>?) -> UnsafeMutablePointer<M>?,
@@ -294,6 +295,11 @@ public enum WireDecode {
             throw WireError.malformed("\(bytes.count) bytes are not a valid \(type) (truncated, corrupted or another message type)")
         }
         defer { free(message, nil) }
+        // Every protobuf-c message starts with its ProtobufCMessage header, whose descriptor
+        // lets the string check find every string field of the message tree.
+        if let descriptor = UnsafeRawPointer(message).load(as: ProtobufCMessage.self).descriptor {
+            try WireStrings.check(bytes, descriptor: descriptor)
+        }
         return try body(message)
     }
 }

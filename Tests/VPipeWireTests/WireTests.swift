@@ -111,4 +111,21 @@ import VPipeWire
             #expect(field == "model.layers[0].profile.stash_bytes")
         }
     }
+    /// protobuf-c passes a string field on as a C string: a NUL inside it would silently cut the
+    /// name, and invalid UTF-8 would be repaired into another name. Both are refused, naming the field.
+    @Test func namesWithANulOrInvalidUTF8AreRefusedNamingTheField() throws {
+        var r = Self.request
+        r.model.layers[5] = LayerSpec(name: "L5#tail", profile: r.model.layers[5].profile, kind: r.model.layers[5].kind)
+        let clean = WireEncode.planRequest(r)
+        let marker = Array("L5#tail".utf8)
+        let at = try #require((0...(clean.count - marker.count)).first { Array(clean[$0..<($0 + marker.count)]) == marker }) + 2
+        for (byte, needle) in [(UInt8(0), "NUL byte at offset 2"), (UInt8(0xFF), "not valid UTF-8")] {
+            var bytes = clean
+            bytes[at] = byte
+            do { _ = try decode(bytes); Issue.record("expected an error for byte \(byte)") } catch let VPipeError.invalidField(field, message) {
+                #expect(field == "model.layers[5].name" && message.contains(needle), "got \(field): \(message)")
+            }
+        }
+        #expect(try decode(clean).model.layers[5].name == "L5#tail")
+    }
 }

@@ -38,7 +38,8 @@ static int32_t nan_forward(void *user, const float *x, float *y, int64_t rows, i
     return 0;
 }
 
-static vp_status run(const char *callback, float *losses, int steps) {
+/* The 2-stage MLP with layer 1 an external layer calling `callback`, packed (free it). */
+static uint8_t *pack_external_config(const char *callback, size_t *len) {
     test_session_config t;
     test_session_config_init(&t, 2);
     Vpipe__External ext = VPIPE__EXTERNAL__INIT;
@@ -47,8 +48,12 @@ static vp_status run(const char *callback, float *losses, int steps) {
     ext.out_features = 16;
     t.layers[1].kind_case = VPIPE__LAYER_SPEC__KIND_EXTERNAL;
     t.layers[1].external = &ext;
+    return test_session_config_pack(&t, len);
+}
+
+static vp_status run(const char *callback, float *losses, int steps) {
     size_t len;
-    uint8_t *buf = test_session_config_pack(&t, &len);
+    uint8_t *buf = pack_external_config(callback, &len);
     vp_session *s = NULL;
     vp_status status = vp_session_open(buf, len, &s);
     free(buf);
@@ -58,6 +63,23 @@ static vp_status run(const char *callback, float *losses, int steps) {
     test_session_batch(inputs, targets, 32);
     for (int k = 0; k < steps && status == VP_OK; k++) status = vp_session_step(s, inputs, 32 * MLP_FEATURES, targets, 32, &losses[k]);
     vp_session_close(s);
+    return status;
+}
+
+/* protobuf-c hands a string field to the library as a C string, so a callback name sent as
+ * "c.tanh\0x" on the wire would silently become the registered "c.tanh". The config is packed
+ * with "c.tanh#x" and the '#' patched to a NUL on the wire: the open must be refused, naming
+ * the field. */
+static vp_status open_with_nul_in_callback(void) {
+    size_t len;
+    uint8_t *buf = pack_external_config("c.tanh#x", &len);
+    uint8_t *hash = memchr(buf, '#', len);
+    CHECK(hash != NULL, "the packed config holds the callback name");
+    if (hash) *hash = 0;
+    vp_session *s = NULL;
+    vp_status status = vp_session_open(buf, len, &s);
+    free(buf);
+    if (status == VP_OK) vp_session_close(s);
     return status;
 }
 
@@ -86,6 +108,11 @@ int main(void) {
     CHECK(s == VP_ERR_RUNTIME, "a layer producing NaN: expected VP_ERR_RUNTIME, got %d", s);
     CHECK(strstr(vp_last_error(), "stage 0 layer 1") && strstr(vp_last_error(), "micro-batch 0: output row 2 column 3 is nan"),
           "message '%s'", vp_last_error());
+
+    s = open_with_nul_in_callback();
+    CHECK(s == VP_ERR_INVALID_REQUEST && strstr(vp_last_error(), "model.layers[1].external.callback") && strstr(vp_last_error(), "NUL"),
+          "a NUL inside the callback name on the wire: expected VP_ERR_INVALID_REQUEST naming the field, got %d '%s'", s,
+          s == VP_OK ? "" : vp_last_error());
 
     /* A name is UTF-8 text: bytes that are not would be decoded into another name. */
     CHECK(vp_register_external_layer("c.\xff\xfe", tanh_forward, tanh_backward, NULL) == VP_ERR_INVALID_ARGUMENT

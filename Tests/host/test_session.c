@@ -332,6 +332,131 @@ static void test_apply_plan_while_stepping(void) {
     free(losses);
 }
 
+/* vp_session_save and vp_session_load from a second thread while a thread steps the same
+ * session (docs/abi.md, Threads: both wait for a running step). A checkpoint is therefore
+ * always the state between two steps: resumed in a fresh session, its next two losses are
+ * two consecutive losses of a run that was never checkpointed. A load lands between two
+ * steps too: every loss the stepping thread sees is a loss of that clean run. */
+#define SAVE_MAX_STEPS 3000
+#define SAVE_FILES 16 /* saves, and loads, per run: the stepping thread runs until they are done */
+typedef struct {
+    vp_session *session;
+    char dir[64];
+    atomic_int steps_started;
+    atomic_int stepping_over;
+    atomic_int done;
+    int saved, loads, failed;
+    char first_error[256];
+} checkpointer;
+
+static void checkpoint_path(const checkpointer *c, int i, char *out, size_t len) { snprintf(out, len, "%s/c%d.vpck", c->dir, i); }
+
+/* One save (or, with `load`, one load of file 0) per step the stepping thread starts. */
+static void *checkpoint_while_stepping(checkpointer *c, int load) {
+    int seen = -1;
+    while (!atomic_load(&c->stepping_over) && (load ? c->loads : c->saved) < SAVE_FILES) {
+        while (atomic_load(&c->steps_started) == seen && !atomic_load(&c->stepping_over)) sched_yield();
+        seen = atomic_load(&c->steps_started);
+        char path[96];
+        checkpoint_path(c, load ? 0 : c->saved + 1, path, sizeof path);
+        vp_status st = load ? vp_session_load(c->session, path) : vp_session_save(c->session, path);
+        if (st != VP_OK) {
+            if (c->failed++ == 0) snprintf(c->first_error, sizeof c->first_error, "%s", vp_last_error());
+        } else if (load) {
+            c->loads++;
+        } else {
+            c->saved++;
+        }
+    }
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+static void *save_while_stepping(void *arg) { return checkpoint_while_stepping(arg, 0); }
+static void *load_while_stepping(void *arg) { return checkpoint_while_stepping(arg, 1); }
+
+/* The index j with clean[j], clean[j+1] == a, b (bit for bit), or -1. */
+static int consecutive_clean(const float *clean, int n, float a, float b) {
+    for (int j = 0; j + 1 < n; j++)
+        if (memcmp(&clean[j], &a, sizeof a) == 0 && memcmp(&clean[j + 1], &b, sizeof b) == 0) return j;
+    return -1;
+}
+
+static void test_checkpoint_while_stepping(void) {
+    float *clean = malloc(sizeof(float) * (SAVE_MAX_STEPS + 2));
+    clean_losses(2, clean, SAVE_MAX_STEPS + 2);
+    test_session_config t;
+    test_session_config_init(&t, 2);
+    float x[ROWS * MLP_FEATURES];
+    int32_t y[ROWS];
+    test_session_batch(x, y, ROWS);
+    checkpointer c = {0};
+    snprintf(c.dir, sizeof c.dir, "/tmp/vpipe-test-session-XXXXXX");
+    CHECK(mkdtemp(c.dir) != NULL, "mkdtemp");
+    char path[96];
+
+    for (int load = 0; load <= 1; load++) {
+        vp_session *s = open_config(&t);
+        if (!s) break;
+        c.session = s;
+        atomic_init(&c.steps_started, 0);
+        atomic_init(&c.stepping_over, 0);
+        atomic_init(&c.done, 0);
+        float loss;
+        int steps = 0;
+        for (; steps < 3; steps++) CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss) == VP_OK, "step: %s", vp_last_error());
+        checkpoint_path(&c, 0, path, sizeof path);
+        if (!load) CHECK(vp_session_save(s, path) == VP_OK, "save after 3 steps: %s", vp_last_error());
+        pthread_t thread;
+        CHECK(pthread_create(&thread, NULL, load ? load_while_stepping : save_while_stepping, &c) == 0, "pthread_create");
+        int unexplained = -1;
+        float unexplained_loss = 0;
+        for (; !atomic_load(&c.done) && steps < SAVE_MAX_STEPS; steps++) {
+            atomic_fetch_add(&c.steps_started, 1);
+            vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss);
+            CHECK(st == VP_OK, "step %d during %s: expected VP_OK, got %d (%s)", steps, load ? "loads" : "saves", st, vp_last_error());
+            if (st != VP_OK) break;
+            int known = 0;
+            for (int j = 3; j < SAVE_MAX_STEPS && !known; j++) known = memcmp(&clean[j], &loss, sizeof loss) == 0;
+            if (!known && unexplained < 0) { unexplained = steps; unexplained_loss = loss; }
+        }
+        atomic_store(&c.stepping_over, 1);
+        pthread_join(thread, NULL);
+        CHECK(vp_session_close(s) == VP_OK, "close: %s", vp_last_error());
+        CHECK(c.failed == 0, "expected every %s during the steps to succeed; %d failed, the first: %s", load ? "load" : "save", c.failed, c.first_error);
+        CHECK(unexplained < 0, "step %d during %s gave %.9g, a loss of no step of the clean run (a half-step state?)",
+              unexplained, load ? "loads" : "saves", unexplained_loss);
+        if (load) {
+            CHECK(c.loads == SAVE_FILES, "expected %d loads during at most %d steps, got %d", SAVE_FILES, SAVE_MAX_STEPS, c.loads);
+            continue;
+        }
+        CHECK(c.saved == SAVE_FILES, "expected %d saves during at most %d steps, got %d", SAVE_FILES, SAVE_MAX_STEPS, c.saved);
+        /* Every checkpoint, resumed in a fresh session: two steps continue the clean run. */
+        for (int i = 1; i <= c.saved; i++) {
+            vp_session *r = open_config(&t);
+            if (!r) break;
+            checkpoint_path(&c, i, path, sizeof path);
+            float a = 0, b = 0;
+            vp_status st = vp_session_load(r, path);
+            CHECK(st == VP_OK, "load of checkpoint %d: %s", i, vp_last_error());
+            if (st == VP_OK) {
+                CHECK(vp_session_step(r, x, ROWS * MLP_FEATURES, y, ROWS, &a) == VP_OK, "step after load: %s", vp_last_error());
+                CHECK(vp_session_step(r, x, ROWS * MLP_FEATURES, y, ROWS, &b) == VP_OK, "step after load: %s", vp_last_error());
+                CHECK(consecutive_clean(clean, SAVE_MAX_STEPS + 2, a, b) >= 3,
+                      "checkpoint %d saved during the steps resumes with losses %.9g, %.9g: not two consecutive losses of the clean run "
+                      "after step 3 (a half-step state?)", i, a, b);
+            }
+            vp_session_close(r);
+        }
+    }
+    for (int i = 0; i <= SAVE_FILES; i++) {
+        checkpoint_path(&c, i, path, sizeof path);
+        unlink(path);
+    }
+    rmdir(c.dir);
+    free(clean);
+    printf("C session host: %d saves, then %d loads, each while steps ran\n", c.saved, c.loads);
+}
+
 /* An infinity in one input value: VP_ERR_RUNTIME naming the stage, layer and micro-batch, and
  * no weight of any layer changes (the next step gives the clean second loss). */
 static void test_non_finite_input(void) {
@@ -373,6 +498,7 @@ int main(void) {
     test_injected_failure();
     test_apply_plan_while_stepping();
     test_non_finite_input();
+    test_checkpoint_while_stepping();
     if (failures) {
         fprintf(stderr, "test_session: %d failure(s)\n", failures);
         return 1;

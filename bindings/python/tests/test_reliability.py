@@ -11,6 +11,7 @@ import pytest
 
 import vpipe
 from test_external import config as external_config, data
+from test_plan import four_layer_request
 from test_session import config, hand_plan, mlp_batch, mlp_layers
 
 
@@ -65,3 +66,34 @@ def test_layer_names_with_nul_are_refused(name: str) -> None:
 def test_layer_name_must_be_text() -> None:
     with pytest.raises(TypeError, match="name must be a str"):
         vpipe.register_layer(b"bytes", lambda x, y: None, lambda x, y, dy, dx: None)
+
+
+@pytest.mark.parametrize("layer, field", [("act", "external.callback"), ("fc2", "name")])
+def test_a_nul_inside_a_protobuf_name_is_refused_naming_the_field(layer: str, field: str) -> None:
+    # protobuf-c keeps a string as a C string, so "py.tanh\0x" would silently become "py.tanh"
+    # (a registered callback): the library refuses it on the wire instead.
+    vpipe.register_layer("py.tanh", lambda x, y: np.tanh(x, out=y), lambda x, y, dy, dx: np.multiply(dy, 1 - y * y, out=dx))
+    c = external_config("py.tanh", 2, [0, 2])
+    index = [l.name for l in c.model.layers].index(layer)
+    if field == "name":
+        c.model.layers[index].name = "fc2\0hidden"
+    else:
+        c.model.layers[index].external.callback = "py.tanh\0hidden"
+    with pytest.raises(vpipe.InvalidRequestError) as info:
+        vpipe.Session(c)
+    expected = f"model.layers[{index}].{field}"
+    assert expected in info.value.message and "NUL" in info.value.message, f"expected {expected} and NUL in {info.value.message!r}"
+    # The same string without the NUL opens: the refusal is about the NUL, not the name.
+    c.model.layers[index].name = "fc2" if field == "name" else c.model.layers[index].name
+    if field != "name":
+        c.model.layers[index].external.callback = "py.tanh"
+    vpipe.Session(c).close()
+
+
+def test_a_nul_inside_a_plan_request_name_is_refused() -> None:
+    r = four_layer_request()
+    r.model.layers[3].name = "l3\0"
+    with pytest.raises(vpipe.InvalidRequestError, match=r"model\.layers\[3\]\.name.*NUL"):
+        vpipe.plan(r)
+    r.model.layers[3].name = "l3"
+    vpipe.plan(r)

@@ -1,0 +1,86 @@
+import CVPipeProto
+import VPipeCore
+
+/// Checks the string fields of a message on the wire, before their C copies are read.
+///
+/// protobuf-c copies a string field into a NUL-terminated C string, so a name sent as
+/// "relu\0evil" reaches the library as "relu" with no error: a callback, layer or model
+/// name would be silently cut. Invalid UTF-8 would be just as silently repaired by Swift's
+/// `String(cString:)`. The decoded struct cannot show either, so this walks the wire bytes
+/// with the message's protobuf-c descriptors (every string field of every nested message,
+/// not a hand-kept list) and refuses the message naming the field, e.g.
+/// `model.layers[2].external.callback`.
+enum WireStrings {
+    /// Throws `invalidField` for the first string field holding a NUL byte or invalid UTF-8.
+    /// `bytes` must already have been accepted by the unpacker; anything unexpected ends the walk.
+    static func check(_ bytes: UnsafeRawBufferPointer, descriptor: UnsafePointer<ProtobufCMessageDescriptor>) throws {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
+        try walk(UnsafeBufferPointer(start: base, count: bytes.count), descriptor, path: "", depth: 0)
+    }
+
+    /// protobuf-c itself refuses deeper nesting long before this; the bound keeps the walk finite.
+    private static let maxDepth = 100
+
+    private static func walk(_ bytes: UnsafeBufferPointer<UInt8>, _ descriptor: UnsafePointer<ProtobufCMessageDescriptor>,
+                             path: String, depth: Int) throws {
+        guard depth < maxDepth else { return }
+        var seen: [UInt32: Int] = [:]  // occurrences per field number: the index of a repeated element
+        var at = 0
+        while at < bytes.count {
+            guard let tag = varint(bytes, &at) else { return }
+            let number = UInt32(truncatingIfNeeded: tag >> 3)
+            switch tag & 7 {
+            case 0: guard varint(bytes, &at) != nil else { return }
+            case 1: at += 8
+            case 5: at += 4
+            case 2:
+                guard let length = varint(bytes, &at), length <= UInt64(bytes.count - at) else { return }
+                let payload = UnsafeBufferPointer(rebasing: bytes[at..<(at + Int(length))])
+                at += Int(length)
+                guard let field = field(number, in: descriptor) else { continue }  // unknown: kept as bytes, never read
+                let occurrence = seen[number, default: 0]
+                seen[number] = occurrence + 1
+                let name = path + String(cString: field.pointee.name)
+                    + (field.pointee.label == PROTOBUF_C_LABEL_REPEATED ? "[\(occurrence)]" : "")
+                if field.pointee.type == PROTOBUF_C_TYPE_STRING {
+                    try checkString(payload, field: name)
+                } else if field.pointee.type == PROTOBUF_C_TYPE_MESSAGE, let sub = field.pointee.descriptor {
+                    try walk(payload, sub.assumingMemoryBound(to: ProtobufCMessageDescriptor.self), path: name + ".", depth: depth + 1)
+                }
+            default: return
+            }
+        }
+    }
+
+    private static func checkString(_ s: UnsafeBufferPointer<UInt8>, field: String) throws {
+        if let nul = s.firstIndex(of: 0) {
+            let before = String(decoding: s[..<nul].prefix(40), as: UTF8.self)
+            throw VPipeError.invalidField(field: field, message:
+                "contains a NUL byte at offset \(nul) of \(s.count) (after \"\(before)\"); a name may not contain NUL: it would be cut to \"\(before)\"")
+        }
+        if String(validating: s, as: UTF8.self) == nil {
+            throw VPipeError.invalidField(field: field, message: "is not valid UTF-8 (\(s.count) bytes)")
+        }
+    }
+
+    private static func field(_ number: UInt32, in descriptor: UnsafePointer<ProtobufCMessageDescriptor>)
+        -> UnsafePointer<ProtobufCFieldDescriptor>?
+    {
+        guard let fields = descriptor.pointee.fields else { return nil }
+        for i in 0..<Int(descriptor.pointee.n_fields) where fields[i].id == number { return fields + i }
+        return nil
+    }
+
+    private static func varint(_ bytes: UnsafeBufferPointer<UInt8>, _ at: inout Int) -> UInt64? {
+        var value: UInt64 = 0
+        var shift: UInt64 = 0
+        while at < bytes.count, shift < 64 {
+            let b = bytes[at]
+            at += 1
+            value |= UInt64(b & 0x7f) << shift
+            if b & 0x80 == 0 { return value }
+            shift += 7
+        }
+        return nil
+    }
+}
