@@ -175,7 +175,7 @@ import VPipeCore
     /// the unused `__getitem__` sinks (counted by hand from the files).
     static let expectedLayers: [String: (nodes: Int, layers: Int)] = [
         "alexnet": (23, 22), "vgg16": (41, 40), "squeezenet1_0": (68, 67), "gnmt": (48, 37), "gnmt_large": (96, 77), "resnet18": (71, 70), "resnet50": (177, 176), "resnext50": (177, 176),
-        "resnet101": (347, 346), "resnext101": (347, 346),
+        "resnet101": (347, 346), "resnext101": (347, 346), "densenet121": (429, 428),
     ]
 
     /// Every prefix of the chain is a cut of the graph (down-closed), and the bytes the chain
