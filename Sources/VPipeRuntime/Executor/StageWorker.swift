@@ -123,11 +123,6 @@ struct StageWorker {
         }
         let last = stage.index == stageCount - 1
         let segments = stage.segments
-        // nextBackward[k]: the micro-batch of the first backward after action k (nil: none).
-        var nextBackward = [Int?](repeating: nil, count: actions.count + 1)
-        for k in stride(from: actions.count - 1, through: 0, by: -1) {
-            nextBackward[k] = actions[k].kind == .backward ? actions[k].microBatch : nextBackward[k + 1]
-        }
 
         func record(_ kind: ScheduleAction.Kind, _ mb: Int, _ start: Double, _ end: Double, copy: Bool = false) {
             m.events.append(SimulationReport.Event(
@@ -146,38 +141,19 @@ struct StageWorker {
                                 needsInputGradient: l > 0)
         }
 
-        func submitSwapIns(_ mb: Int) {
-            guard let s = states[mb] else { return }
-            for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) where slot.claimSwapIn() {
-                let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
-                let device = stage.device, arena = stage.arena
-                device.onCopyQueue { slot.swapIn(device, arena: arena, label: label) }
-            }
-        }
-
-        // Swap-outs submitted and not yet known to have landed. A forward waits for them
-        // before allocating a new micro-batch's stash: the copy engine may fall behind (a
-        // slow link, a busy machine), and a GPU runtime would then stall rather than run out
-        // of memory; this keeps the device at the cost model's double buffer.
-        // One micro-batch's swap-out may still be in flight while the next forward runs (the
-        // double buffer); older ones must have landed.
-        var pendingSwapOuts: [[SwapSlot]] = []
+        var swapping = SwapBuffer(stage: stage, actions: actions)
+        func slot(_ mb: Int, _ j: Int) -> SwapSlot? { states[mb]?.swaps[j] }
+        let aborted = { transport.abortError }
 
         for (k, action) in actions.enumerated() {
             let mb = action.microBatch
-            // Prefetch: while this compute action runs, bring back the stash of the next
-            // backward's micro-batch (swap-ins as early as one micro-batch ahead, which is
-            // the double buffer the cost model charges).
-            if action.kind == .forward || action.kind == .backward, let next = nextBackward[k + 1] { submitSwapIns(next) }
+            swapping.prefetch(slot)
             switch action.kind {
             case .recvActivation:
                 state(mb).input = try transport.receiveActivation(at: stage.index, microBatch: mb, into: stage.arena)
             case .forward:
                 if let f = input.failure, f.iteration == input.iteration, f.stage == stage.index, f.microBatch == mb {
                     throw RuntimeError.failed("stage \(stage.index): injected failure in the forward of micro-batch \(mb), iteration \(input.iteration)")
-                }
-                while pendingSwapOuts.count > 1 {
-                    for slot in pendingSwapOuts.removeFirst() { try slot.waitSwappedOut() }
                 }
                 let s = state(mb)
                 var x: Tensor
@@ -207,24 +183,30 @@ struct StageWorker {
                 }
                 for j in 0..<n {
                     let l = stage.layers.lowerBound + j
+                    if stage.policies[j] == .swap { try swapping.beforeSwapForward(aborted: aborted) }
                     let start = monotonicSeconds()
-                    let before = stage.arena.beginWindow()
+                    stage.arena.beginWindow()
                     let (y, saved) = try owned[j].forward(x, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.forwardSeconds[j] += monotonicSeconds() - start
                     // Every layer's output (the last one's is the loss), once per micro-batch:
                     // the error names the layer that produced the first bad value.
                     try FiniteCheck.require(y, "output", label: context(j, mb).label)
-                    m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - before - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
+                    m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - y.bytes - uniqueBytes(saved.filter { $0 !== x && $0 !== y }))
                     m.stashBytes[j] = uniqueBytes(saved)
                     m.outputBytes[j] = y.bytes
                     switch stage.policies[j] {
                     case .keep: s.saved[j] = saved
-                    case .swap: s.swaps[j] = SwapSlot(device: saved)
+                    case .swap:
+                        let stash = SwapSlot(device: saved)
+                        s.swaps[j] = stash
+                        m.swappedBytes += stash.bytes
+                        swapping.sendOut(stash, microBatch: mb, layer: j)
                     case .recompute:
                         if segments.contains(where: { $0.lowerBound == j }) { s.segmentInputs[j] = x }
                     }
                     x = y
+                    swapping.prefetch(slot)
                 }
                 let t1 = monotonicSeconds()
                 m.computeSeconds += t1 - t0
@@ -235,25 +217,16 @@ struct StageWorker {
                 guard let out = states[mb]?.output else { throw RuntimeError.failed("stage \(stage.index): nothing to send for micro-batch \(mb)") }
                 try transport.sendActivation(from: stage.index, microBatch: mb, out)
                 states[mb]?.output = nil
-            case .swapOut:
-                guard let s = states[mb] else { continue }
-                pendingSwapOuts.append([])
-                for (j, slot) in s.swaps.sorted(by: { $0.key < $1.key }) {
-                    let label = "stage \(stage.index) layer \(stage.layers.lowerBound + j) micro-batch \(mb)"
-                    let device = stage.device, host = stage.host
-                    m.swappedBytes += slot.deviceBytes
-                    device.onCopyQueue { slot.swapOut(device, host: host, label: label) }
-                    pendingSwapOuts[pendingSwapOuts.count - 1].append(slot)
-                }
-            case .swapIn:
-                submitSwapIns(mb)
+            case .swapOut, .swapIn:
+                // Layer by layer instead: swap-outs leave as each SWAP layer's forward returns,
+                // swap-ins follow the backwards' order inside the double buffer (SwapBuffer).
+                break
             case .recompute:
                 break  // done segment by segment inside the backward, so one segment is live at a time
             case .recvGradient:
                 state(mb).gradientIn = try transport.receiveGradient(at: stage.index, microBatch: mb, into: stage.arena)
             case .backward:
                 let s = state(mb)
-                submitSwapIns(mb)
                 var g: Tensor
                 if last {
                     g = try Tensor(shape: [1], in: stage.arena, for: "stage \(stage.index) loss gradient")
@@ -280,8 +253,8 @@ struct StageWorker {
                     case .keep:
                         saved = s.saved[j] ?? []
                     case .swap:
-                        guard let slot = s.swaps[j] else { throw RuntimeError.failed("stage \(stage.index): layer \(l) has no stash for micro-batch \(mb)") }
-                        saved = try slot.waitOnDevice(aborted: { transport.abortError })
+                        guard let stash = s.swaps[j] else { throw RuntimeError.failed("stage \(stage.index): layer \(l) has no stash for micro-batch \(mb)") }
+                        saved = try swapping.take(stash, microBatch: mb, layer: j, aborted: aborted, lookup: slot)
                     case .recompute:
                         if s.saved[j] == nil, let segment = segments.first(where: { $0.contains(j) }) {
                             let r0 = monotonicSeconds()
@@ -304,14 +277,17 @@ struct StageWorker {
                         saved = s.saved[j] ?? []
                     }
                     let start = monotonicSeconds()
-                    let before = stage.arena.beginWindow()
+                    stage.arena.beginWindow()
                     let gIn = try owned[j].backward(g, saved: saved, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.backwardSeconds[j] += monotonicSeconds() - start
                     if let gIn { try FiniteCheck.require(gIn, "input gradient", label: context(j, mb).label) }
-                    m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - before - (gIn?.bytes ?? 0))
+                    m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
-                    s.swaps[j] = nil
+                    if let stash = s.swaps[j] {
+                        s.swaps[j] = nil
+                        swapping.done(stash, lookup: slot)
+                    }
                     if let gIn { g = gIn } else if j > 0 || stage.index > 0 {
                         throw RuntimeError.failed("stage \(stage.index): layer \(l) (\"\(owned[j].name)\") returned no input gradient but is not the first layer")
                     }
@@ -335,6 +311,7 @@ struct StageWorker {
                 states[mb] = nil
             }
         }
+        swapping.drain()
         // Before the optimizer may run (Pipeline.step steps it only when every stage returns):
         // finite activations can still overflow into infinite parameter gradients.
         if asyncUpdate == nil { try requireFiniteGradients(owned, after: "the backward of micro-batches 0..<\(input.microBatches)") }

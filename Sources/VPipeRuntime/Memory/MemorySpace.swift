@@ -22,6 +22,10 @@ public final class MemorySpace: @unchecked Sendable {
     private var lock = pthread_mutex_t()
     private var used = 0
     private var peak = 0
+    /// The measurement window (one layer call): the thread that runs it, the net bytes it
+    /// reserved since it began, and the most of those at once.
+    private var windowThread: pthread_t?
+    private var windowUsed = 0
     private var windowPeak = 0
 
     public init(name: String, kind: Kind, capacity: Int) {
@@ -33,17 +37,6 @@ public final class MemorySpace: @unchecked Sendable {
 
     deinit { pthread_mutex_destroy(&lock) }
 
-    /// Marks the calling thread as a copy engine (see `reserve`).
-    static let copyThreadKey: pthread_key_t = {
-        var key = pthread_key_t()
-        pthread_key_create(&key, nil)
-        return key
-    }()
-
-    static func markCopyEngineThread() {
-        pthread_setspecific(copyThreadKey, UnsafeRawPointer(bitPattern: 1))
-    }
-
     /// Charges `bytes` for `label` (e.g. `layer 3 ("block1") output`); throws `RuntimeError.outOfMemory`.
     public func reserve(_ bytes: Int, for label: @autoclosure () -> String) throws {
         pthread_mutex_lock(&lock)
@@ -54,16 +47,27 @@ public final class MemorySpace: @unchecked Sendable {
         }
         used += bytes
         if used > peak { peak = used }
-        // The copy engine's allocations (swap-ins, migration copies) run concurrently with a
-        // layer call; they are not that call's workspace.
-        if used > windowPeak && pthread_getspecific(MemorySpace.copyThreadKey) == nil { windowPeak = used }
+        if inWindow() {
+            windowUsed += bytes
+            windowPeak = max(windowPeak, windowUsed)
+        }
         pthread_mutex_unlock(&lock)
     }
 
     public func release(_ bytes: Int) {
         pthread_mutex_lock(&lock)
         used -= bytes
+        if inWindow() { windowUsed -= bytes }
         pthread_mutex_unlock(&lock)
+    }
+
+    /// Whether the calling thread runs the window. Only its own reserves and releases count:
+    /// the copy engine's swap-ins and swap-outs, and other stages taking this stage's sent
+    /// tensors, run concurrently with a layer call and are not its workspace (counting
+    /// them made the measured workspace, and so the predicted peak, depend on timing).
+    private func inWindow() -> Bool {
+        guard let windowThread else { return false }
+        return pthread_equal(windowThread, pthread_self()) != 0
     }
 
     public var bytesInUse: Int {
@@ -78,13 +82,15 @@ public final class MemorySpace: @unchecked Sendable {
         return peak
     }
 
-    /// Starts a measurement window (one layer call) and returns the bytes in use now; read
-    /// the window's peak with `windowPeakBytes`. Independent of the step-level peak.
-    public func beginWindow() -> Int {
+    /// Starts a measurement window (one layer call) on the calling thread; read the most
+    /// bytes it held at once beyond what it held at the start with `windowPeakBytes`.
+    /// Independent of the step-level peak.
+    public func beginWindow() {
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
-        windowPeak = used
-        return used
+        windowThread = pthread_self()
+        windowUsed = 0
+        windowPeak = 0
     }
 
     public var windowPeakBytes: Int {

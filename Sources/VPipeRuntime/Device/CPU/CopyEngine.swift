@@ -46,7 +46,6 @@ final class CopyEngine: @unchecked Sendable {
     }
 
     private func loop() {
-        MemorySpace.markCopyEngineThread()
         while true {
             let job: (() -> Void)? = monitor.locked {
                 while queue.isEmpty && !closed { monitor.wait() }
