@@ -21,7 +21,7 @@ PROTO_C      := Sources/CVPipeProto/vpipe.pb-c.c
 # The PyTorch the benchmarks measure against (CPU wheel; plain `torch` pulls CUDA packages).
 TORCH_VERSION := 2.13.0+cpu
 
-.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi bench-torch wheel bench-checkpoint fuzz-checkpoint
+.PHONY: all deps build proto test test-swift test-hosts test-python test-mpi test-fuzz fuzz fuzz-corpus stress test-sanitize test-sanitize-one demo demo-dynamic install clean bench-planner bench-runtime bench-paper bench-migration bench-mpi bench-torch wheel bench-checkpoint
 
 all: build
 
@@ -73,7 +73,7 @@ test-mpi: build
 ## crash, a contract violation or a hang over 10 s fails it with the input saved (docs/testing.md).
 FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= plan evaluate simulate session pipedream
+FUZZ_TARGETS ?= plan evaluate simulate session pipedream checkpoint
 test-fuzz: build
 	Tests/fuzz/run.sh .build/release $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
@@ -83,9 +83,13 @@ fuzz: deps
 	$(SWIFT) build -c release --scratch-path .build-fuzz --product vpipe -Xswiftc -sanitize=fuzzer,address
 	Tests/fuzz/run.sh .build-fuzz/release $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
-## fuzz-corpus: regenerate the checked-in seeds (Tests/fuzz/corpus) after a proto change.
-fuzz-corpus:
+## fuzz-corpus: regenerate the checked-in seeds (Tests/fuzz/corpus) after a proto change;
+## the checkpoint seeds are checkpoints the checkpoint harness saves (Tests/fuzz/fuzz_checkpoint.c).
+fuzz-corpus: build
 	$(PYTHON) Tests/fuzz/make_corpus.py
+	mkdir -p Tests/fuzz/corpus/checkpoint build/fuzz/empty
+	FUZZ_BUILD_ONLY=1 Tests/fuzz/run.sh .build/release 0 checkpoint
+	VPIPE_FUZZ_SEED_DIR=Tests/fuzz/corpus/checkpoint build/fuzz/fuzz_checkpoint -runs=0 build/fuzz/empty
 
 ## test-sanitize: the Swift tests and the C/C++ host tests (through the C ABI and the stage
 ## threads) under ThreadSanitizer, then AddressSanitizer (LeakSanitizer included). The host
@@ -202,15 +206,6 @@ bench-mpi: deps
 bench-checkpoint: deps
 	$(SWIFT_BUILD) --product vpipe-bench
 	.build/release/vpipe-bench checkpoint build/bench-checkpoint
-
-## fuzz-checkpoint: libFuzzer (clang -fsanitize=fuzzer,address) over vp_session_load with
-## the checksums kept valid (Tests/fuzz/checkpoint_fuzz.c), FUZZ_SECONDS long.
-FUZZ_SECONDS ?= 60
-fuzz-checkpoint: install-stage
-	@mkdir -p $(HOSTBIN) build/fuzz/checkpoint
-	clang -g -O1 -fsanitize=fuzzer,address -o $(HOSTBIN)/checkpoint_fuzz Tests/fuzz/checkpoint_fuzz.c $(PROTO_C) $(PROTO_CFLAGS) \
-	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lz -Wl,-rpath,$(STAGE)/lib
-	VPIPE_FUZZ_SEED_DIR=build/fuzz/checkpoint $(HOSTBIN)/checkpoint_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 build/fuzz/checkpoint
 
 ## demo-dynamic: a supernet whose choice blocks switch and a device that slows down, each
 ## trained with a static plan and with online re-planning; throughput over time and SVG charts.

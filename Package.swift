@@ -35,23 +35,24 @@ let package = Package(
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         // Open MPI's mpi.h as a Swift module (handles through static inline functions).
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
-        // zlib's crc32 (checksums of checkpoint blobs).
-        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         // include/vpipe.h as a Swift module, so the ABI's types come from the public header.
         .systemLibrary(name: "CVPipeABI", path: "Sources/CVPipeABI"),
         // The CPU device's vectorised kernels (softmax, LayerNorm, GELU, cross-entropy and
         // their backwards): C so that clang vectorises them; AVX2+FMA and baseline copies,
         // chosen at run time (Sources/CVPipeKernels/kernels.c), so no -march is needed.
+        // Also the checkpoint's CRC-32 by carry-less multiplication (crc32.c; zlib, Debian
+        // zlib1g-dev, for tails and CPUs without PCLMULQDQ).
         .target(
             name: "CVPipeKernels",
             path: "Sources/CVPipeKernels",
             exclude: ["kernels_body.h"],
-            cSettings: [.unsafeFlags(["-O3", "-fvisibility=hidden"])]
+            cSettings: [.unsafeFlags(["-O3", "-fvisibility=hidden"])],
+            linkerSettings: [.linkedLibrary("z")]
         ),
         // Pure Swift: model/cluster/plan types, cost model, planners.
         .target(name: "VPipeCore"),
         // Tensors and kernels (thin until the runtime issue).
-        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI", "CVPipeKernels", "CZlib"]),
+        .target(name: "VPipeRuntime", dependencies: ["VPipeCore", "CBLAS", "CMPI", "CVPipeKernels"]),
         // protobuf-c structs <-> Swift values, nothing else.
         .target(name: "VPipeWire", dependencies: ["VPipeCore", "VPipeRuntime", "CVPipeProto"]),
         // The C ABI: validate, convert, call, map errors.

@@ -287,6 +287,34 @@ import VPipeWire
         #expect(refused > 300, "most mutations should be refused (\(refused) refused, \(loaded) loaded)")
     }
 
+    /// `good` with its metadata replaced by `transform(metadata)`, CRC and trailer valid.
+    static func withMetadata(_ good: [UInt8], _ transform: (inout CheckpointMetadata) -> Void) throws -> [UInt8] {
+        let t = good.count - 24
+        func le(_ at: Int, _ n: Int) -> Int { (0..<n).reduce(0) { $0 | Int(good[at + $1]) << (8 * $1) } }
+        let metaOffset = le(t, 8), metaLength = le(t + 8, 8)
+        var meta = try Array(good[metaOffset..<(metaOffset + metaLength)]).withUnsafeBytes { try WireCheckpoint.decode($0) }
+        transform(&meta)
+        let m = WireCheckpoint.encode(meta)
+        var file = Array(good[0..<metaOffset]) + m
+        let crc = m.withUnsafeBytes { UInt32(truncatingIfNeeded: crc32($0)) }
+        for v in [UInt64(metaOffset), UInt64(m.count)] { file += withUnsafeBytes(of: v.littleEndian, Array.init) }
+        file += withUnsafeBytes(of: crc.littleEndian, Array.init)
+        return file + Array("VPCK".utf8)
+    }
+
+    /// A manifest's shard names are file names beside it: one that points elsewhere
+    /// ("../", an absolute path) is refused when the metadata decodes (WireCheckpoint), before
+    /// anything is opened.
+    @Test func shardNamesOutsideTheManifestsDirectoryAreRefused() throws {
+        let good = try Self.goodCheckpoint("shard-names")
+        for name in ["../elsewhere.rank0", "/etc/passwd", "..", ""] {
+            let bad = try Self.withMetadata(good) { meta in
+                meta.shards = [.init(file: name, rank: 0, layers: Array(0..<meta.layerCount), bytes: 100, metadataCRC: 1)]
+            }
+            try Self.expectRefused(bad, "checkpoint.shards[0].file: must be a plain file name, got \"\(name)\"")
+        }
+    }
+
     /// CRC-32 (zlib's polynomial), bit by bit: an independent check of the library's.
     static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var c: UInt32 = 0xFFFF_FFFF

@@ -17,7 +17,7 @@ static void fuzz_violation(const char *what, vp_status status) {
 /* A status is one of the documented ones; a failure has a message and leaves `out` empty;
  * VP_ERR_INTERNAL is a bug in libvpipe whatever the input. */
 static void fuzz_check(vp_status status, const vp_bytes *out) {
-    if (status < VP_OK || status > VP_ERR_RUNTIME) fuzz_violation("undocumented status", status);
+    if (status < VP_OK || status > VP_ERR_CHECKPOINT) fuzz_violation("undocumented status", status);
     if (status == VP_ERR_INTERNAL) fuzz_violation("VP_ERR_INTERNAL (a bug, whatever the input)", status);
     if (status == VP_OK) {
         if (out && out->len > 0 && out->data == NULL) fuzz_violation("VP_OK with a NULL buffer of non-zero length", status);

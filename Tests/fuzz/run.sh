@@ -7,7 +7,7 @@
 # mutates the seed corpus; the library carries no coverage instrumentation, so libFuzzer's
 # guidance comes from the harness alone) or the instrumented one `make fuzz` builds
 # (-sanitize=fuzzer,address: coverage-guided, and AddressSanitizer inside the library).
-# TARGETS defaults to all: plan evaluate simulate session pipedream.
+# TARGETS defaults to all: plan evaluate simulate session pipedream checkpoint.
 #
 # A crash, an ABI-contract violation (fuzz_contract.h) or a run over 10 s (a hang) fails the
 # script; libFuzzer saves the input under build/fuzz/artifacts/<target>/ and the message says
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../.."
 LIBDIR=$(cd "$1" && pwd)
 SECONDS_EACH=$2
 shift 2
-TARGETS=${*:-plan evaluate simulate session pipedream}
+TARGETS=${*:-plan evaluate simulate session pipedream checkpoint}
 OUT=${FUZZ_OUT:-build/fuzz}
 # libFuzzer ships with the Swift toolchain's clang, not with Debian's.
 CLANG=${FUZZ_CLANG:-$(dirname "$(readlink -f "$(command -v swift)")")/clang}
@@ -37,10 +37,19 @@ build() {
     local t=$1
     if [ "$t" = session ]; then
         "$CLANG" $CFLAGS -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_session.c Sources/CVPipeProto/vpipe.pb-c.c $LIBS
+    elif [ "$t" = checkpoint ]; then
+        # The host tests' session builder, and zlib for the CRC-32s the harness keeps valid.
+        "$CLANG" $CFLAGS -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_checkpoint.c Sources/CVPipeProto/vpipe.pb-c.c $LIBS -lz
     else
         "$CLANG" $CFLAGS -DFUZZ_ENTRY="$(entry "$t")" -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_bytes.c $LIBS
     fi
 }
+
+# FUZZ_BUILD_ONLY=1: build the targets and stop (make fuzz-corpus).
+if [ -n "${FUZZ_BUILD_ONLY:-}" ]; then
+    for t in $TARGETS; do build "$t"; done
+    exit 0
+fi
 
 failed=0
 for t in $TARGETS; do

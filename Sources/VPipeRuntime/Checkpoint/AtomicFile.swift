@@ -16,9 +16,11 @@ final class AtomicFile {
     private static let bufferSize = 1 << 20
     /// Bytes written so far (the offset of the next write).
     private(set) var offset = 0
+    private let timing: CheckpointTiming?
 
-    init(path: String) throws {
+    init(path: String, timing: CheckpointTiming? = nil) throws {
         self.path = path
+        self.timing = timing
         temporaryPath = "\(path).tmp-\(getpid())"
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 { throw CheckpointError.io(path: path, "cannot create \(temporaryPath): \(Self.reason())") }
@@ -46,6 +48,10 @@ final class AtomicFile {
     }
 
     private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
+        try timing.measure(\.write) { try writeAllUntimed(bytes) }
+    }
+
+    private func writeAllUntimed(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress!.advanced(by: done), bytes.count - done)
@@ -58,15 +64,18 @@ final class AtomicFile {
     /// fsync, rename over `path`, fsync the directory. After this the file is durable.
     func commit() throws {
         try flush()
-        if fsync(fd) != 0 { throw CheckpointError.io(path: path, "fsync of \(temporaryPath): \(Self.reason())") }
+        let synced = timing.measure(\.fsync) { fsync(fd) == 0 }
+        if !synced { throw CheckpointError.io(path: path, "fsync of \(temporaryPath): \(Self.reason())") }
         close(fd)
         fd = -1
-        if rename(temporaryPath, path) != 0 {
-            let why = Self.reason()
-            unlink(temporaryPath)
-            throw CheckpointError.io(path: path, "renaming \(temporaryPath) to it: \(why)")
+        try timing.measure(\.rename) {
+            if rename(temporaryPath, path) != 0 {
+                let why = Self.reason()
+                unlink(temporaryPath)
+                throw CheckpointError.io(path: path, "renaming \(temporaryPath) to it: \(why)")
+            }
+            Self.syncDirectory(of: path)
         }
-        Self.syncDirectory(of: path)
     }
 
     /// Drops the temporary file (an error, or a write that is no longer wanted).

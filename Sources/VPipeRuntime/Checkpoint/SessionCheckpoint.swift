@@ -19,15 +19,16 @@ extension TrainingSession {
     /// the previous checkpoint at `path` intact. Between steps only (the ABI serialises
     /// calls on a session). With TRANSPORT_MPI every rank must call it with the same path
     /// between the same two steps: each rank writes its stages' shard, then rank 0 the
-    /// manifest at `path`, which is what a load reads first.
-    public func save(to path: String) throws {
+    /// manifest at `path`, which is what a load reads first. `timing`, when given, receives
+    /// where the time went (the bench).
+    public func save(to path: String, timing: CheckpointTiming? = nil) throws {
         let codec = try requireCodec()
         if let t = pipeline.transport as? MPITransport {
-            try saveDistributed(to: path, codec: codec, transport: t)
+            try saveDistributed(to: path, codec: codec, transport: t, timing: timing)
             return
         }
-        var meta = metadataHeader()
-        let writer = try CheckpointWriter(path: path, codec: codec)
+        var meta = timing.measure(\.serialise) { metadataHeader() }
+        let writer = try CheckpointWriter(path: path, codec: codec, timing: timing)
         do {
             meta.layers = try writeLayers(writer)
             _ = try writer.finish(meta)
@@ -44,13 +45,16 @@ extension TrainingSession {
     /// opened with a plan keeps it (resuming under another plan); one opened without a plan
     /// and still profiling takes the checkpoint's. With TRANSPORT_MPI every rank calls it;
     /// if any rank refuses, every rank does (naming the rank and why).
-    public func load(from path: String) throws {
+    public func load(from path: String, timing: CheckpointTiming? = nil) throws {
         let codec = try requireCodec()
         let mpi = pipeline.transport as? MPITransport
         var prepared: PreparedLoad?
         var localError: Error?
         do {
-            prepared = try prepareLoad(path, codec: codec)
+            // The blobs' CRCs are timed as `verify`, everything else here as `open`.
+            let verifying = timing?.verify ?? 0, t0 = monotonicSeconds()
+            defer { timing?.open += monotonicSeconds() - t0 - ((timing?.verify ?? 0) - verifying) }
+            prepared = try prepareLoad(path, codec: codec, timing: timing)
         } catch {
             localError = error
         }
@@ -63,7 +67,7 @@ extension TrainingSession {
         }
         if let localError { throw localError }
         guard let prepared else { return }
-        try apply(prepared)
+        try timing.measure(\.copy) { try apply(prepared) }
     }
 
     // MARK: - writing
@@ -119,14 +123,14 @@ extension TrainingSession {
     /// they wrote, and rank 0 commits the manifest at `path` only when every shard is on
     /// disk: a rank that dies mid-save leaves the previous manifest, and its shards, intact.
     /// The shards a manifest no longer names are removed afterwards, each by its rank.
-    private func saveDistributed(to path: String, codec: CheckpointCodec, transport t: MPITransport) throws {
+    private func saveDistributed(to path: String, codec: CheckpointCodec, transport t: MPITransport, timing: CheckpointTiming?) throws {
         let base = CheckpointPaths.fileName(path)
         let shardName = "\(base).it\(pipeline.iteration).rank\(t.rank)"
         let shardPath = CheckpointPaths.sibling(of: path, named: shardName)
-        var meta = metadataHeader()
+        var meta = timing.measure(\.serialise) { metadataHeader() }
         var mine: String
         do {
-            let writer = try CheckpointWriter(path: shardPath, codec: codec)
+            let writer = try CheckpointWriter(path: shardPath, codec: codec, timing: timing)
             do {
                 meta.layers = try writeLayers(writer)
                 let (bytes, crc) = try writer.finish(meta)
@@ -176,8 +180,8 @@ extension TrainingSession {
         var readers: [CheckpointReader]
     }
 
-    private func prepareLoad(_ path: String, codec: CheckpointCodec) throws -> PreparedLoad {
-        let top = try CheckpointReader(path: path, codec: codec)
+    private func prepareLoad(_ path: String, codec: CheckpointCodec, timing: CheckpointTiming?) throws -> PreparedLoad {
+        let top = try CheckpointReader(path: path, codec: codec, timing: timing)
         let meta = top.metadata
         let model = config.model
         guard meta.layerCount == model.layers.count else {
@@ -198,7 +202,7 @@ extension TrainingSession {
             let needed = Set(local)
             for shard in meta.shards where !needed.isDisjoint(with: shard.layers) {
                 let shardPath = CheckpointPaths.sibling(of: path, named: shard.file)
-                let reader = try CheckpointReader(path: shardPath, codec: codec)
+                let reader = try CheckpointReader(path: shardPath, codec: codec, timing: timing)
                 guard reader.size == shard.bytes, reader.metadataCRC == shard.metadataCRC else {
                     throw CheckpointError.damaged(path: shardPath, "the manifest \(path) expects \(shard.bytes) bytes with metadata CRC-32 \(hex(shard.metadataCRC)), found \(reader.size) bytes with \(hex(reader.metadataCRC)) (a shard of another save?)")
                 }
@@ -238,7 +242,7 @@ extension TrainingSession {
             }
             let values = try record.parameters.enumerated().map { k, b in try reader.verify(b, "\(what) (\"\(spec.name)\") parameter tensor \(k)") }
             let moments = try record.optimizerState.enumerated().map { k, b in try reader.verify(b, "\(what) (\"\(spec.name)\") optimizer state tensor \(k)") }
-            if let bad = values.lazy.compactMap({ $0.firstIndex { !$0.isFinite } }).first {
+            if let bad = timing.measure(\.verify, { values.lazy.compactMap(firstNonFinite).first }) {
                 throw CheckpointError.damaged(path: path, "\(what) (\"\(spec.name)\") holds a non-finite weight (index \(bad))")
             }
             layers[l] = (record, values, moments)
@@ -273,6 +277,18 @@ extension TrainingSession {
         pipeline.restoreCounters(iteration: p.metadata.iteration, optimizerSteps: p.metadata.optimizerSteps)
         restoreProfiler(p.metadata.profiler)
     }
+}
+
+/// The index of the first NaN or infinity in `values`, nil when every value is finite: a
+/// branch-free pass over the exponent bits (vectorised), and the search only after a hit.
+func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
+    let exponent: UInt32 = 0x7f80_0000
+    let largest = values.withMemoryRebound(to: UInt32.self) { bits in
+        var m: UInt32 = 0
+        for b in bits { m = max(m, b & exponent) }
+        return m
+    }
+    return largest == exponent ? values.firstIndex { !$0.isFinite } : nil
 }
 
 /// File names of a checkpoint and its shards.
