@@ -13,7 +13,7 @@ CLI          := .build/release/vpipe-cli
 # A private install the host tests and examples build against, exactly as a user would.
 STAGE        := $(CURDIR)/build/prefix
 HOSTBIN      := $(CURDIR)/build/hosts
-APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config libopenmpi-dev openmpi-bin zlib1g-dev
+APT_PACKAGES := libopenblas-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler pkg-config libopenmpi-dev openmpi-bin
 SUDO         := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PKG          := PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config
 PROTO_CFLAGS := -ISources/CVPipeProto/include

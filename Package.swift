@@ -40,14 +40,13 @@ let package = Package(
         // The CPU device's vectorised kernels (softmax, LayerNorm, GELU, cross-entropy and
         // their backwards): C so that clang vectorises them; AVX2+FMA and baseline copies,
         // chosen at run time (Sources/CVPipeKernels/kernels.c), so no -march is needed.
-        // Also the checkpoint's CRC-32 by carry-less multiplication (crc32.c; zlib, Debian
-        // zlib1g-dev, for tails and CPUs without PCLMULQDQ).
+        // Also the checkpoint's CRC-32 (crc32.c: carry-less multiplication, slicing-by-8 tables;
+        // no zlib, so that libvpipe.so needs nothing beyond glibc and the C++ runtime).
         .target(
             name: "CVPipeKernels",
             path: "Sources/CVPipeKernels",
             exclude: ["kernels_body.h"],
-            cSettings: [.unsafeFlags(["-O3", "-fvisibility=hidden"])],
-            linkerSettings: [.linkedLibrary("z")]
+            cSettings: [.unsafeFlags(["-O3", "-fvisibility=hidden"])]
         ),
         // Pure Swift: model/cluster/plan types, cost model, planners.
         .target(name: "VPipeCore"),

@@ -3,25 +3,46 @@
 // The folding keeps the message's remainder modulo the CRC polynomial P while shrinking it:
 // four 128-bit lanes each advance 512 bits per step (multiplied by x^(512±32) mod P, k1/k2),
 // then fold into one lane (k3/k4, 128 bits per step). The 16 bytes left are congruent to
-// everything folded so far, so their plain CRC (zlib, initial register 0) is the register
-// after the whole folded part; zlib then continues over the tail. The initial register
+// everything folded so far, so their plain CRC (the register starting at 0) is the register
+// after the whole folded part; the tables then continue over the tail. The initial register
 // (~crc, zlib's pre-inversion) is XORed into the first four bytes.
 #include "vpipe_crc32.h"
 
 #include <string.h>
-#include <zlib.h>
 
-static uint32_t vpk_crc32_zlib(uint32_t crc, const void *data, size_t length) {
-    const unsigned char *p = data;
-    uLong c = crc;
-    while (length > 0) { // zlib takes a 32-bit length
-        size_t n = length < (1u << 30) ? length : (1u << 30);
-        c = crc32(c, p, (uInt)n);
-        p += n;
-        length -= n;
+// Slicing-by-8 tables of the reflected polynomial 0xEDB88320: table[0] is the classic
+// byte-at-a-time table, table[k][b] the register after byte b and k zero bytes. Filled when
+// the library loads (before any caller can run).
+static uint32_t table[8][256];
+
+__attribute__((constructor)) static void make_tables(void) {
+    for (uint32_t b = 0; b < 256; b++) {
+        uint32_t c = b;
+        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1)));
+        table[0][b] = c;
     }
-    return (uint32_t)c;
+    for (int k = 1; k < 8; k++)
+        for (int b = 0; b < 256; b++) table[k][b] = (table[k - 1][b] >> 8) ^ table[0][table[k - 1][b] & 0xff];
 }
+
+// The register after `length` more bytes (no pre- or post-inversion): eight bytes per step.
+static uint32_t update(uint32_t reg, const unsigned char *p, size_t length) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (length >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        v ^= reg;
+        reg = table[7][v & 0xff] ^ table[6][(v >> 8) & 0xff] ^ table[5][(v >> 16) & 0xff] ^ table[4][(v >> 24) & 0xff] ^
+              table[3][(v >> 32) & 0xff] ^ table[2][(v >> 40) & 0xff] ^ table[1][(v >> 48) & 0xff] ^ table[0][v >> 56];
+        p += 8;
+        length -= 8;
+    }
+#endif
+    while (length-- > 0) reg = table[0][(reg ^ *p++) & 0xff] ^ (reg >> 8);
+    return reg;
+}
+
+static uint32_t crc32_tables(uint32_t crc, const void *data, size_t length) { return ~update(~crc, data, length); }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #include <immintrin.h>
@@ -57,8 +78,7 @@ __attribute__((target("pclmul,sse4.1"))) static uint32_t fold4(const unsigned ch
     }
     unsigned char folded[16];
     _mm_storeu_si128((__m128i *)folded, x1);
-    // zlib's crc32(0xffffffff, ...) starts from register 0: the plain CRC of the folded bytes.
-    return (uint32_t)crc32(0xffffffffUL, folded, 16);
+    return ~update(0, folded, 16);
 }
 
 #define FOLD512(x, k, data)                                                                                   \
@@ -104,7 +124,7 @@ static uint32_t fold(uint32_t crc, const unsigned char *p, size_t length) {
     return fold4(first, p + 64, length - 64);
 }
 
-// 0: zlib only, 1: 128-bit folding, 2: 512-bit folding. A benign race: every thread
+// 0: tables only, 1: 128-bit folding, 2: 512-bit folding. A benign race: every thread
 // computes the same answer.
 static int path(void) {
     static int known = -1;
@@ -127,19 +147,19 @@ uint32_t vpk_crc32_using(int limit, uint32_t crc, const void *data, size_t lengt
         p += body;
         length -= body;
     }
-    return vpk_crc32_zlib(crc, p, length);
+    return crc32_tables(crc, p, length);
 }
 
 const char *vpk_crc32_path(void) {
-    static const char *names[] = {"zlib", "pclmul", "vpclmulqdq"};
+    static const char *names[] = {"slicing-by-8", "pclmul", "vpclmulqdq"};
     return names[path()];
 }
 
 #else
-uint32_t vpk_crc32(uint32_t crc, const void *data, size_t length) { return vpk_crc32_zlib(crc, data, length); }
+uint32_t vpk_crc32(uint32_t crc, const void *data, size_t length) { return crc32_tables(crc, data, length); }
 uint32_t vpk_crc32_using(int limit, uint32_t crc, const void *data, size_t length) {
     (void)limit;
-    return vpk_crc32_zlib(crc, data, length);
+    return crc32_tables(crc, data, length);
 }
-const char *vpk_crc32_path(void) { return "zlib"; }
+const char *vpk_crc32_path(void) { return "slicing-by-8"; }
 #endif

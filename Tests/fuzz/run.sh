@@ -38,8 +38,7 @@ build() {
     if [ "$t" = session ]; then
         "$CLANG" $CFLAGS -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_session.c Sources/CVPipeProto/vpipe.pb-c.c $LIBS
     elif [ "$t" = checkpoint ]; then
-        # The host tests' session builder, and zlib for the CRC-32s the harness keeps valid.
-        "$CLANG" $CFLAGS -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_checkpoint.c Sources/CVPipeProto/vpipe.pb-c.c $LIBS -lz
+        "$CLANG" $CFLAGS -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_checkpoint.c Sources/CVPipeProto/vpipe.pb-c.c $LIBS
     else
         "$CLANG" $CFLAGS -DFUZZ_ENTRY="$(entry "$t")" -o "$OUT/fuzz_$t" Tests/fuzz/fuzz_bytes.c $LIBS
     fi

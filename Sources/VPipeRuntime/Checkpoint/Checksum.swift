@@ -1,9 +1,8 @@
 import CVPipeKernels
 
-/// CRC-32 (the zlib/PNG polynomial) of every checkpoint blob and metadata section. Debian's
-/// zlib computes it at about 1 GB/s, slower than the disk takes the bytes; vpk_crc32
-/// (Sources/CVPipeKernels/crc32.c) folds with carry-less multiplies at memory speed and
-/// gives zlib's result.
+/// CRC-32 (the zlib/PNG polynomial, zlib's values) of every checkpoint blob and metadata
+/// section: vpk_crc32 (Sources/CVPipeKernels/crc32.c) folds with carry-less multiplies at
+/// memory speed, where a table-driven CRC would take longer than the disk takes the bytes.
 enum Checksum {
     /// CRC-32 of `bytes`, continuing from `seed` (0 for a fresh checksum).
     static func crc32(_ bytes: UnsafeRawBufferPointer, seed: UInt32 = 0) -> UInt32 {
