@@ -2614,7 +2614,7 @@ const ProtobufCMessageDescriptor vpipe__cluster_spec__descriptor =
   (ProtobufCMessageInit) vpipe__cluster_spec__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__plan_options__field_descriptors[4] =
+static const ProtobufCFieldDescriptor vpipe__plan_options__field_descriptors[5] =
 {
   {
     "schedule",
@@ -2664,17 +2664,30 @@ static const ProtobufCFieldDescriptor vpipe__plan_options__field_descriptors[4] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "objective",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__PlanOptions, objective),
+    &vpipe__objective__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__plan_options__field_indices_by_name[] = {
   3,   /* field[3] = cost_model_version */
   1,   /* field[1] = micro_batches */
+  4,   /* field[4] = objective */
   2,   /* field[2] = planner */
   0,   /* field[0] = schedule */
 };
 static const ProtobufCIntRange vpipe__plan_options__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor vpipe__plan_options__descriptor =
 {
@@ -2684,7 +2697,7 @@ const ProtobufCMessageDescriptor vpipe__plan_options__descriptor =
   "Vpipe__PlanOptions",
   "vpipe",
   sizeof(Vpipe__PlanOptions),
-  4,
+  5,
   vpipe__plan_options__field_descriptors,
   vpipe__plan_options__field_indices_by_name,
   1,  vpipe__plan_options__number_ranges,
@@ -2910,7 +2923,7 @@ const ProtobufCMessageDescriptor vpipe__stage_plan__descriptor =
   (ProtobufCMessageInit) vpipe__stage_plan__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__plan__field_descriptors[10] =
+static const ProtobufCFieldDescriptor vpipe__plan__field_descriptors[11] =
 {
   {
     "stages",
@@ -3032,6 +3045,18 @@ static const ProtobufCFieldDescriptor vpipe__plan__field_descriptors[10] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "objective",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Plan, objective),
+    &vpipe__objective__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__plan__field_indices_by_name[] = {
   3,   /* field[3] = bottleneck_seconds */
@@ -3039,6 +3064,7 @@ static const unsigned vpipe__plan__field_indices_by_name[] = {
   4,   /* field[4] = iteration_seconds */
   8,   /* field[8] = lower_bound_seconds */
   2,   /* field[2] = micro_batches */
+  10,   /* field[10] = objective */
   6,   /* field[6] = planner */
   7,   /* field[7] = planning_seconds */
   9,   /* field[9] = proven_optimal */
@@ -3048,7 +3074,7 @@ static const unsigned vpipe__plan__field_indices_by_name[] = {
 static const ProtobufCIntRange vpipe__plan__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor vpipe__plan__descriptor =
 {
@@ -3058,7 +3084,7 @@ const ProtobufCMessageDescriptor vpipe__plan__descriptor =
   "Vpipe__Plan",
   "vpipe",
   sizeof(Vpipe__Plan),
-  10,
+  11,
   vpipe__plan__field_descriptors,
   vpipe__plan__field_indices_by_name,
   1,  vpipe__plan__number_ranges,
@@ -5298,6 +5324,36 @@ const ProtobufCEnumDescriptor vpipe__planner__descriptor =
   vpipe__planner__enum_values_by_name,
   1,
   vpipe__planner__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue vpipe__objective__enum_values_by_number[3] =
+{
+  { "OBJECTIVE_UNSPECIFIED", "VPIPE__OBJECTIVE__OBJECTIVE_UNSPECIFIED", 0 },
+  { "OBJECTIVE_ITERATION_TIME", "VPIPE__OBJECTIVE__OBJECTIVE_ITERATION_TIME", 1 },
+  { "OBJECTIVE_THROUGHPUT", "VPIPE__OBJECTIVE__OBJECTIVE_THROUGHPUT", 2 },
+};
+static const ProtobufCIntRange vpipe__objective__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex vpipe__objective__enum_values_by_name[3] =
+{
+  { "OBJECTIVE_ITERATION_TIME", 1 },
+  { "OBJECTIVE_THROUGHPUT", 2 },
+  { "OBJECTIVE_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor vpipe__objective__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "vpipe.Objective",
+  "Objective",
+  "Vpipe__Objective",
+  "vpipe",
+  3,
+  vpipe__objective__enum_values_by_number,
+  3,
+  vpipe__objective__enum_values_by_name,
+  1,
+  vpipe__objective__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue vpipe__transport__enum_values_by_number[2] =

@@ -121,8 +121,8 @@ enum PlannerBench {
     }
 
     static func speed() {
-        print("| layers × stages | model | VPIPE median | VPIPE max | TIME_BALANCED median | target |")
-        print("|---|---|---|---|---|---|")
+        print("| layers × stages | model | VPIPE median | VPIPE max | TIME_BALANCED median | target | VPIPE T_iter | best baseline T_iter | certificate |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for (blocks, p, target) in [(62, 16, "≤ 100 ms"), (98, 8, "≤ 10 ms"), (998, 64, "≤ 200 ms")] {
             let shape = TransformerShape(name: "gpt-\(blocks)", blocks: blocks, hidden: 2048, heads: 16, sequenceLength: 1024,
                                          vocabulary: 50257, microBatchSize: 1)
@@ -135,12 +135,21 @@ enum PlannerBench {
             var r = PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: .oneFOneB, microBatches: 2 * p, planner: .vpipe))
             var times: [Double] = []
             var policies = 0
+            var vpipe: Plan?
             for _ in 0..<7 {
                 let t0 = DispatchTime.now().uptimeNanoseconds
-                let plan = try? Planning.plan(r)
+                vpipe = try? Planning.plan(r)
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
-                policies = plan?.stages.flatMap(\.policies).filter { $0 != .keep }.count ?? -1
+                policies = vpipe?.stages.flatMap(\.policies).filter { $0 != .keep }.count ?? -1
             }
+            // "Never worse than any baseline": every other planner on the same request.
+            var baseline: (String, Double)?
+            for kind in [PlannerKind.uniform, .parameters, .timeBalanced, .gpipe, .pipedream] {
+                var b = r
+                b.options.planner = kind
+                if let plan = try? Planning.plan(b), baseline == nil || plan.iterationSeconds < baseline!.1 { baseline = (kind.name, plan.iterationSeconds) }
+            }
+            let certificate = vpipe.map { $0.provenOptimal ? "proven" : "gap ≤ \(PlannerBench.pct($0.optimalityGap ?? .infinity))" } ?? "-"
             r.options.planner = .timeBalanced
             var tb: [Double] = []
             for _ in 0..<3 {
@@ -150,7 +159,8 @@ enum PlannerBench {
             }
             times.sort()
             tb.sort()
-            print("| \(model.layers.count) × \(p) | \(shape.name), \(policies) layers swapped/recomputed | \(formatSeconds(times[times.count / 2])) | \(formatSeconds(times.last!)) | \(formatSeconds(tb[tb.count / 2])) | \(target) |")
+            print("| \(model.layers.count) × \(p) | \(shape.name), \(policies) layers swapped/recomputed | \(formatSeconds(times[times.count / 2])) | \(formatSeconds(times.last!)) | \(formatSeconds(tb[tb.count / 2])) | \(target) | "
+                + "\(vpipe.map { formatSeconds($0.iterationSeconds) } ?? "failed") | \(baseline.map { "\(formatSeconds($0.1)) (\($0.0))" } ?? "none fits") | \(certificate) |")
         }
     }
 
@@ -222,6 +232,43 @@ enum DeepPlannerBench {
         let mean = e.gaps.reduce(0, +) / Double(max(1, e.gaps.count))
         return "| \(name) | \(e.n) | \(e.policies) | \(PlannerBench.pct(e.gaps.max() ?? 0)) | \(PlannerBench.pct(mean)) | \(e.over1) | \(e.proven) | "
             + "\(q(t, 0.5)) / \(q(t, 0.9)) / \(q(t, 1)) | \(q(x, 0.5)) / \(q(x, 1)) | \(PlannerBench.pct(e.localGaps.max() ?? 0)) | \(e.over1Local) |"
+    }
+
+    /// VPIPE alone (no EXACT, so long 2- and 3-stage instances count too) on `instances`
+    /// seeded deep pipelines with 2–16 stages, under the given node budgets: how many plans
+    /// are proven optimal, the worst certificate gap, and the planning time. Used to choose
+    /// `VPipePlanner.stageNodeBudget` (docs/benchmarks.md).
+    static func proofs(instances: Int, stageNodeBudget: Int, planNodeBudget: Int) {
+        var rng = SplitMix64(seed: 10)
+        struct Bucket { var n = 0, proven = 0, worstGap = 0.0, times: [Double] = [] }
+        var buckets: [String: Bucket] = [:]
+        let settings = Planning.Settings(stageNodeBudget: stageNodeBudget, planNodeBudget: planNodeBudget)
+        var planned = 0, infeasible = 0
+        while planned < instances {
+            let r = RandomInstances.deepPipeline(&rng)
+            let p = r.cluster.devices.count
+            guard let plan = try? Planning.plan(r, settings: settings) else { infeasible += 1; continue }
+            planned += 1
+            let name = p <= 3 ? "2–3" : p <= 8 ? "4–8" : "9–16"
+            var b = buckets[name] ?? Bucket()
+            b.n += 1
+            b.proven += plan.provenOptimal ? 1 : 0
+            b.worstGap = max(b.worstGap, plan.optimalityGap ?? .infinity)
+            b.times.append(plan.planningSeconds)
+            buckets[name] = b
+            if !plan.provenOptimal {
+                print("- not proven: \(r.model.layers.count) layers × \(p) stages \(r.options.schedule.name) m=\(r.options.microBatches): gap ≤ \(PlannerBench.pct(plan.optimalityGap ?? .infinity)), \(formatSeconds(plan.planningSeconds))")
+            }
+        }
+        print("stage budget \(stageNodeBudget) nodes, plan budget \(planNodeBudget) nodes; \(planned) plans (seed 10), \(infeasible) infeasible draws skipped\n")
+        print("| stages | plans | proven optimal | worst certificate gap | time p50 / p90 / max |")
+        print("|---|---|---|---|---|")
+        for name in ["2–3", "4–8", "9–16"] {
+            guard let b = buckets[name] else { continue }
+            let t = b.times.sorted()
+            func q(_ f: Double) -> String { formatSeconds(t[min(t.count - 1, Int(Double(t.count) * f))]) }
+            print("| \(name) | \(b.n) | \(b.proven) | \(PlannerBench.pct(b.worstGap)) | \(q(0.5)) / \(q(0.9)) / \(q(1)) |")
+        }
     }
 
     /// The instance issue #10 measured.

@@ -9,17 +9,21 @@ public struct CostModel: Sendable {
     public let cluster: ClusterSpec
     public let schedule: Schedule
     public let microBatches: Int
+    /// What the search planners minimise; `evaluate` does not depend on it.
+    public let objective: PlanObjective
 
-    public init(model: ModelSpec, cluster: ClusterSpec, schedule: Schedule, microBatches: Int) {
+    public init(model: ModelSpec, cluster: ClusterSpec, schedule: Schedule, microBatches: Int,
+                objective: PlanObjective = .iterationTime) {
         self.model = model
         self.cluster = cluster
         self.schedule = schedule
         self.microBatches = microBatches
+        self.objective = objective
     }
 
     public init(_ request: PlanRequest) {
-        self.init(model: request.model, cluster: request.cluster,
-                  schedule: request.options.schedule, microBatches: request.options.microBatches)
+        self.init(model: request.model, cluster: request.cluster, schedule: request.options.schedule,
+                  microBatches: request.options.microBatches, objective: request.options.objective)
     }
 
     /// n_i: micro-batches whose stash stage `i` of `p` holds at its peak.

@@ -17,7 +17,9 @@
 ///   with every term ≤ τ; (m−1)·τ + Σ is a candidate. Since Σ ≥ τ, the scan stops once
 ///   m·τ exceeds the best found.
 /// Ties between equal T_iter go to the lower largest memory fill Mem_i/M_i, then to fewer
-/// SWAP/RECOMPUTE layers. Work limits (checked, with errors naming them): at most
+/// SWAP/RECOMPUTE layers, then to the lower τ. Under the THROUGHPUT objective the answer is
+/// the DP at the first τ that admits a partition (smallest τ, then smallest Σ); the scan
+/// still runs to the end to report the optimum T_iter as the certificate's bound. Work limits (checked, with errors naming them): at most
 /// `maxLayers` layers, `maxCandidateStages` candidate stages and `maxNodes` search nodes.
 enum ExactPlanner {
     static let maxLayers = 256
@@ -29,7 +31,8 @@ enum ExactPlanner {
         let input: Int, profiles: [Double]
     }
 
-    static func layout(_ cm: CostModel) throws -> PlanLayout {
+    /// The optimal layout for `cm.objective`, and the optimum T_iter over all feasible plans.
+    static func solve(_ cm: CostModel) throws -> (layout: PlanLayout, optimalIterationSeconds: Double) {
         let L = cm.model.layers.count, p = cm.cluster.devices.count, m = cm.microBatches
         if L > maxLayers {
             throw VPipeError.invalidField(
@@ -119,7 +122,8 @@ enum ExactPlanner {
         // The scan over τ.
         var taus = Set<Double>()
         for list in candidates { for c in list { taus.insert(max(c.time, c.link)) } }
-        var best: (starts: [Int], time: Double, fill: Double, moved: Int)?
+        var best: (starts: [Int], time: Double, fill: Double, moved: Int, tau: Double)?
+        var smallestTau: (starts: [Int], time: Double, fill: Double, moved: Int, tau: Double)?
         for tau in taus.sorted() {
             if let b = best, Double(m) * tau > b.time * (1 + 1e-12) { break }
             // sum[k][e], fill, moved, from: best stages 0...k covering layers 0..<e.
@@ -137,26 +141,31 @@ enum ExactPlanner {
                     let mv = (k == 0 ? 0 : moved[k - 1][c.s]) + c.moved
                     let tol = 1e-12 * total
                     let current = sum[k][c.e]
-                    if total < current - tol || (total <= current + tol && (f, mv) < (fill[k][c.e], moved[k][c.e])) {
+                    let t = max(k == 0 ? 0 : top[k - 1][c.s], c.time, c.link)
+                    if total < current - tol || (total <= current + tol && (f, mv, t) < (fill[k][c.e], moved[k][c.e], top[k][c.e])) {
                         sum[k][c.e] = total; fill[k][c.e] = f; moved[k][c.e] = mv; from[k][c.e] = c.s
-                        top[k][c.e] = max(k == 0 ? 0 : top[k - 1][c.s], c.time, c.link)
+                        top[k][c.e] = t
                     }
                 }
             }
             guard sum[p - 1][L] < .infinity else { continue }
             let time = Double(m - 1) * top[p - 1][L] + sum[p - 1][L]
-            let f = fill[p - 1][L], mv = moved[p - 1][L]
+            let f = fill[p - 1][L], mv = moved[p - 1][L], t = top[p - 1][L]
+            func starts() -> [Int] {
+                var starts = [Int](repeating: 0, count: p)
+                var e = L
+                for k in stride(from: p - 1, through: 0, by: -1) { starts[k] = from[k][e]; e = starts[k] }
+                return starts
+            }
+            if smallestTau == nil { smallestTau = (starts(), time, f, mv, t) }
             if let b = best {
                 let tol = 1e-12 * b.time
                 if time > b.time + tol { continue }
-                if time >= b.time - tol && (f, mv) >= (b.fill, b.moved) { continue }
+                if time >= b.time - tol && (f, mv, t) >= (b.fill, b.moved, b.tau) { continue }
             }
-            var starts = [Int](repeating: 0, count: p)
-            var e = L
-            for k in stride(from: p - 1, through: 0, by: -1) { starts[k] = from[k][e]; e = starts[k] }
-            best = (starts, time, f, mv)
+            best = (starts(), time, f, mv, t)
         }
-        guard let best else {
+        guard let optimum = best, let best = cm.objective == .throughput ? smallestTau : best else {
             let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
             throw Infeasibility.explain(cm, planner: "EXACT", starts: VPipePlanner.balancedStarts(cm, recompute: false), oracle: oracle)
         }
@@ -165,6 +174,6 @@ enum ExactPlanner {
             let e = k + 1 < p ? best.starts[k + 1] : L
             policies += try solve(k, best.starts[k], e)!.policies
         }
-        return PlanLayout(stageStarts: best.starts, layerCount: L, policies: policies)
+        return (PlanLayout(stageStarts: best.starts, layerCount: L, policies: policies), optimum.time)
     }
 }

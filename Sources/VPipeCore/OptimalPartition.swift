@@ -7,6 +7,13 @@
 /// (m−1)·τ + Σ_min (the unconstrained minimum of Σ) reaches the best T_iter found, no larger
 /// τ can win and the search stops. Candidates below the min-max bottleneck are skipped.
 ///
+/// Under the THROUGHPUT objective (smallest τ, then smallest T_iter) the answer is the first
+/// step of the same scan: the DP at the min-max bottleneck gives the smallest Σ, hence the
+/// smallest T_iter, among the plans of smallest τ.
+///
+/// Ties between equal T_iter (ITERATION_TIME) go to the lower largest memory fill, then to
+/// fewer moved layers (the cost model's rules), then to the lower τ.
+///
 /// Only stages that can be in a plan better than a known feasible one (`upperBound`) are
 /// offered: a stage of the optimum has T_i ≤ τ ≤ T_iter / m (Σ ≥ τ, because τ is one of Σ's
 /// terms), so a stage whose all-KEEP compute time (a lower bound on T_i) exceeds
@@ -24,28 +31,32 @@ enum OptimalPartition {
     }
 
     /// Cells of the Σ DP: smallest Σ, then smallest largest memory fill, then fewest moved
-    /// layers (the cost model's tie rules).
+    /// layers (the cost model's tie rules), then the lower τ so far.
     struct Cell {
         var sum = Double.infinity, fill = Double.infinity, moved = Int.max, from = -1, top = 0.0
-        func better(_ sum: Double, _ fill: Double, _ moved: Int) -> Bool {
+        func better(_ sum: Double, _ fill: Double, _ moved: Int, _ top: Double) -> Bool {
             let tol = 1e-12 * max(abs(sum), abs(self.sum == .infinity ? 0 : self.sum))
             if sum < self.sum - tol { return true }
             if sum > self.sum + tol { return false }
             if fill != self.fill { return fill < self.fill }
-            return moved < self.moved
+            if moved != self.moved { return moved < self.moved }
+            return top < self.top
         }
     }
 
     struct Solution {
         var starts: [Int]
         var iterationSeconds: Double
+        /// τ of the partition.
+        var bottleneckSeconds: Double
         var fill: Double
         var moved: Int
     }
 
-    /// The partition minimising T_iter over `items` (items[k]: the candidates for stage k),
-    /// or nil when no partition can be built from them.
-    static func solve(items: [[Item]], layerCount L: Int, microBatches m: Int) -> Solution? {
+    /// The best partition over `items` (items[k]: the candidates for stage k) under
+    /// `objective`, or nil when no partition can be built from them.
+    static func solve(items: [[Item]], layerCount L: Int, microBatches m: Int,
+                      objective: PlanObjective = .iterationTime) -> Solution? {
         let p = items.count
         guard p >= 1 else { return nil }
         var table = [[Cell]](repeating: [Cell](repeating: Cell(), count: L + 1), count: p)
@@ -66,7 +77,7 @@ enum OptimalPartition {
                         moved = before.moved + it.moved
                         top = max(before.top, it.top)
                     }
-                    if table[k][it.end].better(sum, fill, moved) {
+                    if table[k][it.end].better(sum, fill, moved, top) {
                         table[k][it.end] = Cell(sum: sum, fill: fill, moved: moved, from: it.start, top: top)
                     }
                 }
@@ -77,13 +88,16 @@ enum OptimalPartition {
             var e = L
             for k in stride(from: p - 1, through: 0, by: -1) { starts[k] = table[k][e].from; e = starts[k] }
             // τ of the partition itself (it may be below the bound tried).
-            return Solution(starts: starts, iterationSeconds: Double(m - 1) * last.top + last.sum, fill: last.fill, moved: last.moved)
+            return Solution(starts: starts, iterationSeconds: Double(m - 1) * last.top + last.sum,
+                            bottleneckSeconds: last.top, fill: last.fill, moved: last.moved)
         }
 
+        let tauFloor = minMaxBottleneck(items, layerCount: L)
+        guard tauFloor < .infinity else { return nil }
+        if objective == .throughput { return run(tauFloor) }
         guard let free = run(.infinity) else { return nil }
         if m == 1 { return free }
         let sigmaFloor = table[p - 1][L].sum  // Σ_min: no partition has a smaller Σ
-        let tauFloor = minMaxBottleneck(items, layerCount: L)
         var candidates = Set<Double>()
         for list in items { for it in list where it.top >= tauFloor { candidates.insert(it.top) } }
         var best = free
@@ -92,7 +106,8 @@ enum OptimalPartition {
             guard let s = run(tau) else { continue }
             let tol = 1e-12 * best.iterationSeconds
             if s.iterationSeconds < best.iterationSeconds - tol
-                || (s.iterationSeconds <= best.iterationSeconds + tol && (s.fill, s.moved) < (best.fill, best.moved)) {
+                || (s.iterationSeconds <= best.iterationSeconds + tol
+                    && (s.fill, s.moved, s.bottleneckSeconds) < (best.fill, best.moved, best.bottleneckSeconds)) {
                 best = s
             }
         }

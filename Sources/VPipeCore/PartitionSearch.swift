@@ -47,15 +47,18 @@ final class StageOracle {
 
     /// Partitions compare by: fewer stages that cannot fit, then less memory over (so a
     /// search starting from an infeasible partition walks towards feasibility), then T_iter.
+    /// Fewer unfit stages, then fewer bytes over, then the request's objective.
     struct Score: Comparable {
         var unfit: Int
         var overBytes: Double
+        var bottleneckSeconds: Double
         var iterationSeconds: Double
+        var objective: PlanObjective
 
         static func < (a: Score, b: Score) -> Bool {
             if a.unfit != b.unfit { return a.unfit < b.unfit }
             if a.overBytes != b.overBytes { return a.overBytes < b.overBytes }
-            return a.iterationSeconds < b.iterationSeconds * (1 - 1e-12)
+            return a.objective.prefers((a.bottleneckSeconds, a.iterationSeconds), over: (b.bottleneckSeconds, b.iterationSeconds))
         }
     }
 
@@ -77,7 +80,8 @@ final class StageOracle {
             tau = max(tau, t, link)
             sum += t + link
         }
-        return Score(unfit: unfit, overBytes: over, iterationSeconds: Double(cm.microBatches - 1) * tau + sum)
+        return Score(unfit: unfit, overBytes: over, bottleneckSeconds: tau,
+                     iterationSeconds: Double(cm.microBatches - 1) * tau + sum, objective: cm.objective)
     }
 
     /// The layout of a partition whose every stage fits.

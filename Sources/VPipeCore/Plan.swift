@@ -32,6 +32,42 @@ public enum MemoryPolicy: Int, Sendable, CaseIterable {
     }
 }
 
+/// What the search planners (VPIPE, EXACT) minimise. The baselines are fixed algorithms and
+/// ignore it (TIME_BALANCED, GPIPE and PIPEDREAM minimise the bottleneck by construction).
+public enum PlanObjective: Int, Sendable, CaseIterable {
+    /// Cost model v1's objective (docs/cost-model.md): the smallest T_iter = (m−1)·τ + Σ,
+    /// the time of one flushed iteration.
+    case iterationTime = 1
+    /// The smallest bottleneck τ first, then the smallest T_iter among those plans: what
+    /// PipeDream's optimizer and a pipeline without flushes (PIPEDREAM_ASYNC, or m large)
+    /// optimise, since their steady state runs one micro-batch per τ.
+    case throughput = 2
+
+    public var name: String {
+        switch self {
+        case .iterationTime: return "ITERATION_TIME"
+        case .throughput: return "THROUGHPUT"
+        }
+    }
+
+    /// The key plans are ranked by under this objective, smaller is better.
+    func key(bottleneck tau: Double, iteration: Double) -> (Double, Double) {
+        switch self {
+        case .iterationTime: return (iteration, tau)
+        case .throughput: return (tau, iteration)
+        }
+    }
+
+    /// Whether a plan with (τ, T_iter) = `a` ranks strictly before one with `b`, up to
+    /// rounding (relative 1e-12 on each component).
+    func prefers(_ a: (bottleneck: Double, iteration: Double), over b: (bottleneck: Double, iteration: Double)) -> Bool {
+        let x = key(bottleneck: a.bottleneck, iteration: a.iteration), y = key(bottleneck: b.bottleneck, iteration: b.iteration)
+        if x.0 < y.0 * (1 - 1e-12) { return true }
+        if x.0 > y.0 * (1 + 1e-12) { return false }
+        return x.1 < y.1 * (1 - 1e-12)
+    }
+}
+
 /// Which algorithm chooses the partition and the policies.
 public enum PlannerKind: Int, Sendable, CaseIterable {
     case vpipe = 1
@@ -60,11 +96,15 @@ public struct PlanOptions: Sendable, Equatable {
     /// m ≥ 1.
     public var microBatches: Int
     public var planner: PlannerKind
+    /// What VPIPE and EXACT minimise (default: T_iter, cost model v1's objective).
+    public var objective: PlanObjective
 
-    public init(schedule: Schedule = .oneFOneB, microBatches: Int, planner: PlannerKind = .vpipe) {
+    public init(schedule: Schedule = .oneFOneB, microBatches: Int, planner: PlannerKind = .vpipe,
+                objective: PlanObjective = .iterationTime) {
         self.schedule = schedule
         self.microBatches = microBatches
         self.planner = planner
+        self.objective = objective
     }
 }
 
@@ -137,14 +177,20 @@ public struct Plan: Sendable, Equatable {
     public var costModelVersion: Int
     public var planner: PlannerKind?
     public var planningSeconds: Double
+    /// The objective the planner was asked for (nil on a plan that was only evaluated).
+    public var objective: PlanObjective?
     /// The planner's certificate: no feasible plan for the same request (same devices,
-    /// schedule and m) has a T_iter below this. 0 on a plan that was only evaluated.
+    /// schedule and m) has a T_iter below this, whatever the objective. 0 on a plan that was
+    /// only evaluated.
     public var lowerBoundSeconds: Double = 0
-    /// The planner proved that no feasible plan has a smaller T_iter.
+    /// The planner proved this plan optimal for its objective: under ITERATION_TIME no
+    /// feasible plan has a smaller T_iter (and lowerBoundSeconds = T_iter); under THROUGHPUT
+    /// none has a smaller τ, nor the same τ and a smaller T_iter (lowerBoundSeconds stays the
+    /// bound on any plan's T_iter, so the gap is what the lower τ costs in T_iter).
     public var provenOptimal: Bool = false
 
-    /// How far above the proven lower bound T_iter may be (0 when proven optimal; nil
-    /// without a bound).
+    /// How far above the proven lower bound T_iter may be (nil without a bound): 0 when
+    /// proven optimal under ITERATION_TIME; under THROUGHPUT what the smallest τ costs.
     public var optimalityGap: Double? {
         lowerBoundSeconds > 0 ? max(0, iterationSeconds / lowerBoundSeconds - 1) : nil
     }

@@ -25,7 +25,13 @@ public enum PlanTable {
         }
         lines.append("bottleneck \(formatSeconds(plan.bottleneckSeconds)), iteration \(formatSeconds(plan.iterationSeconds)), "
             + "planned in \(formatSeconds(plan.planningSeconds))")
-        if plan.provenOptimal {
+        if plan.provenOptimal && plan.objective == .throughput {
+            var line = "certificate: proven the smallest bottleneck (objective THROUGHPUT) under cost model v\(plan.costModelVersion)"
+            if let gap = plan.optimalityGap, gap > 0 {
+                line += "; its iteration is at most \(formatFixed(gap * 100, decimals: 2))% above the fastest plan's"
+            }
+            lines.append(line)
+        } else if plan.provenOptimal {
             lines.append("certificate: proven optimal under cost model v\(plan.costModelVersion)")
         } else if let gap = plan.optimalityGap {
             lines.append("certificate: no plan is faster than \(formatSeconds(plan.lowerBoundSeconds)); "

@@ -28,8 +28,16 @@ public enum Planning {
         /// VPIPE: on small instances, also start from the exact best partition given the
         /// per-stage solver. Off measures the local search on its own.
         public var exactPartitionOnSmallInstances = true
-        public init(exactPartitionOnSmallInstances: Bool = true) {
+        /// VPIPE: search nodes one stage's policy solve may spend before it settles for its
+        /// proven bound, and nodes all stage solves of a plan may spend before VPIPE falls
+        /// back to the local search (docs/planners.md; `vpipe-bench proofs` measures them).
+        public var stageNodeBudget = VPipePlanner.stageNodeBudget
+        public var planNodeBudget = VPipePlanner.maxStageNodes
+        public init(exactPartitionOnSmallInstances: Bool = true, stageNodeBudget: Int = VPipePlanner.stageNodeBudget,
+                    planNodeBudget: Int = VPipePlanner.maxStageNodes) {
             self.exactPartitionOnSmallInstances = exactPartitionOnSmallInstances
+            self.stageNodeBudget = stageNodeBudget
+            self.planNodeBudget = planNodeBudget
         }
     }
 
@@ -53,12 +61,14 @@ public enum Planning {
         case .pipedream:
             layout = PipeDreamPlanner.layout(costModel)
         case .vpipe:
-            let certified = try VPipePlanner.certifiedLayout(costModel, useExactPartition: settings.exactPartitionOnSmallInstances)
+            let certified = try VPipePlanner.certifiedLayout(costModel, settings: settings)
             layout = certified.layout
             lowerBound = max(lowerBound, certified.lowerBound)
             proven = certified.proven
         case .exact:
-            layout = try ExactPlanner.layout(costModel)
+            let exact = try ExactPlanner.solve(costModel)
+            layout = exact.layout
+            lowerBound = max(lowerBound, exact.optimalIterationSeconds)
             proven = true
         }
         var plan = try costModel.evaluate(layout)
@@ -68,13 +78,19 @@ public enum Planning {
                 "the \(request.options.planner.name) plan does not fit: " + violations.joined(separator: "; "))
         }
         plan.planner = request.options.planner
-        // The certificate: a proven plan is its own bound (the searches' sums are taken in
-        // another order than `evaluate`'s, so they agree only to rounding).
-        if proven || lowerBound >= plan.iterationSeconds * (1 - 1e-9) {
-            plan.lowerBoundSeconds = plan.iterationSeconds
-            plan.provenOptimal = true
-        } else {
-            plan.lowerBoundSeconds = lowerBound
+        plan.objective = request.options.objective
+        // The certificate. The bound is on T_iter whatever the objective; a plan that reaches
+        // it is T_iter-optimal (the searches' sums are taken in another order than
+        // `evaluate`'s, so they agree only to rounding).
+        let reachesBound = lowerBound >= plan.iterationSeconds * (1 - 1e-9)
+        switch request.options.objective {
+        case .iterationTime:
+            plan.provenOptimal = proven || reachesBound
+            plan.lowerBoundSeconds = plan.provenOptimal ? plan.iterationSeconds : lowerBound
+        case .throughput:
+            // Smallest τ is only known from a search that proved it.
+            plan.provenOptimal = proven
+            plan.lowerBoundSeconds = reachesBound ? plan.iterationSeconds : lowerBound
         }
         let elapsed = ContinuousClock.now - started
         plan.planningSeconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18

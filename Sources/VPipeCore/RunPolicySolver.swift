@@ -59,7 +59,7 @@ struct RunPolicySolver {
         var moved = 0
     }
 
-    init(costModel: CostModel, stageCount: Int, nodeBudget: Int = 50_000) {
+    init(costModel: CostModel, stageCount: Int, nodeBudget: Int = VPipePlanner.stageNodeBudget) {
         self.cm = costModel
         self.stageCount = stageCount
         self.nodeBudget = nodeBudget

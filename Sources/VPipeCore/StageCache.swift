@@ -22,10 +22,10 @@ final class StageCache {
         let stageClass: Int, kind: Int, a: Int, b: Int, c: Int
     }
 
-    init(_ cm: CostModel, stageCount p: Int) {
+    init(_ cm: CostModel, stageCount p: Int, nodeBudget: Int = VPipePlanner.stageNodeBudget) {
         self.cm = cm
         self.stageCount = p
-        self.solver = RunPolicySolver(costModel: cm, stageCount: p)
+        self.solver = RunPolicySolver(costModel: cm, stageCount: p, nodeBudget: nodeBudget)
         struct DeviceKey: Hashable { let memory: Int, speed: Double, host: Double, reserved: Int, n: Int, v: Int }
         var classes: [DeviceKey: Int] = [:]
         var ids: [Int] = []

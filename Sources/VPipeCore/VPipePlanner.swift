@@ -19,14 +19,19 @@
 ///    stage counts as the worst bottleneck), one layer or a run of identical layers at a
 ///    time, and keep a move when the partition's score improves, until no move improves;
 /// and report the relaxation bound of `LowerBound`.
+/// Plans are ranked by the request's objective (`PlanObjective`): T_iter, then τ by default;
+/// τ, then T_iter under THROUGHPUT. The window of step 2 holds for both: a plan's τ is at
+/// most its T_iter / m, so the stages of the plan of smallest τ are inside it too.
 /// Deterministic: every choice is taken in a fixed order, ties keep the earlier candidate.
-enum VPipePlanner {
+public enum VPipePlanner {
     /// The DP's work limit: candidate stages (stage, first layer, last layer) it may solve.
     static let maxCandidateStages = 60_000
     /// ... and the stage-search nodes it may spend in all (long stages of many distinct
     /// layers, e.g. a ResNet under tight memory, fall back to the local search instead of
     /// taking seconds).
-    static let maxStageNodes = 3_000_000
+    public static let maxStageNodes = 3_000_000
+    /// Nodes one stage's `RunPolicySolver` may spend before it reports its proven bound.
+    public static let stageNodeBudget = 50_000
 
     struct Certified {
         var layout: PlanLayout
@@ -38,30 +43,35 @@ enum VPipePlanner {
     /// `useExactPartition: false` keeps to the local search (the benchmark uses it to
     /// measure the heuristic on its own).
     static func layout(_ cm: CostModel, useExactPartition: Bool = true) throws -> PlanLayout {
-        try certifiedLayout(cm, useExactPartition: useExactPartition).layout
+        try certifiedLayout(cm, settings: .init(exactPartitionOnSmallInstances: useExactPartition)).layout
     }
 
-    static func certifiedLayout(_ cm: CostModel, useExactPartition: Bool = true) throws -> Certified {
+    static func certifiedLayout(_ cm: CostModel, settings: Planning.Settings = .init()) throws -> Certified {
+        let useExactPartition = settings.exactPartitionOnSmallInstances
         let p = cm.cluster.devices.count
-        let cache = StageCache(cm, stageCount: p)
+        let cache = StageCache(cm, stageCount: p, nodeBudget: settings.stageNodeBudget)
         let starts = [balancedStarts(cm, recompute: false), balancedStarts(cm, recompute: true)]
-        var upper: (starts: [Int], time: Double)?
+        let objective = cm.objective
+        typealias Times = (bottleneck: Double, iteration: Double)
+        func measured(_ plan: Plan) -> Times { (plan.bottleneckSeconds, plan.iterationSeconds) }
+        var upper: (starts: [Int], times: Times)?
         for s in starts {
-            if let t = iterationSeconds(s, cache), upper == nil || t < upper!.time { upper = (s, t) }
+            if let t = Self.times(s, cache), upper == nil || objective.prefers(t, over: upper!.times) { upper = (s, t) }
         }
-        var local: (layout: PlanLayout, time: Double)?
+        var local: (layout: PlanLayout, times: Times)?
         if upper == nil || !useExactPartition {
             // Nothing balanced fits: the local search walks towards a feasible partition.
             let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
             if let found = try? localSearch(cm, oracle: oracle, useExactPartition: useExactPartition) {
-                local = (found, try cm.evaluate(found).iterationSeconds)
+                local = (found, measured(try cm.evaluate(found)))
             }
         }
-        if useExactPartition, let exact = optimal(cm, cache: cache, upperBound: min(upper?.time ?? .infinity, local?.time ?? .infinity)) {
-            if let local, local.time < exact.time * (1 - 1e-12) {
+        let upperBound = min(upper?.times.iteration ?? .infinity, local?.times.iteration ?? .infinity)
+        if useExactPartition, let exact = optimal(cm, cache: cache, upperBound: upperBound, nodeBudget: settings.planNodeBudget) {
+            if let local, objective.prefers(local.times, over: exact.times) {
                 return Certified(layout: local.layout, lowerBound: exact.lowerBound, proven: false)
             }
-            if let upper, upper.time < exact.time * (1 - 1e-12), let l = layout(upper.starts, cache) {
+            if let upper, objective.prefers(upper.times, over: exact.times), let l = layout(upper.starts, cache) {
                 return Certified(layout: l, lowerBound: exact.lowerBound, proven: false)
             }
             if let l = layout(exact.starts, cache) {
@@ -72,15 +82,17 @@ enum VPipePlanner {
         if local == nil {
             let oracle = StageOracle(cm, stageCount: p, nodeBudget: 20_000)
             let found = try localSearch(cm, oracle: oracle, useExactPartition: useExactPartition)
-            local = (found, try cm.evaluate(found).iterationSeconds)
+            local = (found, measured(try cm.evaluate(found)))
         }
         var chosen = local!
-        if let upper, upper.time < chosen.time * (1 - 1e-12), let l = layout(upper.starts, cache) { chosen = (l, upper.time) }
+        if let upper, objective.prefers(upper.times, over: chosen.times), let l = layout(upper.starts, cache) {
+            chosen = (l, upper.times)
+        }
         return Certified(layout: chosen.layout, lowerBound: LowerBound.relaxation(cm), proven: false)
     }
 
-    /// T_iter of a partition with each stage's policies solved, nil when a stage does not fit.
-    static func iterationSeconds(_ starts: [Int], _ cache: StageCache) -> Double? {
+    /// τ and T_iter of a partition with each stage's policies solved, nil when a stage does not fit.
+    static func times(_ starts: [Int], _ cache: StageCache) -> (bottleneck: Double, iteration: Double)? {
         let cm = cache.cm
         let L = cm.model.layers.count, p = starts.count
         var tau = 0.0, sum = 0.0
@@ -91,7 +103,7 @@ enum VPipePlanner {
             tau = max(tau, c.stageSeconds, link)
             sum += c.stageSeconds + link
         }
-        return Double(cm.microBatches - 1) * tau + sum
+        return (tau, Double(cm.microBatches - 1) * tau + sum)
     }
 
     static func layout(_ starts: [Int], _ cache: StageCache) -> PlanLayout? {
@@ -105,25 +117,50 @@ enum VPipePlanner {
         return PlanLayout(stageStarts: starts, layerCount: L, policies: policies)
     }
 
-    /// The exact search (see the type's comment); nil when the instance has more candidate
-    /// stages than `maxCandidateStages` or no partition fits.
-    static func optimal(_ cm: CostModel, cache: StageCache, upperBound: Double)
-        -> (starts: [Int], time: Double, lowerBound: Double, proven: Bool)? {
+    /// The exact search (see the type's comment) for `cm.objective`; nil when the instance
+    /// has more candidate stages than `maxCandidateStages` or no partition fits.
+    /// `upperBound`: T_iter of a feasible plan. `lowerBound`: a proven bound on the T_iter of
+    /// every feasible plan (whatever the objective); `proven`: the plan is the objective's optimum.
+    static func optimal(_ cm: CostModel, cache: StageCache, upperBound: Double, nodeBudget: Int = maxStageNodes)
+        -> (starts: [Int], times: (bottleneck: Double, iteration: Double), lowerBound: Double, proven: Bool)? {
         let L = cm.model.layers.count, p = cm.cluster.devices.count, m = cm.microBatches
         let sums = PrefixSums(cm.model)
         let tauCap = upperBound / Double(m) * (1 + 1e-9)  // rounding: the bound is a sum taken in another order
+        // A stage can be in a plan of the window only if its all-KEEP compute time is within
+        // tauCap and its weights fit (both only grow as the stage grows, at either end).
+        func admissible(_ k: Int, _ s: Int, _ e: Int) -> Bool {
+            let device = cm.cluster.devices[k]
+            let stateFactor = cm.model.stateFactor + Double(cm.weightVersions(stage: k, of: p)) - 1
+            return (sums.fwdBwd[e] - sums.fwdBwd[s]) / device.effectiveSpeed <= tauCap
+                && (sums.params[e] - sums.params[s]) * stateFactor + Double(device.reservedBytes) <= Double(device.memoryBytes)
+        }
+        // Bands of stage starts: stages 0..<k cover at most front[k] layers (each taking the
+        // longest admissible stage is the farthest any admissible stages reach, since a
+        // stage starting later ends at least as far), and stages k..<p cover layers from
+        // back[k] on at the earliest (the same argument from the end). So stage k starts in
+        // back[k]...front[k]; on long chains this keeps the candidates near the balanced cuts.
+        var front = [Int](repeating: 0, count: p + 1), back = [Int](repeating: L, count: p + 1)
+        for k in 0..<p {
+            var e = front[k]
+            while e < L && admissible(k, front[k], e + 1) { e += 1 }
+            front[k + 1] = e
+        }
+        for k in stride(from: p - 1, through: 0, by: -1) {
+            var s = back[k + 1]
+            while s > 0 && admissible(k, s - 1, back[k + 1]) { s -= 1 }
+            back[k] = s
+        }
         // Enumerate candidate stages first (cheap bounds only), then solve them.
         var triples: [(k: Int, s: Int, e: Int, link: Double)] = []
         for k in 0..<p {
-            let device = cm.cluster.devices[k]
-            let stateFactor = cm.model.stateFactor + Double(cm.weightVersions(stage: k, of: p)) - 1
-            let firstStarts = k == 0 ? 0...0 : k...(L - (p - k))
-            for s in firstStarts {
+            let firstStart = k == 0 ? 0 : max(k, back[k]), lastStart = k == 0 ? 0 : min(L - (p - k), front[k])
+            guard firstStart <= lastStart else { return nil }
+            for s in firstStart...lastStart {
                 let lastEnd = L - (p - 1 - k)
                 for e in (s + 1)...lastEnd {
                     if k == p - 1 && e != L { continue }
-                    if (sums.fwdBwd[e] - sums.fwdBwd[s]) / device.effectiveSpeed > tauCap { break }
-                    if (sums.params[e] - sums.params[s]) * stateFactor + Double(device.reservedBytes) > Double(device.memoryBytes) { break }
+                    if k < p - 1 && e < back[k + 1] { continue }
+                    if !admissible(k, s, e) { break }
                     let link = k < p - 1 ? cm.linkSeconds(after: k, lastLayer: e - 1) : 0
                     if link > tauCap { continue }
                     triples.append((k, s, e, link))
@@ -136,7 +173,7 @@ enum VPipePlanner {
         var allExact = true
         for t in triples {
             let r = cache.result(t.k, t.s, t.e)
-            if cache.nodes > maxStageNodes { return nil }
+            if cache.nodes > nodeBudget { return nil }
             if r.lowerBound == .infinity || r.lowerBound > tauCap { continue }
             let capacity = Double(cm.cluster.devices[t.k].memoryBytes)
             if let c = r.choice {
@@ -150,17 +187,19 @@ enum VPipePlanner {
                 lowerItems[t.k].append(.init(start: t.s, end: t.e, seconds: c.stageSeconds, link: t.link, fill: 0, moved: 0))
             }
         }
-        let best = OptimalPartition.solve(items: upperItems, layerCount: L, microBatches: m)
+        let best = OptimalPartition.solve(items: upperItems, layerCount: L, microBatches: m, objective: cm.objective)
         var lowerBound: Double
-        if allExact {
+        if allExact && cm.objective == .iterationTime {
             lowerBound = best?.iterationSeconds ?? .infinity
         } else {
-            lowerBound = OptimalPartition.solve(items: lowerItems, layerCount: L, microBatches: m)?.iterationSeconds ?? .infinity
+            // The T_iter optimum over exact stage times (or their proven lower bounds).
+            lowerBound = OptimalPartition.solve(items: allExact ? upperItems : lowerItems, layerCount: L, microBatches: m)?
+                .iterationSeconds ?? .infinity
         }
         // Plans outside the window are no better than the upper bound, which is a plan.
         lowerBound = min(lowerBound, upperBound)
         guard let best else { return nil }
-        return (best.starts, best.iterationSeconds, min(lowerBound, best.iterationSeconds), allExact)
+        return (best.starts, (best.bottleneckSeconds, best.iterationSeconds), min(lowerBound, best.iterationSeconds), allExact)
     }
 
     /// The paper's local search (see the type's comment).

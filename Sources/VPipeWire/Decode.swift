@@ -235,7 +235,12 @@ public enum WireDecode {
             throw VPipeError.invalidField(field: "\(field).cost_model_version",
                                           message: "this library implements cost model version \(CostModel.version) (0 means the latest), got \(version)")
         }
-        return PlanOptions(schedule: schedule, microBatches: Int(o.pointee.micro_batches), planner: planner)
+        let objectiveRaw = Int(o.pointee.objective.rawValue)
+        guard let objective = objectiveRaw == 0 ? .iterationTime : PlanObjective(rawValue: objectiveRaw) else {
+            throw VPipeError.invalidField(field: "\(field).objective",
+                                          message: "expected OBJECTIVE_ITERATION_TIME (1) or OBJECTIVE_THROUGHPUT (2), got \(objectiveRaw)")
+        }
+        return PlanOptions(schedule: schedule, microBatches: Int(o.pointee.micro_batches), planner: planner, objective: objective)
     }
 
     // MARK: - scalars

@@ -33,6 +33,7 @@ public enum WireEncode {
         options.pointee.schedule = Vpipe__Schedule(rawValue: .init(request.options.schedule.rawValue))
         options.pointee.micro_batches = UInt32(clamping: request.options.microBatches)
         options.pointee.planner = Vpipe__Planner(rawValue: .init(request.options.planner.rawValue))
+        options.pointee.objective = Vpipe__Objective(rawValue: .init(request.options.objective.rawValue))
         message.pointee.options = options
         return pack(message, size: vpipe__plan_request__get_packed_size, pack: vpipe__plan_request__pack)
     }
@@ -83,6 +84,7 @@ public enum WireEncode {
         message.pointee.planning_seconds = plan.planningSeconds
         message.pointee.lower_bound_seconds = plan.lowerBoundSeconds
         message.pointee.proven_optimal = plan.provenOptimal ? 1 : 0
+        message.pointee.objective = Vpipe__Objective(rawValue: .init(plan.objective?.rawValue ?? 0))
         return message
     }
 

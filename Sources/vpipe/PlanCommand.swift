@@ -29,6 +29,16 @@ extension PlannerKind: ExpressibleByArgument {
     public static var allValueStrings: [String] { allCases.map(\.argumentName) }
 }
 
+/// `--objective`: iteration-time, throughput.
+extension PlanObjective: ExpressibleByArgument {
+    var argumentName: String { name.lowercased().replacingOccurrences(of: "_", with: "-") }
+    public init?(argument: String) {
+        guard let objective = Self.allCases.first(where: { $0.argumentName == argument }) else { return nil }
+        self = objective
+    }
+    public static var allValueStrings: [String] { allCases.map(\.argumentName) }
+}
+
 struct PlanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
@@ -65,6 +75,8 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "Micro-batches per iteration.") var microBatches: Int = 8
     @Option(help: "Planner: \(PlannerKind.allValueStrings.joined(separator: ", ")).")
     var planner: PlannerKind = .vpipe
+    @Option(help: "What VPIPE and EXACT minimise: iteration-time (T_iter, the default) or throughput (the bottleneck first, then T_iter; PipeDream's objective).")
+    var objective: PlanObjective?
 
     @Option(help: "Write the plan (a serialised vpipe.Plan) here.") var out: String?
     @Option(help: "Write the request (a serialised vpipe.PlanRequest) here.") var writeRequest: String?
@@ -84,6 +96,7 @@ struct PlanCommand: ParsableCommand {
     func run() throws {
         var planRequest = try buildRequest()
         planRequest.options.planner = planner
+        if let objective { planRequest.options.objective = objective }
         if let writeRequest {
             try Data(WireEncode.planRequest(planRequest)).write(to: URL(fileURLWithPath: writeRequest))
         }

@@ -51,4 +51,18 @@ enum Fixtures {
         go([0])
         return out
     }
+
+    /// Every layout of `L` layers on `p` stages: every partition with every KEEP/SWAP/RECOMPUTE
+    /// assignment (brute force for tiny instances: 3^L per partition).
+    static func everyLayout(_ L: Int, _ p: Int, _ body: (PlanLayout) throws -> Void) rethrows {
+        var policies = [MemoryPolicy](repeating: .keep, count: L)
+        let assignments = (0..<L).reduce(1) { r, _ in r * 3 }
+        for starts in allPartitions(L, p) {
+            for code in 0..<assignments {
+                var c = code
+                for l in 0..<L { policies[l] = MemoryPolicy(rawValue: c % 3 + 1)!; c /= 3 }
+                try body(PlanLayout(stageStarts: starts, layerCount: L, policies: policies))
+            }
+        }
+    }
 }

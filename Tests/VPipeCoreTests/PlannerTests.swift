@@ -97,6 +97,7 @@ import VPipeCore
             again.planningSeconds = plan.planningSeconds
             again.lowerBoundSeconds = plan.lowerBoundSeconds
             again.provenOptimal = plan.provenOptimal
+            again.objective = plan.objective
             #expect(again == plan, "\(kind.name) reported numbers that cost model v1 does not reproduce")
         }
     }

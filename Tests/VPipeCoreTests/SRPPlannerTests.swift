@@ -23,14 +23,9 @@ import VPipeCore
             let cm = CostModel(r)
             let L = r.model.layers.count, p = r.cluster.devices.count
             var best = Double.infinity
-            var policies = [MemoryPolicy](repeating: .keep, count: L)
-            for starts in Fixtures.allPartitions(L, p) {
-                for code in 0..<Int(pow3(L)) {
-                    var c = code
-                    for l in 0..<L { policies[l] = MemoryPolicy(rawValue: c % 3 + 1)!; c /= 3 }
-                    let plan = try cm.evaluate(PlanLayout(stageStarts: starts, layerCount: L, policies: policies))
-                    if plan.isFeasible { best = min(best, plan.iterationSeconds) }
-                }
+            try Fixtures.everyLayout(L, p) { layout in
+                let plan = try cm.evaluate(layout)
+                if plan.isFeasible { best = min(best, plan.iterationSeconds) }
             }
             do {
                 let plan = try Planning.plan(r)
@@ -42,8 +37,6 @@ import VPipeCore
         }
         #expect(compared >= 15, "only \(compared) feasible instances compared")
     }
-
-    func pow3(_ n: Int) -> Int { (0..<n).reduce(1) { r, _ in r * 3 } }
 
     /// The quality target: VPIPE within 1% of EXACT on every random small instance.
     @Test func vpipeWithinOnePercentOfExact() throws {

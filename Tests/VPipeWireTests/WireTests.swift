@@ -19,6 +19,23 @@ import VPipeWire
         #expect(again == Self.request)
     }
 
+    /// options.objective crosses the wire both ways; an unknown value is refused by name.
+    @Test func objectiveRoundTripsAndUnknownValuesAreNamed() throws {
+        var r = Self.request
+        r.options.objective = .throughput
+        r.options.planner = .vpipe
+        #expect(try decode(WireEncode.planRequest(r)).options.objective == .throughput)
+        let plan = try Planning.plan(r)
+        #expect(plan.objective == .throughput)
+        // A second `options` (field 3) holding objective = 7 (field 5): protobuf merges it.
+        do {
+            _ = try decode(WireEncode.planRequest(Self.request) + [0x1A, 0x02, 0x28, 0x07])
+            Issue.record("expected objective 7 to be refused")
+        } catch let VPipeError.invalidField(field, message) {
+            #expect(field == "options.objective" && message.contains("got 7"), "field \(field): \(message)")
+        }
+    }
+
     @Test func planRoundTripsItsDecisions() throws {
         let plan = try Planning.plan(Self.request)
         let bytes = WireEncode.plan(plan)

@@ -135,6 +135,25 @@ typedef enum _Vpipe__Planner {
   VPIPE__PLANNER__PLANNER_PIPEDREAM = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__PLANNER)
 } Vpipe__Planner;
+/*
+ * What PLANNER_VPIPE and PLANNER_EXACT minimise (docs/planners.md); the other planners
+ * are fixed algorithms and ignore it.
+ */
+typedef enum _Vpipe__Objective {
+  /*
+   * means OBJECTIVE_ITERATION_TIME
+   */
+  VPIPE__OBJECTIVE__OBJECTIVE_UNSPECIFIED = 0,
+  /*
+   * smallest T_iter, cost model v1's objective
+   */
+  VPIPE__OBJECTIVE__OBJECTIVE_ITERATION_TIME = 1,
+  /*
+   * smallest bottleneck tau, then smallest T_iter (PipeDream's; no-flush pipelines)
+   */
+  VPIPE__OBJECTIVE__OBJECTIVE_THROUGHPUT = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(VPIPE__OBJECTIVE)
+} Vpipe__Objective;
 typedef enum _Vpipe__Transport {
   /*
    * stages are threads of one process (the default)
@@ -446,10 +465,11 @@ struct  Vpipe__PlanOptions
    * 0 means the latest (1)
    */
   uint32_t cost_model_version;
+  Vpipe__Objective objective;
 };
 #define VPIPE__PLAN_OPTIONS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__plan_options__descriptor) \
-    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, VPIPE__PLANNER__PLANNER_UNSPECIFIED, 0 }
+    , VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, VPIPE__PLANNER__PLANNER_UNSPECIFIED, 0, VPIPE__OBJECTIVE__OBJECTIVE_UNSPECIFIED }
 
 
 struct  Vpipe__PlanRequest
@@ -537,16 +557,22 @@ struct  Vpipe__Plan
   double planning_seconds;
   /*
    * The certificate (docs/planners.md): no feasible plan for this request (same devices,
-   * schedule and micro_batches) has an iteration_seconds below lower_bound_seconds.
-   * 0 on a plan that was only evaluated. proven_optimal: the planner proved this plan's
-   * iteration_seconds is the optimum of the cost model (then lower_bound_seconds equals it).
+   * schedule and micro_batches) has an iteration_seconds below lower_bound_seconds,
+   * whatever the objective. 0 on a plan that was only evaluated. proven_optimal: the
+   * planner proved this plan optimal for `objective`: under ITERATION_TIME its
+   * iteration_seconds is the optimum (then lower_bound_seconds equals it); under THROUGHPUT
+   * no plan has a smaller bottleneck, nor the same one and a smaller iteration_seconds.
    */
   double lower_bound_seconds;
   protobuf_c_boolean proven_optimal;
+  /*
+   * the request's; UNSPECIFIED on an evaluated plan
+   */
+  Vpipe__Objective objective;
 };
 #define VPIPE__PLAN__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__plan__descriptor) \
-    , 0,NULL, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, VPIPE__PLANNER__PLANNER_UNSPECIFIED, 0, 0, 0 }
+    , 0,NULL, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, 0, 0, 0, VPIPE__PLANNER__PLANNER_UNSPECIFIED, 0, 0, 0, VPIPE__OBJECTIVE__OBJECTIVE_UNSPECIFIED }
 
 
 /*
@@ -1948,6 +1974,7 @@ extern const ProtobufCEnumDescriptor    vpipe__activation_kind__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__schedule__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__memory_policy__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__planner__descriptor;
+extern const ProtobufCEnumDescriptor    vpipe__objective__descriptor;
 extern const ProtobufCEnumDescriptor    vpipe__transport__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_profile__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__layer_spec__descriptor;

@@ -164,3 +164,42 @@ def test_pipedream_planner_through_the_library() -> None:
         assert "PIPEDREAM" in str(e) and "stage 0" in str(e), str(e)
     else:
         raise AssertionError("expected PIPEDREAM's all-KEEP plan not to fit 1 GiB devices")
+
+
+def objective_request() -> pb.PlanRequest:
+    """Three layers on two devices where the objectives disagree: cutting after layer 0
+    gives τ 11 ms and a free link (T_iter 27 ms at m = 2); cutting after layer 1 gives τ
+    10 ms but a 4 ms link (T_iter 30 ms)."""
+    r = pb.PlanRequest()
+    for l, (ms, out) in enumerate([(5, 1000), (5, 20_000_000), (6, 1000)]):
+        layer = r.model.layers.add(name=f"l{l}")
+        layer.profile.fwd_seconds, layer.profile.bwd_seconds = ms / 3e3, 2 * ms / 3e3
+        layer.profile.stash_bytes, layer.profile.output_bytes, layer.profile.param_bytes = MiB, out, MiB
+    r.model.input_bytes = 1000
+    for d in range(2):
+        r.cluster.devices.add(name=f"gpu{d}", memory_bytes=4096 * MiB, host_bandwidth=12e9)
+    r.cluster.links.add(bandwidth=10e9, latency=0)
+    r.options.micro_batches = 2
+    return r
+
+
+def test_objective_throughput_takes_the_smaller_bottleneck(tmp_path: Path) -> None:
+    r = objective_request()
+    fastest = vpipe.plan(r)
+    assert fastest.objective == pb.OBJECTIVE_ITERATION_TIME and fastest.proven_optimal, fastest
+    assert [s.last_layer for s in fastest.stages] == [0, 2], f"expected the cut after layer 0, got {fastest}"
+    r.options.objective = pb.OBJECTIVE_THROUGHPUT
+    steady = vpipe.plan(r)
+    assert steady.objective == pb.OBJECTIVE_THROUGHPUT and steady.proven_optimal, steady
+    assert [s.last_layer for s in steady.stages] == [1, 2], f"expected the cut after layer 1, got {steady}"
+    assert abs(steady.bottleneck_seconds - 0.010) < 1e-9 and abs(fastest.bottleneck_seconds - 0.011) < 1e-9
+    # The certificate's bound stays the T_iter optimum: the gap is what the smaller τ costs.
+    assert abs(steady.lower_bound_seconds - fastest.iteration_seconds) < 1e-12, (steady.lower_bound_seconds, fastest)
+    # The command line: --objective overrides the request's.
+    path = write(tmp_path, objective_request())
+    result = run("plan", str(path), "--objective", "throughput")
+    assert result.returncode == 0, result.stderr
+    assert "0-1" in result.stdout and "proven the smallest bottleneck" in result.stdout, result.stdout
+    assert "11.11% above the fastest plan's" in result.stdout, result.stdout
+    result = run("plan", str(path))
+    assert result.returncode == 0 and "0-0" in result.stdout and "proven optimal" in result.stdout, result.stdout

@@ -116,7 +116,9 @@ def plan(request: pb.PlanRequest) -> pb.Plan:
 
     Args:
         request: the model, the cluster and the options (``micro_batches`` >= 1 is
-            required; ``planner`` chooses the algorithm, ``schedule`` the pipeline schedule).
+            required; ``planner`` chooses the algorithm, ``schedule`` the pipeline schedule,
+            ``objective`` what VPIPE and EXACT minimise: ``OBJECTIVE_ITERATION_TIME``, the
+            default, or ``OBJECTIVE_THROUGHPUT``, the bottleneck first).
 
     Returns:
         The plan: one ``StagePlan`` per device with its layer range, per-layer memory

@@ -54,7 +54,14 @@ def format_plan(plan: pb.Plan) -> str:
                f"{plan.micro_batches} micro-batches, cost model v{plan.cost_model_version}")
     out.append(f"bottleneck {_seconds(plan.bottleneck_seconds)}, iteration {_seconds(plan.iteration_seconds)} "
                f"(planned in {_seconds(plan.planning_seconds)})")
-    if plan.proven_optimal:
+    if plan.proven_optimal and plan.objective == pb.OBJECTIVE_THROUGHPUT:
+        line = (f"certificate: proven the smallest bottleneck (objective THROUGHPUT) under cost model "
+                f"v{plan.cost_model_version}")
+        if plan.lower_bound_seconds > 0 and plan.iteration_seconds > plan.lower_bound_seconds:
+            gap = plan.iteration_seconds / plan.lower_bound_seconds - 1
+            line += f"; its iteration is at most {gap * 100:.2f}% above the fastest plan's"
+        out.append(line)
+    elif plan.proven_optimal:
         out.append(f"certificate: proven optimal under cost model v{plan.cost_model_version}")
     elif plan.lower_bound_seconds > 0:
         gap = max(0.0, plan.iteration_seconds / plan.lower_bound_seconds - 1)
@@ -96,6 +103,9 @@ def main(argv: Optional[List[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
                                    description="Plans a pipeline (vp_plan) and prints it.")
     plan_cmd.add_argument("request", help="a vpipe.PlanRequest as protobuf JSON ('-' reads standard input)")
     plan_cmd.add_argument("--json", action="store_true", help="print the vpipe.Plan as protobuf JSON instead of a table")
+    plan_cmd.add_argument("--objective", choices=["iteration-time", "throughput"],
+                          help="what VPIPE and EXACT minimise (overrides the request's options.objective): "
+                               "iteration-time (T_iter, the default) or throughput (the bottleneck first, then T_iter)")
     args = parser.parse_args(argv)
 
     try:
@@ -106,6 +116,9 @@ def main(argv: Optional[List[str]] = None, stdin: TextIO = sys.stdin, stdout: Te
     except json_format.ParseError as e:
         print(f"vpipe plan: {args.request} is not a vpipe.PlanRequest in protobuf JSON: {e}", file=stderr)
         return 1
+    if args.objective:
+        request.options.objective = {"iteration-time": pb.OBJECTIVE_ITERATION_TIME,
+                                     "throughput": pb.OBJECTIVE_THROUGHPUT}[args.objective]
     try:
         plan = _plan(request)
     except VPipeError as e:
