@@ -60,6 +60,9 @@ final class StageCache {
         return Key(stageClass: stageClass[k], kind: 0, a: s, b: e, c: 0)
     }
 
+    /// Room for `count` more answers (the DP knows how many candidates it will ask for).
+    func reserve(_ count: Int) { memo.reserveCapacity(memo.count + count) }
+
     func result(_ k: Int, _ s: Int, _ e: Int) -> RunPolicySolver.Result {
         let key = key(k, s, e)
         if let r = memo[key] { return r }

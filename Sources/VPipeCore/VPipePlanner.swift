@@ -24,8 +24,9 @@
 /// most its T_iter / m, so the stages of the plan of smallest τ are inside it too.
 /// Deterministic: every choice is taken in a fixed order, ties keep the earlier candidate.
 public enum VPipePlanner {
-    /// The DP's work limit: candidate stages (stage, first layer, last layer) it may solve.
-    static let maxCandidateStages = 60_000
+    /// The DP's work limit: candidate stages (stage, first layer, last layer) it may solve
+    /// (ResNet-101's 346 layers on 16 stages with ample memory need more than 60,000).
+    static let maxCandidateStages = 250_000
     /// ... and the stage-search nodes it may spend in all (long stages of many distinct
     /// layers, e.g. a ResNet under tight memory, fall back to the local search instead of
     /// taking seconds).
@@ -168,6 +169,7 @@ public enum VPipePlanner {
                 }
             }
         }
+        cache.reserve(triples.count)
         var upperItems = [[OptimalPartition.Item]](repeating: [], count: p)
         var lowerItems = [[OptimalPartition.Item]](repeating: [], count: p)
         var allExact = true

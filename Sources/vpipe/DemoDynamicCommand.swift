@@ -124,6 +124,10 @@ struct DemoDynamicCommand: ParsableCommand {
             }
             let tail = w.change - 1 + 3 * replanEvery
             print("\nafter the change (iterations \(tail + 1)-\(iterations)): static \(Int(tput(fixed, tail, iterations))) rows/s, online \(Int(tput(online, tail, iterations))) rows/s")
+            let replans = online.decisions.filter { $0.source == "online" }.map(\.planningSeconds).sorted()
+            if let slowest = replans.last {
+                print("re-planning: \(replans.count) re-plans, median \(formatSeconds(replans[replans.count / 2])), slowest \(formatSeconds(slowest)) (budget: docs/runtime.md)")
+            }
             let svg = chart(title: w.name, fixed: fixed, online: online, change: w.change, rows: rows)
             try svg.write(toFile: "\(out)/workload\(k + 1).svg", atomically: true, encoding: .utf8)
             print("chart: \(out)/workload\(k + 1).svg")

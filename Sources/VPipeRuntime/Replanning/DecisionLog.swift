@@ -15,6 +15,9 @@ public struct MigrationDecision: Sendable {
     public var iterationSecondsBefore: Double
     public var iterationSecondsAfter: Double = 0
     public var note: String
+    /// Online decisions: how long the re-plan took (the planner's wall time; the stall it
+    /// adds between two iterations). 0 for host decisions and on ranks that did not plan.
+    public var planningSeconds: Double = 0
 }
 
 /// The session's decisions, oldest first, bounded: a host calling apply_plan in a loop

@@ -15,6 +15,7 @@ enum Replanner {
                                          applied: false, iterationSecondsBefore: before, note: "")
         do {
             let fresh = try Planning.plan(PlanRequest(model: model, cluster: cluster, options: request))
+            decision.planningSeconds = fresh.planningSeconds
             decision.newPredictedSeconds = fresh.iterationSeconds
             let gain = (old - fresh.iterationSeconds) / old
             let percent = formatFixed(gain * 100, decimals: 1)
