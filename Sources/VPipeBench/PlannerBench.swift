@@ -121,9 +121,9 @@ enum PlannerBench {
     }
 
     static func speed() {
-        print("| layers × stages | model | VPIPE median | VPIPE max | TIME_BALANCED median | target | VPIPE T_iter | best baseline T_iter | certificate |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for (blocks, p, target) in [(62, 16, "≤ 100 ms"), (98, 8, "≤ 10 ms"), (998, 64, "≤ 200 ms")] {
+        print("| layers × stages | model | VPIPE median | VPIPE max | VPIPE CPU median / max | TIME_BALANCED median | target | VPIPE T_iter | best baseline T_iter | certificate |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for (blocks, p, target) in [(62, 16, "≤ 100 ms"), (98, 8, "—"), (998, 64, "≤ 200 ms")] {
             let shape = TransformerShape(name: "gpt-\(blocks)", blocks: blocks, hidden: 2048, heads: 16, sequenceLength: 1024,
                                          vocabulary: 50257, microBatchSize: 1)
             let model = shape.model()
@@ -133,13 +133,14 @@ enum PlannerBench {
                 count: p, device: DeviceSpec(name: "gpu", memoryBytes: Int(keep / Double(p) * 0.6), hostBandwidth: 12e9),
                 link: LinkSpec(bandwidth: 10e9, latency: 1e-5))
             var r = PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: .oneFOneB, microBatches: 2 * p, planner: .vpipe))
-            var times: [Double] = []
+            var times: [Double] = [], cpu: [Double] = []
             var policies = 0
             var vpipe: Plan?
             for _ in 0..<7 {
-                let t0 = DispatchTime.now().uptimeNanoseconds
+                let t0 = DispatchTime.now().uptimeNanoseconds, c0 = clock()
                 vpipe = try? Planning.plan(r)
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                cpu.append(Double(clock() - c0) / Double(CLOCKS_PER_SEC))
                 policies = vpipe?.stages.flatMap(\.policies).filter { $0 != .keep }.count ?? -1
             }
             // "Never worse than any baseline": every other planner on the same request.
@@ -158,8 +159,9 @@ enum PlannerBench {
                 tb.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
             }
             times.sort()
+            cpu.sort()
             tb.sort()
-            print("| \(model.layers.count) × \(p) | \(shape.name), \(policies) layers swapped/recomputed | \(formatSeconds(times[times.count / 2])) | \(formatSeconds(times.last!)) | \(formatSeconds(tb[tb.count / 2])) | \(target) | "
+            print("| \(model.layers.count) × \(p) | \(shape.name), \(policies) layers swapped/recomputed | \(formatSeconds(times[times.count / 2])) | \(formatSeconds(times.last!)) | \(formatSeconds(cpu[cpu.count / 2])) / \(formatSeconds(cpu.last!)) | \(formatSeconds(tb[tb.count / 2])) | \(target) | "
                 + "\(vpipe.map { formatSeconds($0.iterationSeconds) } ?? "failed") | \(baseline.map { "\(formatSeconds($0.1)) (\($0.0))" } ?? "none fits") | \(certificate) |")
         }
     }
@@ -240,14 +242,16 @@ enum DeepPlannerBench {
     /// `VPipePlanner.stageNodeBudget` (docs/benchmarks.md).
     static func proofs(instances: Int, stageNodeBudget: Int, planNodeBudget: Int) {
         var rng = SplitMix64(seed: 10)
-        struct Bucket { var n = 0, proven = 0, worstGap = 0.0, times: [Double] = [] }
+        struct Bucket { var n = 0, proven = 0, worstGap = 0.0, times: [Double] = [], cpu: [Double] = [] }
         var buckets: [String: Bucket] = [:]
         let settings = Planning.Settings(stageNodeBudget: stageNodeBudget, planNodeBudget: planNodeBudget)
         var planned = 0, infeasible = 0
         while planned < instances {
             let r = RandomInstances.deepPipeline(&rng)
             let p = r.cluster.devices.count
+            let cpu0 = clock()
             guard let plan = try? Planning.plan(r, settings: settings) else { infeasible += 1; continue }
+            let cpu = Double(clock() - cpu0) / Double(CLOCKS_PER_SEC)
             planned += 1
             let name = p <= 3 ? "2–3" : p <= 8 ? "4–8" : "9–16"
             var b = buckets[name] ?? Bucket()
@@ -255,19 +259,23 @@ enum DeepPlannerBench {
             b.proven += plan.provenOptimal ? 1 : 0
             b.worstGap = max(b.worstGap, plan.optimalityGap ?? .infinity)
             b.times.append(plan.planningSeconds)
+            b.cpu.append(cpu)
             buckets[name] = b
             if !plan.provenOptimal {
                 print("- not proven: \(r.model.layers.count) layers × \(p) stages \(r.options.schedule.name) m=\(r.options.microBatches): gap ≤ \(PlannerBench.pct(plan.optimalityGap ?? .infinity)), \(formatSeconds(plan.planningSeconds))")
             }
         }
         print("stage budget \(stageNodeBudget) nodes, plan budget \(planNodeBudget) nodes; \(planned) plans (seed 10), \(infeasible) infeasible draws skipped\n")
-        print("| stages | plans | proven optimal | worst certificate gap | time p50 / p90 / max |")
-        print("|---|---|---|---|---|")
+        // CPU time is the planner's one-core time whatever else runs on the machine.
+        print("| stages | plans | proven optimal | worst certificate gap | wall time p50 / p90 / max | CPU time p50 / p90 / max |")
+        print("|---|---|---|---|---|---|")
         for name in ["2–3", "4–8", "9–16"] {
             guard let b = buckets[name] else { continue }
-            let t = b.times.sorted()
-            func q(_ f: Double) -> String { formatSeconds(t[min(t.count - 1, Int(Double(t.count) * f))]) }
-            print("| \(name) | \(b.n) | \(b.proven) | \(PlannerBench.pct(b.worstGap)) | \(q(0.5)) / \(q(0.9)) / \(q(1)) |")
+            func q(_ a: [Double]) -> String {
+                let t = a.sorted()
+                return [0.5, 0.9, 1].map { formatSeconds(t[min(t.count - 1, Int(Double(t.count) * $0))]) }.joined(separator: " / ")
+            }
+            print("| \(name) | \(b.n) | \(b.proven) | \(PlannerBench.pct(b.worstGap)) | \(q(b.times)) | \(q(b.cpu)) |")
         }
     }
 
