@@ -51,6 +51,53 @@ public enum VPipePlanner {
     }
 
     static func certifiedLayout(_ cm: CostModel, settings: Planning.Settings = .init()) throws -> Certified {
+        typealias Times = (bottleneck: Double, iteration: Double)
+        let found: Certified
+        do { found = try searchedLayout(cm, settings: settings) } catch {
+            // The local search found nothing that fits; a baseline's plan may still.
+            guard settings.exactPartitionOnSmallInstances, let rescue = bestBaseline(cm, settings, over: nil) else { throw error }
+            return Certified(layout: rescue, lowerBound: LowerBound.relaxation(cm), proven: false)
+        }
+        guard !found.proven, settings.exactPartitionOnSmallInstances else { return found }
+        // Not proven: make sure no baseline's plan beats it.
+        let layout = bestBaseline(cm, settings, over: try cm.evaluate(found.layout)) ?? found.layout
+        return Certified(layout: layout, lowerBound: found.lowerBound, proven: false)
+    }
+
+    /// The best feasible baseline layout (each also with its stages' policies re-solved,
+    /// which can only help) that the objective prefers over `current`; nil when none does.
+    static func bestBaseline(_ cm: CostModel, _ settings: Planning.Settings, over current: Plan?) -> PlanLayout? {
+        let cache = StageCache(cm, stageCount: cm.cluster.devices.count, nodeBudget: settings.stageNodeBudget)
+        var best: (layout: PlanLayout, times: (bottleneck: Double, iteration: Double))?
+        if let current { best = (current.layout, (current.bottleneckSeconds, current.iterationSeconds)) }
+        var improved = false
+        for layout in baselineLayouts(cm) {
+            for candidate in [layout, Self.layout(layout.ranges.map(\.lowerBound), cache)].compactMap({ $0 }) {
+                guard let plan = try? cm.evaluate(candidate), plan.isFeasible else { continue }
+                let times = (bottleneck: plan.bottleneckSeconds, iteration: plan.iterationSeconds)
+                if best == nil || cm.objective.prefers(times, over: best!.times) { best = (candidate, times); improved = true }
+            }
+        }
+        return improved ? best?.layout : nil
+    }
+
+    /// Work limit of the baseline check: their min-bottleneck searches cost p·L² each.
+    static let baselineCheckWork = 4_000_000
+
+    /// The baselines' layouts (UNIFORM, PARAMETERS, PIPEDREAM, TIME_BALANCED, GPIPE), or
+    /// none when their searches would cost more than `baselineCheckWork`.
+    static func baselineLayouts(_ cm: CostModel) -> [PlanLayout] {
+        let L = cm.model.layers.count, p = cm.cluster.devices.count
+        guard p * L * L <= baselineCheckWork else { return [] }
+        var layouts = [UniformPlanner.layout(cm), ParametersPlanner.layout(cm), PipeDreamPlanner.layout(cm)]
+        for (policy, name) in [(MemoryPolicy.keep, "TIME_BALANCED"), (.recompute, "GPIPE")] {
+            if let l = try? BalancedPlanner.layout(cm, policy: policy, plannerName: name) { layouts.append(l) }
+        }
+        return layouts
+    }
+
+    /// The exact search when it fits its limits, else the local search (see the type's comment).
+    static func searchedLayout(_ cm: CostModel, settings: Planning.Settings) throws -> Certified {
         let useExactPartition = settings.exactPartitionOnSmallInstances
         let p = cm.cluster.devices.count
         let cache = StageCache(cm, stageCount: p, nodeBudget: settings.stageNodeBudget)
