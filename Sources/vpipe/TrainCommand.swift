@@ -21,9 +21,10 @@ struct TrainCommand: ParsableCommand {
             an embedding first layer) and targets in [0, classes). Rank 0 prints the losses. \
             With TRANSPORT_MPI run it under `mpirun -np <stages>`. --compare-in-process also \
             trains the same config in one process (rank 0) and fails unless both loss \
-            trajectories are bit-identical. Test hook: VPIPE_TEST_KILL=rank:iteration[:exit][:migration] \
+            trajectories are bit-identical. Test hook: VPIPE_TEST_KILL=rank:iteration[:exit][:migration|:save] \
             makes that rank die (SIGKILL, or exit(1)) before that step; with :migration, at \
-            the flush of that step's migration instead, before it hands over its gradients. \
+            the flush of that step's migration instead, before it hands over its gradients; \
+            with :save, inside the save after that step, its shard written. \
             --migrate-at N --migrate-plan plan.pb (repeatable, paired in order) applies that \
             serialised vpipe.Plan on every rank before step N: a live migration (across ranks \
             with TRANSPORT_MPI). --checksums prints a checksum of every layer's parameters at \
@@ -83,7 +84,13 @@ struct TrainCommand: ParsableCommand {
                     // VPIPE_TEST_SKIP_MIGRATE=rank makes that rank not apply it).
                     try session.applyPlan(layout)
                 }
-                if let kill, kill.rank == world.rank, kill.iteration == k, kill.atMigration {
+                if let kill, kill.rank == world.rank, kill.iteration == k, kill.atSave {
+                    // Dies inside the save after step k, its shard written, before the exchange.
+                    CheckpointTestHooks.afterShardWritten = {
+                        FileHandle.standardError.write(Data("rank \(world.rank): test hook: dying inside the save after step \(k)\n".utf8))
+                        if kill.exit { Glibc.exit(1) } else { raise(SIGKILL) }
+                    }
+                } else if let kill, kill.rank == world.rank, kill.iteration == k, kill.atMigration {
                     // Dies at the migration flush of step k, before handing over its gradients.
                     MigrationTestHooks.atRemoteFlush = {
                         FileHandle.standardError.write(Data("rank \(world.rank): test hook: dying at the migration flush of step \(k)\n".utf8))
@@ -172,11 +179,12 @@ struct TrainCommand: ParsableCommand {
 
     static func show(_ v: Float) -> String { String(format: "%.9g", Double(v)) }
 
-    static func killHook() -> (rank: Int, iteration: Int, exit: Bool, atMigration: Bool)? {
+    static func killHook() -> (rank: Int, iteration: Int, exit: Bool, atMigration: Bool, atSave: Bool)? {
         guard let raw = ProcessInfo.processInfo.environment["VPIPE_TEST_KILL"] else { return nil }
         let parts = raw.split(separator: ":")
         guard parts.count >= 2, let r = Int(parts[0]), let i = Int(parts[1]) else { return nil }
-        return (r, i, parts.dropFirst(2).contains("exit"), parts.dropFirst(2).contains("migration"))
+        let flags = parts.dropFirst(2)
+        return (r, i, flags.contains("exit"), flags.contains("migration"), flags.contains("save"))
     }
 
     static func tokens(_ model: ModelSpec) -> Bool {

@@ -18,7 +18,8 @@
 #     step, with the losses of the in-process run.
 #  7. checkpoint and restart (docs/checkpoint.md): 4 ranks save every 2 steps, a rank is
 #     killed mid-run, and a restart from the last checkpoint with 4 ranks, and with 2 ranks
-#     on a new plan, prints the same losses as an uninterrupted run for the steps after it.
+#     on a new plan, prints the same losses as an uninterrupted run for the steps after it;
+#     a rank dying inside a save stops the others naming it, and the last checkpoint stands.
 set -u
 CLI=${CLI:-$(pwd)/.build/release/vpipe-cli}
 PY=${PYTHON:-python3}
@@ -173,6 +174,21 @@ for np in 4 2; do
   if echo "$out" | grep -q "resumed from $ck after step 4" && echo "$out" | grep -q "loss trajectories identical"; then
     ok "restart with np=$np from the step-4 checkpoint of 4 ranks: steps 5-8 == the uninterrupted run's, bit for bit"
   else bad "restart np=$np"; echo "$out" | tail -20; fi
+done
+# Rank 2 dies inside the save after step 6 (its shard written, before the ranks exchange
+# what they wrote): every other rank stops within the failure timeout, naming it; the
+# manifest still names step 4's shards, all still there, and a restart resumes from step 4.
+for how in save save:exit; do
+  start=$(date +%s)
+  out=$(VPIPE_TEST_KILL=2:6:$how timeout 60 $MPIRUN --enable-recovery -np 4 "$CLI" train "$dir/c4.pb" --steps 8 --resume "$ck" \
+        --save-every 2 --checkpoint "$ck" 2>&1)
+  secs=$(( $(date +%s) - start ))
+  check_all "np=4 rank 2 dies inside a save ($how): every other rank stops naming it" "$out" $secs "rank 2 (stage 2) did not answer within $T s" 0 1 3
+  shards=$(ls "$dir" | grep -c "^run.vpck.it4.rank[0-3]$")
+  out=$(timeout 60 $MPIRUN -np 2 "$CLI" train "$dir/c2.pb" --steps 5 --resume "$ck" 2>&1)
+  if [ "$shards" -eq 4 ] && echo "$out" | grep -q "resumed from $ck after step 4"; then
+    ok "np=4 after the death inside the save ($how): the step-4 checkpoint stands (4 shards) and resumes"
+  else bad "checkpoint after a death inside the save ($how): $shards shards of step 4"; ls "$dir"; echo "$out" | tail -10; fi
 done
 # A damaged shard is refused on every rank, naming it; nothing is loaded.
 printf 'X' | dd of="$dir/run.vpck.it4.rank1" bs=1 seek=100 conv=notrunc 2>/dev/null

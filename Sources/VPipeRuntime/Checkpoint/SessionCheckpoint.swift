@@ -48,18 +48,23 @@ extension TrainingSession {
     public func load(from path: String, timing: CheckpointTiming? = nil) throws {
         let codec = try requireCodec()
         let mpi = pipeline.transport as? MPITransport
-        var prepared: PreparedLoad?
-        var localError: Error?
-        do {
+        let prepare = { [self] () -> Result<PreparedLoad, Error> in
             // The blobs' CRCs are timed as `verify`, everything else here as `open`.
             let verifying = timing?.verify ?? 0, t0 = monotonicSeconds()
             defer { timing?.open += monotonicSeconds() - t0 - ((timing?.verify ?? 0) - verifying) }
-            prepared = try prepareLoad(path, codec: codec, timing: timing)
-        } catch {
-            localError = error
+            return Result { try prepareLoad(path, codec: codec, timing: timing) }
+        }
+        // Under MPI the checks run while this rank keeps answering its peers (a long read is
+        // not a dead rank).
+        let outcome = try mpi.map { try $0.answeringPeers(while: "reading the checkpoint", prepare) } ?? prepare()
+        var prepared: PreparedLoad?
+        var localError: Error?
+        switch outcome {
+        case let .success(p): prepared = p
+        case let .failure(e): localError = e
         }
         if let mpi {
-            let verdicts = try CheckpointCollective.exchange(localError.map { "\($0)" }, transport: mpi)
+            let verdicts = try CheckpointCollective.exchange(localError.map { "\($0)" }, transport: mpi, "exchanging whether every rank can load the checkpoint")
             if let (rank, why) = verdicts.enumerated().compactMap({ r, v in v.map { (r, $0) } }).first {
                 if let localError { throw localError }
                 throw CheckpointError.mismatch(path: path, "rank \(rank) refused it, so no rank loads it: \(why)")
@@ -127,22 +132,27 @@ extension TrainingSession {
         let base = CheckpointPaths.fileName(path)
         let shardName = "\(base).it\(pipeline.iteration).rank\(t.rank)"
         let shardPath = CheckpointPaths.sibling(of: path, named: shardName)
-        var meta = timing.measure(\.serialise) { metadataHeader() }
-        var mine: String
-        do {
-            let writer = try CheckpointWriter(path: shardPath, codec: codec, timing: timing)
+        // Written while this rank keeps answering its peers (a long write is not a dead rank).
+        let mine: String = try t.answeringPeers(while: "writing its checkpoint shard") { [self] in
+            var meta = timing.measure(\.serialise) { metadataHeader() }
             do {
-                meta.layers = try writeLayers(writer)
-                let (bytes, crc) = try writer.finish(meta)
-                mine = "ok \(bytes) \(crc) " + meta.layers.map { String($0.index) }.joined(separator: ",")
+                let writer = try CheckpointWriter(path: shardPath, codec: codec, timing: timing)
+                do {
+                    meta.layers = try writeLayers(writer)
+                    let (bytes, crc) = try writer.finish(meta)
+                    return "ok \(bytes) \(crc) " + meta.layers.map { String($0.index) }.joined(separator: ",")
+                } catch {
+                    writer.abandon()
+                    throw error
+                }
             } catch {
-                writer.abandon()
-                throw error
+                return "error \(error)"
             }
-        } catch {
-            mine = "error \(error)"
         }
-        let reports = try CheckpointCollective.exchange(mine, transport: t)
+        CheckpointTestHooks.afterShardWritten?()
+        // Bounded: a rank that died during the save fails every rank here, naming it, and
+        // the previous manifest (and its shards) stands.
+        let reports = try CheckpointCollective.exchange(mine, transport: t, "exchanging the checkpoint shards' reports")
         var shards: [CheckpointMetadata.Shard] = []
         for (r, report) in reports.enumerated() {
             let parts = (report ?? "").split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
@@ -164,7 +174,7 @@ extension TrainingSession {
                 manifestError = "\(error)"
             }
         }
-        let verdict = try CheckpointCollective.exchange(manifestError, transport: t, from: [0])
+        let verdict = try CheckpointCollective.exchange(manifestError, transport: t, from: [0], "waiting for rank 0's checkpoint manifest")
         if let why = verdict[0] { throw CheckpointError.io(path: path, "rank 0 could not write the manifest (the previous checkpoint stands): \(why)") }
         CheckpointPaths.removeStaleShards(of: path, rank: t.rank, keeping: shardName)
     }
