@@ -4985,7 +4985,7 @@ const ProtobufCMessageDescriptor vpipe__checkpoint_shard__descriptor =
   (ProtobufCMessageInit) vpipe__checkpoint_shard__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__checkpoint__field_descriptors[14] =
+static const ProtobufCFieldDescriptor vpipe__checkpoint__field_descriptors[16] =
 {
   {
     "format_version",
@@ -5155,6 +5155,30 @@ static const ProtobufCFieldDescriptor vpipe__checkpoint__field_descriptors[14] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "pending_plan",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, pending_plan),
+    &vpipe__plan__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pending_source",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__Checkpoint, pending_source),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__checkpoint__field_indices_by_name[] = {
   0,   /* field[0] = format_version */
@@ -5165,6 +5189,8 @@ static const unsigned vpipe__checkpoint__field_indices_by_name[] = {
   1,   /* field[1] = model_name */
   8,   /* field[8] = optimizer */
   4,   /* field[4] = optimizer_steps */
+  14,   /* field[14] = pending_plan */
+  15,   /* field[15] = pending_source */
   9,   /* field[9] = plan */
   10,   /* field[10] = profiler */
   6,   /* field[6] = schedule */
@@ -5175,7 +5201,7 @@ static const unsigned vpipe__checkpoint__field_indices_by_name[] = {
 static const ProtobufCIntRange vpipe__checkpoint__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 14 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor vpipe__checkpoint__descriptor =
 {
@@ -5185,7 +5211,7 @@ const ProtobufCMessageDescriptor vpipe__checkpoint__descriptor =
   "Vpipe__Checkpoint",
   "vpipe",
   sizeof(Vpipe__Checkpoint),
-  14,
+  16,
   vpipe__checkpoint__field_descriptors,
   vpipe__checkpoint__field_indices_by_name,
   1,  vpipe__checkpoint__number_ranges,

@@ -37,6 +37,10 @@ public enum WireCheckpoint {
             return p
         }
         m.pointee.world_size = UInt32(clamping: meta.worldSize)
+        if let pending = meta.pendingPlan {
+            m.pointee.pending_plan = plan(pending, schedule: meta.schedule, microBatches: meta.microBatches, arena)
+            m.pointee.pending_source = arena.string(meta.pendingSource)
+        }
         return WireEncode.pack(m, size: vpipe__checkpoint__get_packed_size, pack: vpipe__checkpoint__pack)
     }
 
@@ -69,6 +73,10 @@ public enum WireCheckpoint {
                                                 bytes: try int(s.pointee.bytes, "checkpoint.shards[\(i)].bytes"), metadataCRC: s.pointee.metadata_crc32)
             }
             meta.worldSize = Int(m.pointee.world_size)
+            if let p = m.pointee.pending_plan {
+                meta.pendingPlan = try WireDecode.plan(p, field: "checkpoint.pending_plan.").layout
+                meta.pendingSource = WireDecode.string(m.pointee.pending_source)
+            }
             return meta
         }
     }

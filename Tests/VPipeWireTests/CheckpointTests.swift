@@ -138,6 +138,33 @@ import VPipeWire
         }
     }
 
+    /// A migration requested (vp_session_apply_plan) and not started when the checkpoint was
+    /// taken is in it: resumed on the same plan it starts at the next step, exactly as in
+    /// the uninterrupted run; resumed under another plan it no longer applies.
+    @Test func aPendingMigrationIsSavedAndStartsAfterTheLoad() throws {
+        let path = Self.temporaryPath("pending")
+        defer { unlink(path) }
+        let a = try Self.session(Self.plan([0, 3], Self.keep))
+        for i in 1...2 { try Self.step(a, i) }
+        try a.applyPlan(Self.plan([0, 2], Self.keep))
+        try a.save(to: path)
+        let b = try Self.session(Self.plan([0, 3], Self.keep))
+        try b.load(from: path)
+        let restored = b.statistics().decisions
+        #expect(restored.count == 1 && restored[0].source == "host" && !restored[0].applied && restored[0].note.contains("restored"),
+                "expected the pending host request, restored and not yet applied; decisions: \(restored)")
+        for i in 3...4 {
+            let (la, lb) = (try Self.step(a, i), try Self.step(b, i))
+            #expect(la.bitPattern == lb.bitPattern, "step \(i): loss \(la) uninterrupted, \(lb) resumed")
+        }
+        #expect(a.statistics().decisions.last?.applied == true && b.statistics().decisions.last?.applied == true,
+                "the migration should have been applied in both runs: \(a.statistics().decisions) / \(b.statistics().decisions)")
+        #expect(try Self.parameters(a) == Self.parameters(b))
+        let c = try Self.session(Self.plan([0, 4], Self.keep))
+        try c.load(from: path)
+        #expect(c.statistics().decisions.isEmpty, "resumed under another plan the pending migration must not apply: \(c.statistics().decisions)")
+    }
+
     // MARK: - bad checkpoints
 
     /// A good checkpoint of the mlp after 2 steps, as bytes.
@@ -347,6 +374,8 @@ import VPipeWire
                                                 statePerParameter: 2, weightVersion: 9)]
         meta.shards = [.init(file: "ck.it12.rank0", rank: 0, layers: [0, 1], bytes: 1000, metadataCRC: 42)]
         meta.worldSize = 2
+        meta.pendingPlan = PlanLayout(stageStarts: [0, 1], layerCount: 3, policies: [.keep, .keep, .swap])
+        meta.pendingSource = "online"
         let bytes = WireCheckpoint.encode(meta)
         let back = try bytes.withUnsafeBytes { try WireCheckpoint.decode($0) }
         #expect(back == meta)

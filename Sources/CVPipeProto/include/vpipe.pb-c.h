@@ -1142,10 +1142,19 @@ struct  Vpipe__Checkpoint
    * ranks that wrote it (1 in-process)
    */
   uint32_t world_size;
+  /*
+   * A migration requested (vp_session_apply_plan) or decided online and not started yet: it
+   * starts at the step after a load that resumes on `plan`.
+   */
+  Vpipe__Plan *pending_plan;
+  /*
+   * who asked for it: "host" or "online"
+   */
+  char *pending_source;
 };
 #define VPIPE__CHECKPOINT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, NULL, NULL, 0,NULL, 0,NULL, 0 }
+    , 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, VPIPE__SCHEDULE__SCHEDULE_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, NULL, NULL, 0,NULL, 0,NULL, 0, NULL, (char *)protobuf_c_empty_string }
 
 
 /* Vpipe__LayerProfile methods */

@@ -99,6 +99,10 @@ public struct CheckpointMetadata: Sendable, Equatable {
     /// A manifest: every rank's shard.
     public var shards: [Shard] = []
     public var worldSize = 1
+    /// A migration requested or decided and not started yet (it starts at the next step),
+    /// and who asked for it ("host", "online").
+    public var pendingPlan: PlanLayout?
+    public var pendingSource = ""
 
     public init() {}
 }

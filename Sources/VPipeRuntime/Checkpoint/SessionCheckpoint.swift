@@ -104,6 +104,7 @@ extension TrainingSession {
         meta.plan = pipeline.layout
         meta.profiler = profilerRecord()
         meta.worldSize = (pipeline.transport as? MPITransport)?.size ?? 1
+        if let p = pendingRecord() { (meta.pendingPlan, meta.pendingSource) = (p.layout, p.source) }
         return meta
     }
 
@@ -188,6 +189,10 @@ extension TrainingSession {
         var layers: [Int: (record: CheckpointMetadata.Layer, parameters: [UnsafeBufferPointer<Float>], state: [UnsafeBufferPointer<Float>])]
         /// Keeps the mappings alive while the values are copied.
         var readers: [CheckpointReader]
+        /// The measurements to resume with: this rank's own (its shard's) when the
+        /// checkpoint was written by as many ranks on the same plan, else the manifest's
+        /// counters with an empty re-planning window (see `profilerToRestore`).
+        var profiler: CheckpointMetadata.Profiler
     }
 
     private func prepareLoad(_ path: String, codec: CheckpointCodec, timing: CheckpointTiming?) throws -> PreparedLoad {
@@ -205,6 +210,7 @@ extension TrainingSession {
         }
         // Where each layer is: in this file, or in a shard the manifest names.
         var readers = [top]
+        var ownShard: CheckpointReader?
         var source: [Int: (reader: CheckpointReader, record: CheckpointMetadata.Layer)] = [:]
         for record in meta.layers { source[record.index] = (top, record) }
         let local = pipeline.layers.indices.filter { pipeline.layers[$0] != nil }
@@ -217,6 +223,7 @@ extension TrainingSession {
                     throw CheckpointError.damaged(path: shardPath, "the manifest \(path) expects \(shard.bytes) bytes with metadata CRC-32 \(hex(shard.metadataCRC)), found \(reader.size) bytes with \(hex(reader.metadataCRC)) (a shard of another save?)")
                 }
                 readers.append(reader)
+                if shard.rank == pipeline.transport.rank { ownShard = reader }
                 for record in reader.metadata.layers { source[record.index] = (reader, record) }
             }
         }
@@ -264,7 +271,23 @@ extension TrainingSession {
                 throw CheckpointError.mismatch(path: path, "stage \(stage.index)'s layers \(stage.layers) have weight versions \(versions.sorted()) in the checkpoint; under PIPEDREAM_ASYNC the layers of a stage must share one")
             }
         }
-        return PreparedLoad(metadata: meta, layers: layers, readers: readers)
+        return PreparedLoad(metadata: meta, layers: layers, readers: readers, profiler: profilerToRestore(meta, ownShard: ownShard?.metadata))
+    }
+
+    /// Across processes each rank measured only its own stage: its window (per-layer times,
+    /// stage speeds) is in its shard, the manifest holds rank 0's. Resumed by as many ranks on
+    /// the same plan, each rank takes its own shard's, so the next re-plan merges every
+    /// rank's measurements as the uninterrupted run would have; otherwise the windows do not
+    /// map onto the new stages and the re-planner starts a fresh window (the counters come
+    /// from the manifest either way).
+    private func profilerToRestore(_ meta: CheckpointMetadata, ownShard: CheckpointMetadata?) -> CheckpointMetadata.Profiler {
+        guard !meta.shards.isEmpty else { return meta.profiler }
+        if meta.worldSize == pipeline.transport.processCount, meta.plan == pipeline.layout, let own = ownShard?.profiler {
+            return own
+        }
+        var p = meta.profiler
+        (p.windowForwardSeconds, p.windowBackwardSeconds, p.windowIterations, p.windowIterationSeconds, p.stageSpeed, p.calibrationBaseline) = ([], [], 0, [], [], 0)
+        return p
     }
 
     /// Copies a checked checkpoint into the session. Only the placement of a profiling
@@ -285,7 +308,13 @@ extension TrainingSession {
             if let v = stage.layers.lazy.compactMap({ p.layers[$0]?.record.weightVersion }).first { stage.weightVersion = v }
         }
         pipeline.restoreCounters(iteration: p.metadata.iteration, optimizerSteps: p.metadata.optimizerSteps)
-        restoreProfiler(p.metadata.profiler)
+        restoreProfiler(p.profiler)
+        // A migration pending at the save starts at the next step, when the run resumes on
+        // the plan it was decided for; resumed under another plan it no longer applies.
+        if let pending = p.metadata.pendingPlan, pipeline.layout == p.metadata.plan,
+           pending.ranges.count == pipeline.layout.ranges.count {
+            restorePending(pending, source: p.metadata.pendingSource, savedAt: p.metadata.iteration)
+        }
     }
 }
 

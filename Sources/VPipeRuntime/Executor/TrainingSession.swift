@@ -230,6 +230,27 @@ public final class TrainingSession: @unchecked Sendable {
         return p
     }
 
+    /// The migration requested or decided and not started yet (a checkpoint keeps it).
+    func pendingRecord() -> (layout: PlanLayout, source: String)? {
+        stateLock.locked {
+            guard let p = pending else { return nil }
+            var source = "host"
+            log.update(p.decision) { source = $0.source }
+            return (p.layout, source)
+        }
+    }
+
+    /// Makes a checkpoint's pending migration this session's, to start at the next step
+    /// (it replaces one requested before the load), with a decision saying where it came from.
+    func restorePending(_ layout: PlanLayout, source: String, savedAt iteration: Int) {
+        stateLock.locked {
+            if let p = pending { log.update(p.decision) { $0.note += "; replaced by the checkpoint's pending migration" } }
+            let ticket = log.append(MigrationDecision(source: source.isEmpty ? "host" : source, iteration: iteration, oldPredictedSeconds: .nan, newPredictedSeconds: .nan,
+                                                      applied: false, iterationSecondsBefore: 0, note: "pending when the checkpoint was saved; restored from it"))
+            pending = (layout, ticket)
+        }
+    }
+
     /// Takes over a checkpoint's measurements and counters (after `restorePlacement`).
     func restoreProfiler(_ p: CheckpointMetadata.Profiler) {
         stateLock.locked {
