@@ -96,17 +96,15 @@ struct DemoCommand: ParsableCommand {
         let need = keep.stages.map(\.peakMemoryBytes).max() ?? 0
         var cluster = roomy
         for i in cluster.devices.indices {
-            // The runtime's measured temporaries are reserved twice: in a recomputed segment's
-            // backward the rematerialised forward's temporaries and the backward's coexist
-            // (bench-paper). The second copy is added to the budget, so --memory-fraction keeps
-            // meaning how tight the rest is.
+            // The runtime's measured temporaries are reserved (R_i) on top of the fraction, so
+            // --memory-fraction keeps meaning how tight the rest is.
             cluster.devices[i].memoryBytes = Int(need * memoryFraction) + workspace
-            cluster.devices[i].reservedBytes = 2 * workspace
+            cluster.devices[i].reservedBytes = workspace
         }
         let request = PlanRequest(model: measured, cluster: cluster,
                                   options: PlanOptions(schedule: .oneFOneB, microBatches: microBatches, planner: .vpipe))
         let plan = try Planning.plan(request)
-        print("\nmeasured workspace of the largest layer call: \(formatBytes(Double(workspace))) (twice that reserved on every device)")
+        print("\nmeasured workspace of the largest layer call: \(formatBytes(Double(workspace))) (reserved on every device)")
         print("All-KEEP needs \(formatBytes(need)) on its fullest stage; each virtual device gets \(formatBytes(Double(cluster.devices[0].memoryBytes))).\n")
         print(PlanTable.render(plan, model: measured, cluster: cluster))
         print("")

@@ -134,6 +134,31 @@ import VPipeRuntime
         session.close()
     }
 
+    /// `deviceSlowdown` (bench-paper's p devices of speed cores/p) is refused outside [1, 1000],
+    /// naming the field, and does not change what is computed.
+    @Test func deviceSlowdownIsCheckedAndChangesOnlyTime() throws {
+        for bad in [0.5, .nan, 1e6] {
+            var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
+            training.deviceSlowdown = bad
+            do {
+                _ = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: nil, training: training))
+                Issue.record("expected device_slowdown \(bad) to be refused")
+            } catch {
+                #expect("\(error)".contains("training.device_slowdown"), "expected an error naming training.device_slowdown for \(bad), got: \(error)")
+            }
+        }
+        let layout = PlanLayout(stageStarts: [0, 3], layerCount: 6, policies: Array(repeating: .keep, count: 6))
+        func losses(_ slowdown: Double) throws -> [Float] {
+            var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 7)
+            training.deviceSlowdown = slowdown
+            let session = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: layout, training: training))
+            defer { session.close() }
+            let (x, y) = Self.batch(rows: 16, features: 8, classes: 4, tokens: false, seed: 0)
+            return try (0..<2).map { _ in try x.withUnsafeBufferPointer { xs in try y.withUnsafeBufferPointer { ys in try session.step(inputs: xs, targets: ys) } } }
+        }
+        #expect(try losses(3) == losses(1))
+    }
+
     @Test func injectedFailureStopsEveryStage() throws {
         let model = Self.mlp()
         let session = try TrainingSession(SessionConfig(

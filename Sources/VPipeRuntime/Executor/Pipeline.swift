@@ -247,8 +247,8 @@ final class Pipeline: @unchecked Sendable {
         let mbTargets = (0..<m).map { k in Array(targets[(k * per)..<((k + 1) * per)]) }
         iteration += 1
         let slowdown = stages.indices.map { i -> Double in
-            if let s = options.slowdown, s.stage == i, iteration >= s.fromIteration { return s.factor }
-            return 1
+            if let s = options.slowdown, s.stage == i, iteration >= s.fromIteration { return s.factor * options.deviceSlowdown }
+            return options.deviceSlowdown
         }
         return IterationInput(microBatches: m, inputs: mbInputs, inputShape: features == 1 ? [per, 1] : [per, features], targets: mbTargets,
                               lossScale: 1 / Float(rows), iteration: iteration, failure: options.failure, epoch: monotonicSeconds(),

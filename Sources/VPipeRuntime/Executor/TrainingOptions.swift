@@ -48,6 +48,13 @@ public struct TrainingOptions: Sendable, Equatable {
             self.fromIteration = fromIteration
         }
     }
+    /// Every stage's compute calls take this many times their time on the core the stage's
+    /// thread gets (≥ 1; 1: off): stands for devices slower than the machine's cores. Running
+    /// p stage threads at full speed on c < p cores is a shared-core machine, which cost model
+    /// v1 (independent devices of speed σ) cannot represent; stretched by p / c, the stages
+    /// are p devices of speed c / p that do not compete for cores (bench-paper's 4 devices on
+    /// 2 cores). Not on the wire: a Swift-side benchmarking knob.
+    public var deviceSlowdown: Double = 1
     public var transport: TransportKind = .inProcess
     /// MPI transport: seconds a rank waits on a silent peer before pinging it; a peer that
     /// does not answer within a further max(0.5, T/4) s is reported lost. 0 means 30.
@@ -81,6 +88,9 @@ public struct TrainingOptions: Sendable, Equatable {
         let t = failureTimeoutSeconds
         guard t.isFinite && t >= 0 && t <= 86400 else {
             throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in [0, 86400] (0 means 30), got \(t)")
+        }
+        guard deviceSlowdown.isFinite && deviceSlowdown >= 1 && deviceSlowdown <= 1000 else {
+            throw VPipeError.invalidField(field: "training.device_slowdown", message: "must be in [1, 1000], got \(deviceSlowdown)")
         }
         guard replanThreshold.isFinite && replanThreshold >= 0 && replanThreshold < 1 else {
             throw VPipeError.invalidField(field: "training.replan_threshold", message: "must be in [0, 1) (0 means 0.05), got \(replanThreshold)")
