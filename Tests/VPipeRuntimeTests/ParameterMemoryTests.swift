@@ -1,3 +1,4 @@
+import Dispatch
 import Testing
 import VPipeCore
 import VPipeRuntime
@@ -55,4 +56,30 @@ import VPipeRuntime
         }
         #expect(arena.bytesInUse == 0, "a failed packing must leave nothing charged")
     }
+    /// Reading back an empty tensor (a parameterless layer's block) on one thread while another
+    /// reads an empty array must not race: `toArray` once wrote the count into the runtime's
+    /// shared empty-array storage. Only ThreadSanitizer sees it (`make test-sanitize`), where it
+    /// failed before the fix; the values are checked everywhere.
+    @Test func emptyTensorsReadBackWithoutWritingSharedStorage() throws {
+        let shared = EmptyReads(empty: try Tensor(shape: [0], in: nil, for: "empty"))
+        DispatchQueue.concurrentPerform(iterations: 2) { k in
+            for _ in 0..<1000 {
+                if k == 0 { shared.tensorValues += shared.empty.toArray().count } else { shared.arrayElements += Self.opaqueCount(shared.arrays[1]) }
+            }
+        }
+        #expect(shared.tensorValues == 0 && shared.arrayElements == 0,
+                "empty tensors and arrays read back non-empty: \(shared.tensorValues), \(shared.arrayElements)")
+    }
+
+    @inline(never) static func opaqueCount(_ a: [Tensor]) -> Int { a.count }
+}
+
+/// What the two threads of `emptyTensorsReadBackWithoutWritingSharedStorage` share; each
+/// thread writes its own counter only.
+private final class EmptyReads: @unchecked Sendable {
+    let empty: Tensor
+    let arrays: [[Tensor]] = [[], []]
+    var tensorValues = 0
+    var arrayElements = 0
+    init(empty: Tensor) { self.empty = empty }
 }

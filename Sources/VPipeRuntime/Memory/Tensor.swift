@@ -104,7 +104,12 @@ public final class Tensor: @unchecked Sendable {
 
     /// The values, downloaded to the host.
     public func toArray() -> [Float] {
-        [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+        // An empty tensor must not go through `unsafeUninitializedCapacity`: with capacity 0
+        // that initialiser writes the count (0 over 0) into the runtime's one shared empty-array
+        // storage, a data race with any thread reading an empty array's count (ThreadSanitizer
+        // reported it between a stage thread's optimizer and a parameterless layer's readback).
+        guard count > 0 else { return [] }
+        return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             device.download(self, into: buffer)
             initialized = count
         }
