@@ -54,13 +54,15 @@ enum RuntimeBench {
         }
     }
 
-    /// The same sessions stepping with the non-finite checks on and off (interleaved rounds,
-    /// medians): what the checks of inputs, every layer's output and input gradient per
-    /// micro-batch, and the parameter gradients per step cost.
+    /// What the non-finite checks of inputs, every layer's output and input gradient per
+    /// micro-batch, and the parameter gradients per step cost, measured two ways on the same
+    /// sessions: the time spent inside the checks as a share of the steps that ran them
+    /// (`FiniteCheck.timedForBenchmark`), and the steps with the checks on vs off
+    /// (interleaved rounds, medians; a loaded machine blurs this one by several percent).
     static func finiteCheckCost() {
         BLASThreads.set(1)
-        print("| model | micro-batches | step with checks | without | cost |")
-        print("|---|---|---|---|---|")
+        print("| model | micro-batches | step with checks | without | on vs off | time in the checks per step | share of the step |")
+        print("|---|---|---|---|---|---|---|")
         for (name, model, rows, m) in [("MLP 1024 wide, 6 layers", mlp, 256, 1), ("MLP 1024 wide, 6 layers", mlp, 256, 8),
                                        ("MLP 1024 wide, 14 layers", balancedMLP, 512, 8)] {
             let L = model.layers.count
@@ -75,9 +77,21 @@ enum RuntimeBench {
                 if round % 2 == 0 { on.append(t) } else { off.append(t) }
             }
             FiniteCheck.enabledForBenchmark = true
+            // The checks' own time, inside the steps that ran them.
+            let timedSteps = 10
+            FiniteCheck.timedForBenchmark = true
+            _ = FiniteCheck.nanosecondsForBenchmark.exchange(0, ordering: .relaxed)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<timedSteps {
+                _ = try? d.0.withUnsafeBufferPointer { x in try d.1.withUnsafeBufferPointer { y in try s.step(inputs: x, targets: y) } }
+            }
+            let stepSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 / Double(timedSteps)
+            let checkSeconds = Double(FiniteCheck.nanosecondsForBenchmark.load(ordering: .relaxed)) / 1e9 / Double(timedSteps)
+            FiniteCheck.timedForBenchmark = false
             on.sort(); off.sort()
             let a = on[on.count / 2], b = off[off.count / 2]
-            print("| \(name), batch \(rows) | \(m) | \(formatSeconds(a)) | \(formatSeconds(b)) | \(formatFixed((a / b - 1) * 100, decimals: 2))% |")
+            print("| \(name), batch \(rows) | \(m) | \(formatSeconds(a)) | \(formatSeconds(b)) | \(formatFixed((a / b - 1) * 100, decimals: 2))% "
+                  + "| \(formatSeconds(checkSeconds)) | \(formatFixed(checkSeconds / stepSeconds * 100, decimals: 2))% |")
         }
         // The scan alone, over 1 MiB (the size of one 256 x 1024 activation), in cache as
         // after the layer that wrote it.

@@ -143,11 +143,11 @@ import VPipeRuntime
             var v = [Float](repeating: 1, count: count)
             #expect(v.withUnsafeBufferPointer { FiniteCheck.firstNonFinite($0.baseAddress!, count: count) } == nil)
             for k in [0, count / 2, count - 1] {
-                for bad in [Float.nan, .infinity, -.infinity, Float(bitPattern: 0xffc0_0001)] {
+                for bad in [Float.nan, .infinity, -.infinity, Float(bitPattern: 0xffc0_0001), Float(bitPattern: 0x7f80_0001)] {
                     v[k] = bad
                     let found = v.withUnsafeBufferPointer { FiniteCheck.firstNonFinite($0.baseAddress!, count: count) }
                     #expect(found == k, "count \(count): \(bad) at \(k), found \(String(describing: found))")
-                    v[k] = k % 2 == 0 ? .greatestFiniteMagnitude : -.leastNonzeroMagnitude
+                    v[k] = [Float.greatestFiniteMagnitude, -.greatestFiniteMagnitude, -.leastNonzeroMagnitude, 0][(k + count) % 4]
                     #expect(v.withUnsafeBufferPointer { FiniteCheck.firstNonFinite($0.baseAddress!, count: count) } == nil)
                 }
                 v[k] = 1

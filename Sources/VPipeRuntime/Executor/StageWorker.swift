@@ -190,7 +190,7 @@ struct StageWorker {
                     m.forwardSeconds[j] += monotonicSeconds() - start
                     // Every layer's output (the last one's is the loss), once per micro-batch:
                     // the error names the layer that produced the first bad value.
-                    try FiniteCheck.require(y, "output", label: context(j, mb).label)
+                    if !owned[j].keepsFiniteValuesFinite { try FiniteCheck.require(y, "output", label: context(j, mb).label) }
                     // The call's temporaries beyond its output and stash, plus the output's size: when
                     // the layer is recomputed, its forward runs again while the gradient of its
                     // output (that size) is alive, which no other term of the cost model charges
@@ -284,7 +284,7 @@ struct StageWorker {
                     let gIn = try owned[j].backward(g, saved: saved, context(j, mb))
                     stretch(monotonicSeconds() - start)
                     m.backwardSeconds[j] += monotonicSeconds() - start
-                    if let gIn { try FiniteCheck.require(gIn, "input gradient", label: context(j, mb).label) }
+                    if let gIn, !owned[j].keepsFiniteValuesFinite { try FiniteCheck.require(gIn, "input gradient", label: context(j, mb).label) }
                     m.workspaceBytes = max(m.workspaceBytes, stage.arena.windowPeakBytes - (gIn?.bytes ?? 0))
                     s.saved[j] = nil
                     if let stash = s.swaps[j] {

@@ -22,6 +22,10 @@ public final class Activation: Layer {
         params = try Parameters(shapes: [], in: nil, label: label ?? "\"\(name)\"")
     }
 
+    /// ReLU passes values through or zeroes them; GELU's backward multiplies by up to ~1.13
+    /// and could overflow a huge gradient, so it stays checked.
+    public var keepsFiniteValuesFinite: Bool { function == .relu }
+
     public func place(in space: MemorySpace?) throws { try params.place(in: space) }
     public func adopt(values: [Tensor], gradients: [Tensor]) throws { try params.adopt(values: values, gradients: gradients) }
 

@@ -56,4 +56,13 @@ public protocol Layer: AnyObject {
     /// Takes over parameters and gradients that already live in another space, in the order
     /// of `parameters` (a migration's pre-copied weights and handed-over gradients).
     func adopt(values: [Tensor], gradients: [Tensor]) throws
+    /// True when finite inputs (and a finite output gradient) always give a finite output
+    /// (and input gradient), exactly, so the step's NaN/Inf check may skip this layer's
+    /// output and input gradient: its inputs were checked already (FiniteCheck). ReLU:
+    /// y is x or 0, dx is dy or 0. False for anything that can overflow.
+    var keepsFiniteValuesFinite: Bool { get }
+}
+
+extension Layer {
+    public var keepsFiniteValuesFinite: Bool { false }
 }
