@@ -73,6 +73,10 @@ typedef struct {
     int steps;
     int ok_steps;
     atomic_int done;
+    /* Set by the stats thread when it sees an applied decision that moved a layer: the
+     * decision log is bounded and the apply thread out-runs the steps, so the final stats
+     * alone may hold only requests that were replaced before a step took them. */
+    atomic_int moved_seen;
 } stepper;
 
 /* Every 7th step the stepping thread reads layer 0 and writes the same values back
@@ -149,6 +153,8 @@ static void *stats_thread(void *arg) {
             CHECK(s->iterations >= seen[i], "session %d: iterations went back from %llu to %llu", i,
                   (unsigned long long)seen[i], (unsigned long long)s->iterations);
             seen[i] = s->iterations;
+            for (size_t d = 0; d < s->n_decisions; d++)
+                if (s->decisions[d]->applied && s->decisions[d]->n_layers_moved > 0) atomic_store(&all_steppers[i].moved_seen, 1);
             vpipe__session_stats__free_unpacked(s, NULL);
         }
         vp_bytes_free(&out);
@@ -241,7 +247,8 @@ static void stress(int sessions, double seconds) {
         /* The applies did move layers (else the comparison below would prove little). */
         size_t moved = 0;
         for (size_t d = 0; s && d < s->n_decisions; d++) moved += s->decisions[d]->applied && s->decisions[d]->n_layers_moved > 0;
-        CHECK(p->steps < 20 || moved > 0, "session %d: %d steps with plans applied alongside, but no decision moved a layer (the last: %s)",
+        CHECK(p->steps < 20 || moved > 0 || atomic_load(&p->moved_seen),
+              "session %d: %d steps with plans applied alongside, but no decision seen during or after the run moved a layer (the last: %s)",
               i, p->steps, s && s->n_decisions ? s->decisions[s->n_decisions - 1]->note : "none");
         if (s) vpipe__session_stats__free_unpacked(s, NULL);
         vp_bytes_free(&out);
