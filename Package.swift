@@ -33,8 +33,13 @@ let package = Package(
         ),
         // OpenBLAS's cblas.h as a Swift module.
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
-        // Open MPI's mpi.h as a Swift module (handles through static inline functions).
-        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        // Open MPI, loaded by the first MPI session (dlopen + dlsym, Sources/CMPI/mpi.c): the
+        // library never links libmpi, so hosts that do not use TRANSPORT_MPI need no MPI.
+        .target(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            cSettings: [.unsafeFlags(["-fvisibility=hidden"])]
+        ),
         // include/vpipe.h as a Swift module, so the ABI's types come from the public header.
         .systemLibrary(name: "CVPipeABI", path: "Sources/CVPipeABI"),
         // The CPU device's vectorised kernels (softmax, LayerNorm, GELU, cross-entropy and

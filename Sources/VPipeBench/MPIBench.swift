@@ -37,22 +37,22 @@ enum MPIBench {
             let buffer = UnsafeMutablePointer<Float>.allocate(capacity: n)
             buffer.initialize(repeating: 1, count: n)
             // Plain ping-pong.
-            MPI_Barrier(comm)
+            vp_mpi_barrier(comm)
             var t0 = now()
             for _ in 0..<reps {
                 if rank == 0 {
-                    MPI_Send(buffer, Int32(n), vp_mpi_float(), 1, 7, comm)
-                    MPI_Recv(buffer, Int32(n), vp_mpi_float(), 1, 7, comm, vp_mpi_status_ignore())
+                    vp_mpi_send(buffer, Int32(n), vp_mpi_float(), 1, 7, comm)
+                    vp_mpi_recv(buffer, Int32(n), vp_mpi_float(), 1, 7, comm, vp_mpi_status_ignore())
                 } else {
-                    MPI_Recv(buffer, Int32(n), vp_mpi_float(), 0, 7, comm, vp_mpi_status_ignore())
-                    MPI_Send(buffer, Int32(n), vp_mpi_float(), 0, 7, comm)
+                    vp_mpi_recv(buffer, Int32(n), vp_mpi_float(), 0, 7, comm, vp_mpi_status_ignore())
+                    vp_mpi_send(buffer, Int32(n), vp_mpi_float(), 0, 7, comm)
                 }
             }
             let plain = (now() - t0) / Double(reps) / 2
             buffer.deallocate()
             // The transport: activation forward, gradient back, as between two stages.
             let tensor = try Tensor(shape: [n / 16, 16], in: nil, for: "bench")
-            MPI_Barrier(comm)
+            vp_mpi_barrier(comm)
             t0 = now()
             for _ in 0..<reps {
                 transport.reset()
@@ -110,9 +110,9 @@ enum MPIBench {
             }
             // Rank 1 waits without spinning while rank 0 measures alone.
             var request: MPI_Request?
-            MPI_Ibarrier(comm, &request)
+            vp_mpi_ibarrier(comm, &request)
             var flag: Int32 = 0
-            while flag == 0 { MPI_Test(&request, &flag, vp_mpi_status_ignore()); usleep(200) }
+            while flag == 0 { vp_mpi_test(&request, &flag, vp_mpi_status_ignore()); usleep(200) }
             options.transport = .mpi
             let s = try TrainingSession(SessionConfig(model: model, cluster: cluster, plan: layout, training: options))
             let distributed = try time(s)

@@ -412,3 +412,29 @@ def test_bad_schedule_text_is_refused_naming_the_action() -> None:
     c.training.schedule_text = HAND_WRITTEN_1F1B.replace("1B1 1SEND_B1", "1SEND_B1")
     e = expect_error(vpipe.InvalidRequestError, lambda: vpipe.Session(c), "training.schedule_text")
     assert "stage 1, micro-batch 1" in e.message, f"expected the message to name stage 1, micro-batch 1, got {e.message!r}"
+
+
+# ---------------------------------------------------------------- Open MPI loaded on demand
+
+
+def test_mpi_transport_without_open_mpi_is_a_clear_error(tmp_path: Path) -> None:
+    """libvpipe.so does not link libmpi; the first TRANSPORT_MPI session loads it. Where it
+    cannot be loaded (here: VPIPE_MPI_LIBRARY names a file that does not exist), opening the
+    session fails with an error naming the library and the package, and the process lives."""
+    import os
+    import subprocess
+    import sys
+    code = ("import vpipe, sys; from vpipe import pb\n"
+            "c = pb.SessionConfig(); c.model.name = 'm'\n"
+            "c.model.layers.add(name='fc', linear=pb.Linear(in_features=2, out_features=2))\n"
+            "c.model.layers.add(name='loss', softmax_cross_entropy=pb.SoftmaxCrossEntropy())\n"
+            "c.cluster.devices.add(name='d', memory_bytes=1 << 26, host_bandwidth=1e9)\n"
+            "c.training.micro_batches = 1; c.training.sgd.lr = 0.1; c.training.transport = pb.TRANSPORT_MPI\n"
+            "try:\n    vpipe.Session(c)\nexcept vpipe.VPipeError as e:\n    print(e); sys.exit(0)\n"
+            "print('opened'); sys.exit(1)\n")
+    missing = str(tmp_path / "no-such-libmpi.so.40")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "VPIPE_MPI_LIBRARY": missing})
+    assert run.returncode == 0, f"expected a VPipeError, got rc {run.returncode}: {run.stdout!r} {run.stderr[-2000:]!r}"
+    for part in ("TRANSPORT_MPI", "libmpi.so.40", missing, "libopenmpi3", "VPIPE_MPI_LIBRARY"):
+        assert part in run.stdout, f"expected {part!r} in the error, got {run.stdout!r}"

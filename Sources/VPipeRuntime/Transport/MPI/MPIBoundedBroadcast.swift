@@ -41,7 +41,7 @@ extension MPITransport {
     /// pending inside MPI (a dead peer), which could write into it.
     private func ibcast(_ buffer: UnsafeMutableRawPointer, count: Int, root: Int, _ what: String) throws {
         var request: MPI_Request?
-        try MPIRuntime.check(MPI_Ibcast(buffer, Int32(count), vp_mpi_byte(), Int32(root), comm, &request), "MPI_Ibcast")
+        try MPIRuntime.check(vp_mpi_ibcast(buffer, Int32(count), vp_mpi_byte(), Int32(root), comm, &request), "MPI_Ibcast")
         let others = (0..<size).filter { $0 != rank }
         do {
             try wait(peers: others, what) { try self.test(&request) }

@@ -13,19 +13,19 @@ extension MPITransport {
     func pollControl() {
         var status = MPI_Status()
         var flag: Int32 = 0
-        if Self.active(pingReceive.request), MPI_Test(&pingReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
+        if Self.active(pingReceive.request), vp_mpi_test(&pingReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
             sendControl(to: Int(status.MPI_SOURCE), tag: Self.pongTag, [0])
             try? postControl(pingReceive, tag: Self.pingTag)
         }
         flag = 0
-        if Self.active(pongReceive.request), MPI_Test(&pongReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
+        if Self.active(pongReceive.request), vp_mpi_test(&pongReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
             lastPong[Int(status.MPI_SOURCE)] = monotonicSeconds()
             try? postControl(pongReceive, tag: Self.pongTag)
         }
         flag = 0
-        if Self.active(abortReceive.request), MPI_Test(&abortReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
+        if Self.active(abortReceive.request), vp_mpi_test(&abortReceive.request, &flag, &status) == vp_mpi_success(), flag != 0 {
             var count: Int32 = 0
-            MPI_Get_count(&status, vp_mpi_byte(), &count)
+            vp_mpi_get_count(&status, vp_mpi_byte(), &count)
             let bytes = UnsafeRawBufferPointer(start: abortReceive.buffer, count: Int(max(0, count)))
             let source = Int(status.MPI_SOURCE)
             let lost = bytes.first == 1
@@ -35,14 +35,14 @@ extension MPITransport {
         }
         controlSends.removeAll { c in
             var f: Int32 = 0
-            return MPI_Test(&c.request, &f, vp_mpi_status_ignore()) != vp_mpi_success() || f != 0
+            return vp_mpi_test(&c.request, &f, vp_mpi_status_ignore()) != vp_mpi_success() || f != 0
         }
     }
 
     func sendControl(to destination: Int, tag: Int32, _ bytes: [UInt8]) {
         let c = Control(capacity: max(1, bytes.count))
         bytes.withUnsafeBytes { c.buffer.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-        if MPI_Isend(c.buffer, Int32(bytes.count), vp_mpi_byte(), Int32(destination), tag, comm, &c.request) == vp_mpi_success() {
+        if vp_mpi_isend(c.buffer, Int32(bytes.count), vp_mpi_byte(), Int32(destination), tag, comm, &c.request) == vp_mpi_success() {
             controlSends.append(c)
         }
     }

@@ -4,8 +4,8 @@ import Glibc
 #endif
 import VPipeCore
 
-/// Process-wide MPI state. MPI is initialised lazily, by the first session that asks for
-/// the MPI transport, so that libvpipe.so stays usable in a process that no `mpirun`
+/// Process-wide MPI state. MPI is loaded and initialised lazily, by the first session that
+/// asks for the MPI transport, so that libvpipe.so stays usable in a process that no `mpirun`
 /// started and that never asks for MPI. A host that initialised MPI itself (mpi4py, a C
 /// host) keeps its MPI; it must have asked for MPI_THREAD_SERIALIZED or more, because a
 /// stage runs on its own thread.
@@ -22,18 +22,16 @@ public enum MPIRuntime {
     public static func ensureInitialized() throws {
         try monitor.locked {
             if initialized { return }
+            try loadLibrary()
             var flag: Int32 = 0
-            MPI_Initialized(&flag)
+            vp_mpi_initialized(&flag)
             var provided: Int32 = 0
             if flag != 0 {
-                MPI_Query_thread(&provided)
+                vp_mpi_query_thread(&provided)
             } else {
-                // Open MPI's plug-ins resolve libmpi's symbols globally; a host that loaded
-                // libvpipe.so with RTLD_LOCAL (Python's ctypes) did not make them global.
-                for name in ["libmpi.so.40", "libmpi.so"] where dlopen(name, RTLD_NOW | RTLD_GLOBAL | RTLD_NOLOAD) != nil { break }
-                let rc = MPI_Init_thread(nil, nil, vp_mpi_thread_serialized(), &provided)
+                let rc = vp_mpi_init_thread(nil, nil, vp_mpi_thread_serialized(), &provided)
                 guard rc == vp_mpi_success() else { throw RuntimeError.failed("MPI_Init_thread failed (code \(rc))") }
-                MPI_Comm_set_errhandler(vp_mpi_comm_world(), vp_mpi_errors_return())
+                vp_mpi_comm_set_errhandler(vp_mpi_comm_world(), vp_mpi_errors_return())
                 atexit { MPIRuntime.finalizeAtExit() }
             }
             guard provided >= vp_mpi_thread_serialized() else {
@@ -43,11 +41,21 @@ public enum MPIRuntime {
         }
     }
 
+    /// libvpipe.so does not link libmpi (a host without Open MPI loads it all the same):
+    /// the first MPI session loads it (Sources/CMPI/mpi.c). A missing library is an error
+    /// naming what was looked for and the package that provides it.
+    private static func loadLibrary() throws {
+        var message = [CChar](repeating: 0, count: 2048)
+        guard vp_mpi_load(&message, message.count) == 0 else {
+            throw RuntimeError.failed(String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+    }
+
     static func finalizeAtExit() {
         var done: Int32 = 0
-        MPI_Finalized(&done)
+        vp_mpi_finalized(&done)
         if done != 0 || peerLost || monitor.locked({ openTransports }) > 0 { return }
-        MPI_Finalize()
+        vp_mpi_finalize()
     }
 
     static func adjustOpen(_ d: Int) { monitor.locked { openTransports += d } }
@@ -56,8 +64,8 @@ public enum MPIRuntime {
     public static func world() throws -> (rank: Int, size: Int) {
         try ensureInitialized()
         var rank: Int32 = 0, size: Int32 = 0
-        MPI_Comm_rank(vp_mpi_comm_world(), &rank)
-        MPI_Comm_size(vp_mpi_comm_world(), &size)
+        vp_mpi_comm_rank(vp_mpi_comm_world(), &rank)
+        vp_mpi_comm_size(vp_mpi_comm_world(), &size)
         return (Int(rank), Int(size))
     }
 
@@ -66,9 +74,9 @@ public enum MPIRuntime {
     public static func duplicateWorld() throws -> MPI_Comm {
         try ensureInitialized()
         var comm: MPI_Comm? = nil
-        let rc = MPI_Comm_dup(vp_mpi_comm_world(), &comm)
+        let rc = vp_mpi_comm_dup(vp_mpi_comm_world(), &comm)
         guard rc == vp_mpi_success(), let comm else { throw RuntimeError.failed("MPI_Comm_dup failed (code \(rc))") }
-        MPI_Comm_set_errhandler(comm, vp_mpi_errors_return())
+        vp_mpi_comm_set_errhandler(comm, vp_mpi_errors_return())
         return comm
     }
 
@@ -79,11 +87,11 @@ public enum MPIRuntime {
         var payload: [UInt8] = []
         if let bytes { length = Int64(bytes.count); payload = bytes }
         if let error { payload = Array(error.utf8); length = -Int64(payload.count) - 1 }
-        try check(MPI_Bcast(&length, 1, vp_mpi_int64(), Int32(root), comm), "MPI_Bcast")
+        try check(vp_mpi_bcast(&length, 1, vp_mpi_int64(), Int32(root), comm), "MPI_Bcast")
         let count = length >= 0 ? Int(length) : Int(-length - 1)
         if payload.count != count { payload = Array(repeating: 0, count: count) }
         if count > 0 {
-            try payload.withUnsafeMutableBytes { try check(MPI_Bcast($0.baseAddress, Int32(count), vp_mpi_byte(), Int32(root), comm), "MPI_Bcast") }
+            try payload.withUnsafeMutableBytes { try check(vp_mpi_bcast($0.baseAddress, Int32(count), vp_mpi_byte(), Int32(root), comm), "MPI_Bcast") }
         }
         if length < 0 { throw RuntimeError.failed("rank \(root): \(String(decoding: payload, as: UTF8.self))") }
         return payload

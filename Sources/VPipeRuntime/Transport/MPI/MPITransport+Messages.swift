@@ -21,8 +21,8 @@ extension MPITransport {
         o.header[0] = Int64(tensor.shape.count)
         for (d, v) in tensor.shape.enumerated() { o.header[d + 1] = Int64(v) }
         let tag = Self.headerTag(key.microBatch, gradient: key.gradient)
-        try MPIRuntime.check(MPI_Isend(o.header, Int32(Self.headerWords * 8), vp_mpi_byte(), Int32(destination), tag, comm, &o.requests[0]), "MPI_Isend")
-        try MPIRuntime.check(MPI_Isend(try tensor.hostAddressForTransfer(), Int32(tensor.count), vp_mpi_float(), Int32(destination), tag + 1, comm, &o.requests[1]), "MPI_Isend")
+        try MPIRuntime.check(vp_mpi_isend(o.header, Int32(Self.headerWords * 8), vp_mpi_byte(), Int32(destination), tag, comm, &o.requests[0]), "MPI_Isend")
+        try MPIRuntime.check(vp_mpi_isend(try tensor.hostAddressForTransfer(), Int32(tensor.count), vp_mpi_float(), Int32(destination), tag + 1, comm, &o.requests[1]), "MPI_Isend")
         outgoing.append(o)
         try testSends()
     }
@@ -46,7 +46,7 @@ extension MPITransport {
             let shape = (0..<dims).map { Int(inc.header[$0 + 1]) }
             let t = try Tensor(shape: shape, in: space, for: "rank \(rank) receive buffer from rank \(inc.source)")
             inc.tensor = t
-            try MPIRuntime.check(MPI_Irecv(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(inc.source), inc.tag + 1, comm, &inc.payloadRequest), "MPI_Irecv")
+            try MPIRuntime.check(vp_mpi_irecv(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(inc.source), inc.tag + 1, comm, &inc.payloadRequest), "MPI_Irecv")
         }
         guard inc.payloadRequest != nil else { return inc.complete }
         if try test(&inc.payloadRequest) { inc.complete = true }
@@ -59,7 +59,7 @@ extension MPITransport {
     func test(_ request: inout MPI_Request?) throws -> Bool {
         if !Self.active(request) { return true }
         var flag: Int32 = 0
-        try MPIRuntime.check(MPI_Test(&request, &flag, vp_mpi_status_ignore()), "MPI_Test")
+        try MPIRuntime.check(vp_mpi_test(&request, &flag, vp_mpi_status_ignore()), "MPI_Test")
         if flag != 0 { request = nil }
         return flag != 0
     }

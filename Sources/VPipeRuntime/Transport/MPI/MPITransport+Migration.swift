@@ -26,9 +26,9 @@ extension MPITransport {
             guard t.count < Int(Int32.max) else { throw RuntimeError.failed("rank \(rank): cannot migrate a tensor of shape \(t.shape) over MPI") }
             let x = Transfer(peer: peer, receive: receive, tensor: t)
             if receive {
-                try MPIRuntime.check(MPI_Irecv(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Irecv")
+                try MPIRuntime.check(vp_mpi_irecv(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Irecv")
             } else {
-                try MPIRuntime.check(MPI_Isend(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Isend")
+                try MPIRuntime.check(vp_mpi_isend(try t.hostAddressForTransfer(), Int32(t.count), vp_mpi_float(), Int32(peer), tag, comm, &x.request), "MPI_Isend")
             }
             transfers.append(x)
             transferBytes += t.bytes
@@ -60,7 +60,7 @@ extension MPITransport {
         var request: MPI_Request?
         do {
             if let poisoned { throw poisoned }
-            try MPIRuntime.check(MPI_Iallreduce(flags, flags + 1, 1, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
+            try MPIRuntime.check(vp_mpi_iallreduce(flags, flags + 1, 1, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
             try wait(peers: (0..<size).filter { $0 != rank }, "agreeing on the migration") { try self.test(&request) }
         } catch {
             throw poison(failure ?? error)

@@ -99,8 +99,8 @@ public final class MPITransport: Transport, @unchecked Sendable {
     public init(comm: MPI_Comm, timeout: Double) throws {
         self.comm = comm
         var r: Int32 = 0, s: Int32 = 0
-        MPI_Comm_rank(comm, &r)
-        MPI_Comm_size(comm, &s)
+        vp_mpi_comm_rank(comm, &r)
+        vp_mpi_comm_size(comm, &s)
         rank = Int(r)
         size = Int(s)
         self.timeout = timeout
@@ -113,7 +113,7 @@ public final class MPITransport: Transport, @unchecked Sendable {
     deinit { close() }
 
     func postControl(_ c: Control, tag: Int32) throws {
-        try MPIRuntime.check(MPI_Irecv(c.buffer, Int32(c.capacity), vp_mpi_byte(), vp_mpi_any_source(), tag, comm, &c.request), "MPI_Irecv")
+        try MPIRuntime.check(vp_mpi_irecv(c.buffer, Int32(c.capacity), vp_mpi_byte(), vp_mpi_any_source(), tag, comm, &c.request), "MPI_Irecv")
     }
 
     // MARK: Transport
@@ -179,7 +179,7 @@ public final class MPITransport: Transport, @unchecked Sendable {
             let key = Key(gradient: gradient, microBatch: a.microBatch)
             let source = gradient ? stage + 1 : stage - 1
             let inc = Incoming(source: source, tag: Self.headerTag(a.microBatch, gradient: gradient))
-            try MPIRuntime.check(MPI_Irecv(inc.header, Int32(Self.headerWords * 8), vp_mpi_byte(), Int32(source),
+            try MPIRuntime.check(vp_mpi_irecv(inc.header, Int32(Self.headerWords * 8), vp_mpi_byte(), Int32(source),
                                            inc.tag, comm, &inc.headerRequest), "MPI_Irecv")
             incoming[key] = inc
         }
@@ -207,7 +207,7 @@ public final class MPITransport: Transport, @unchecked Sendable {
         flags[2] = -migration
         var request: MPI_Request?
         do {
-            try MPIRuntime.check(MPI_Iallreduce(flags, flags + 3, 3, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
+            try MPIRuntime.check(vp_mpi_iallreduce(flags, flags + 3, 3, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
             try wait(peers: others, "agreeing that every stage finished", throwOnFailure: failure == nil) { try self.test(&request) }
         } catch {
             throw poison(failure ?? error)
@@ -229,7 +229,7 @@ public final class MPITransport: Transport, @unchecked Sendable {
         defer { value.deallocate() }
         value.pointee = loss ?? 0
         do {
-            try MPIRuntime.check(MPI_Ibcast(value, 1, vp_mpi_float(), Int32(lossRank), comm, &request), "MPI_Ibcast")
+            try MPIRuntime.check(vp_mpi_ibcast(value, 1, vp_mpi_float(), Int32(lossRank), comm, &request), "MPI_Ibcast")
             try wait(peers: rank == lossRank ? [] : [lossRank], "receiving the loss") { try self.test(&request) }
         } catch {
             throw poison(failure ?? error)
@@ -252,8 +252,8 @@ public final class MPITransport: Transport, @unchecked Sendable {
         // A migration send still pending has no receiver any more: MPI_Finalize could wait for it.
         if transfers.contains(where: { !$0.receive && Self.active($0.request) }) { MPIRuntime.peerLost = true }
         for var r in pending where Self.active(r) {
-            MPI_Cancel(&r)
-            if !peerLost { MPI_Wait(&r, vp_mpi_status_ignore()) }
+            vp_mpi_cancel(&r)
+            if !peerLost { vp_mpi_wait(&r, vp_mpi_status_ignore()) }
         }
         incoming.removeAll()
     }
