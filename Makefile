@@ -153,7 +153,7 @@ test-hosts: install-stage
 	@bad=$$(nm -D --defined-only --extern-only $(STAGE)/lib/libvpipe.so | awk '{print $$3}' | grep -v '^vp_' || true); \
 	  if [ -n "$$bad" ]; then echo "FAIL: libvpipe.so exports non-vp_ symbols:"; echo "$$bad" | head; exit 1; fi
 	@if ldd $(STAGE)/lib/libvpipe.so | grep -i swift; then echo "FAIL: libvpipe.so needs the Swift runtime"; exit 1; fi
-	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -o $(HOSTBIN)/test_abi_c Tests/host/test_abi.c $(PROTO_C) $(PROTO_CFLAGS) \
+	$(CC) -std=c11 -Wall -Wextra -Werror -O1 -DVPIPE_EXPECTED_VERSION='"$(VERSION)"' -o $(HOSTBIN)/test_abi_c Tests/host/test_abi.c $(PROTO_C) $(PROTO_CFLAGS) \
 	  $$($(PKG) --cflags --libs vpipe libprotobuf-c) -lpthread -lm
 	$(HOSTBIN)/test_abi_c
 	$(CXX) -std=c++17 -Wall -Wextra -O1 -o $(HOSTBIN)/test_abi_cpp Tests/host/test_abi.cpp $(HOSTBIN)/vpipe.pb-c.o $(PROTO_CFLAGS) \

@@ -40,66 +40,50 @@ public enum WireSession {
         try bytes.withUnsafeBytes { try WireDecode.plan($0).layout }
     }
 
+    /// The training options as the host wrote them; ranges and defaults are
+    /// `TrainingOptions.check()` / `effective*`'s, at session open.
     static func trainingOptions(_ t: UnsafeMutablePointer<Vpipe__TrainingConfig>) throws -> TrainingOptions {
         let raw = Int(t.pointee.schedule.rawValue)
         let schedule = raw == 0 ? Schedule.oneFOneB : try WireDecode.scheduleValue(raw, field: "training.schedule")
-        let m = Int(t.pointee.micro_batches)
-        try Validation.validate(microBatches: m, field: "training.micro_batches")
-        func rate(_ v: Float, _ field: String) throws -> Float {
-            guard v.isFinite && v > 0 && v < 1e6 else {
-                throw VPipeError.invalidField(field: field, message: "must be finite and > 0, got \(v)")
-            }
-            return v
-        }
-        func unit(_ v: Float, _ field: String, default d: Float) throws -> Float {
-            if v == 0 { return d }
-            guard v.isFinite && v > 0 && v < 1 else { throw VPipeError.invalidField(field: field, message: "must be in (0, 1), got \(v)") }
-            return v
-        }
-        let optimizer: TrainingOptions.OptimizerChoice
-        switch t.pointee.optimizer_case {
-        case VPIPE__TRAINING_CONFIG__OPTIMIZER_SGD:
-            guard let c = t.pointee.sgd else { throw VPipeError.invalidField(field: "training.sgd", message: "missing") }
-            let momentum = c.pointee.momentum
-            guard momentum.isFinite && momentum >= 0 && momentum < 1 else {
-                throw VPipeError.invalidField(field: "training.sgd.momentum", message: "must be in [0, 1), got \(momentum)")
-            }
-            optimizer = .sgd(learningRate: try rate(c.pointee.lr, "training.sgd.lr"), momentum: momentum)
-        case VPIPE__TRAINING_CONFIG__OPTIMIZER_ADAM:
-            guard let c = t.pointee.adam else { throw VPipeError.invalidField(field: "training.adam", message: "missing") }
-            let eps = c.pointee.eps == 0 ? 1e-8 : c.pointee.eps
-            guard eps.isFinite && eps > 0 else { throw VPipeError.invalidField(field: "training.adam.eps", message: "must be > 0, got \(eps)") }
-            optimizer = .adam(learningRate: try rate(c.pointee.lr, "training.adam.lr"),
-                              beta1: try unit(c.pointee.beta1, "training.adam.beta1", default: 0.9),
-                              beta2: try unit(c.pointee.beta2, "training.adam.beta2", default: 0.999), epsilon: eps)
-        default:
-            throw VPipeError.invalidField(field: "training.optimizer", message: "missing: set training.sgd or training.adam")
-        }
         var failure: TrainingOptions.Failure?
         if t.pointee.fail_iteration > 0 {
             failure = .init(iteration: Int(t.pointee.fail_iteration), stage: Int(t.pointee.fail_stage), microBatch: Int(t.pointee.fail_micro_batch))
         }
-        let profileIterations = t.pointee.profile_iterations == 0 ? 2 : Int(min(t.pointee.profile_iterations, 1000))
-        var options = TrainingOptions(schedule: schedule, microBatches: m, seed: t.pointee.seed, optimizer: optimizer,
-                                      throttleCopies: t.pointee.throttle_copies != 0, profileIterations: profileIterations, failure: failure)
+        var options = TrainingOptions(schedule: schedule, microBatches: Int(t.pointee.micro_batches), seed: t.pointee.seed,
+                                      optimizer: try optimizer(t), throttleCopies: t.pointee.throttle_copies != 0,
+                                      profileIterations: Int(t.pointee.profile_iterations), failure: failure)
         options.replanEvery = Int(min(t.pointee.replan_every, 1_000_000))
-        options.replanThreshold = t.pointee.replan_threshold  // range and default: TrainingOptions.check
-        let factor = t.pointee.slowdown_factor
-        guard factor.isFinite && factor >= 0 && factor <= 1000 else {
-            throw VPipeError.invalidField(field: "training.slowdown_factor", message: "must be between 0 and 1000, got \(factor)")
+        options.replanThreshold = t.pointee.replan_threshold
+        if t.pointee.slowdown_factor != 0 {
+            options.slowdown = .init(stage: Int(t.pointee.slowdown_stage), factor: t.pointee.slowdown_factor,
+                                     fromIteration: Int(t.pointee.slowdown_from_iteration))
         }
-        if factor > 1 {
-            options.slowdown = .init(stage: Int(t.pointee.slowdown_stage), factor: factor, fromIteration: Int(t.pointee.slowdown_from_iteration))
-        }
-        switch t.pointee.transport {
-        case VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS: options.transport = .inProcess
-        case VPIPE__TRANSPORT__TRANSPORT_MPI: options.transport = .mpi
-        default:
-            throw VPipeError.invalidField(field: "training.transport", message: "unknown value \(t.pointee.transport.rawValue); use TRANSPORT_IN_PROCESS or TRANSPORT_MPI")
-        }
-        options.failureTimeoutSeconds = t.pointee.failure_timeout_seconds  // range and default: TrainingOptions.check
+        options.transport = try transport(t.pointee.transport)
+        options.failureTimeoutSeconds = t.pointee.failure_timeout_seconds
         if let text = t.pointee.schedule_text, text.pointee != 0 { options.scheduleText = String(cString: text) }
         return options
+    }
+
+    private static func optimizer(_ t: UnsafeMutablePointer<Vpipe__TrainingConfig>) throws -> TrainingOptions.OptimizerChoice {
+        switch t.pointee.optimizer_case {
+        case VPIPE__TRAINING_CONFIG__OPTIMIZER_SGD:
+            guard let c = t.pointee.sgd else { throw VPipeError.invalidField(field: "training.sgd", message: "missing") }
+            return .sgd(learningRate: c.pointee.lr, momentum: c.pointee.momentum)
+        case VPIPE__TRAINING_CONFIG__OPTIMIZER_ADAM:
+            guard let c = t.pointee.adam else { throw VPipeError.invalidField(field: "training.adam", message: "missing") }
+            return .adam(learningRate: c.pointee.lr, beta1: c.pointee.beta1, beta2: c.pointee.beta2, epsilon: c.pointee.eps)
+        default:
+            throw VPipeError.invalidField(field: "training.optimizer", message: "missing: set training.sgd or training.adam")
+        }
+    }
+
+    private static func transport(_ value: Vpipe__Transport) throws -> TrainingOptions.TransportKind {
+        switch value {
+        case VPIPE__TRANSPORT__TRANSPORT_IN_PROCESS: return .inProcess
+        case VPIPE__TRANSPORT__TRANSPORT_MPI: return .mpi
+        default:
+            throw VPipeError.invalidField(field: "training.transport", message: "unknown value \(value.rawValue); use TRANSPORT_IN_PROCESS or TRANSPORT_MPI")
+        }
     }
 
     public static func stats(_ s: SessionStatistics) -> [UInt8] {

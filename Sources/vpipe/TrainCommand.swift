@@ -114,8 +114,12 @@ struct TrainCommand: ParsableCommand {
                     fflush(nil)
                 }
             }
-            for d in session.statistics().decisions where d.source == "online" && d.applied {
-                print("rank \(world.rank): online migration decided after iteration \(d.iteration): applied, layers \(d.layersMoved.map(String.init).joined(separator: ","))")
+            for d in session.statistics().decisions where d.source == "online" {
+                if d.applied {
+                    print("rank \(world.rank): online migration decided after iteration \(d.iteration): applied, layers \(d.layersMoved.map(String.init).joined(separator: ","))")
+                } else {
+                    print("rank \(world.rank): online re-planning after iteration \(d.iteration): stayed (\(d.note))")
+                }
             }
             if checksums {
                 for l in sessionConfig.model.layers.indices {

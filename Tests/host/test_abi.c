@@ -26,9 +26,14 @@ static void expect_plan_status(const char *what, const test_request *t, vp_statu
     free(buf);
 }
 
+#ifndef VPIPE_EXPECTED_VERSION
+#error "build with -DVPIPE_EXPECTED_VERSION='\"x.y.z\"' (make test-hosts passes Sources/VPipeCore/Version.swift's)"
+#endif
+
 static void test_version(void) {
     CHECK(vp_abi_version() == VPIPE_ABI_VERSION, "abi %u vs header %d", vp_abi_version(), VPIPE_ABI_VERSION);
-    CHECK(strcmp(vp_version(), "0.1.0") == 0, "version '%s'", vp_version());
+    /* Sources/VPipeCore/Version.swift's, passed by make test-hosts (-DVPIPE_EXPECTED_VERSION). */
+    CHECK(strcmp(vp_version(), VPIPE_EXPECTED_VERSION) == 0, "version '%s', expected '%s'", vp_version(), VPIPE_EXPECTED_VERSION);
     CHECK(vp_last_error() != NULL, "vp_last_error must never be NULL");
 }
 

@@ -247,7 +247,7 @@ final class Pipeline: @unchecked Sendable {
         let mbTargets = (0..<m).map { k in Array(targets[(k * per)..<((k + 1) * per)]) }
         iteration += 1
         let slowdown = stages.indices.map { i -> Double in
-            if let s = options.slowdown, s.stage == i, iteration >= s.fromIteration { return s.factor * options.deviceSlowdown }
+            if let s = options.effectiveSlowdown, s.stage == i, iteration >= s.fromIteration { return s.factor * options.deviceSlowdown }
             return options.deviceSlowdown
         }
         return IterationInput(microBatches: m, inputs: mbInputs, inputShape: features == 1 ? [per, 1] : [per, features], targets: mbTargets,

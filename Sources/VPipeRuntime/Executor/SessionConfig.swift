@@ -37,7 +37,7 @@ public struct SessionConfig: Sendable {
         if let f = training.failure, f.stage >= stageCount || f.microBatch >= training.microBatches {
             throw VPipeError.invalidField(field: "training.fail_stage", message: "stage \(f.stage), micro-batch \(f.microBatch) does not exist (\(stageCount) stages, \(training.microBatches) micro-batches)")
         }
-        if let s = training.slowdown, s.stage >= stageCount {
+        if let s = training.effectiveSlowdown, s.stage >= stageCount {
             throw VPipeError.invalidField(field: "training.slowdown_stage", message: "stage \(s.stage) does not exist (\(stageCount) stages)")
         }
         if training.scheduleText != nil && plan == nil {

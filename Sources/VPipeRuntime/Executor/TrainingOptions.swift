@@ -2,6 +2,8 @@ import VPipeCore
 
 /// How a session trains: schedule, micro-batches, optimizer, and testing knobs.
 public struct TrainingOptions: Sendable, Equatable {
+    /// The optimizer as the host gave it; 0 for Adam's beta1, beta2 or epsilon means its
+    /// default (0.9, 0.999, 1e-8). Ranges: `check()`.
     public enum OptimizerChoice: Sendable, Equatable {
         case sgd(learningRate: Float, momentum: Float)
         case adam(learningRate: Float, beta1: Float, beta2: Float, epsilon: Float)
@@ -30,6 +32,7 @@ public struct TrainingOptions: Sendable, Equatable {
     public var seed: UInt64
     public var optimizer: OptimizerChoice
     public var throttleCopies: Bool
+    /// Steps profiled on one stage when the session has no plan; 0 means 2, at most 1000.
     public var profileIterations: Int
     public var failure: Failure?
     /// Online re-planning every this many iterations (0: off).
@@ -37,7 +40,8 @@ public struct TrainingOptions: Sendable, Equatable {
     /// Migrate only when the new plan's predicted T_iter is lower by more than this fraction
     /// (0 means 0.05).
     public var replanThreshold: Double = 0.05
-    /// An injected slowdown: `stage`'s device runs `factor` times slower from `fromIteration` on.
+    /// An injected slowdown: `stage`'s device runs `factor` times slower from `fromIteration` on
+    /// (factor in [0, 1000]; 1 or less: no slowdown).
     public var slowdown: Slowdown?
 
     public struct Slowdown: Sendable, Equatable {
@@ -81,10 +85,11 @@ public struct TrainingOptions: Sendable, Equatable {
         self.failure = failure
     }
 
-    /// The ranges of the options, checked once at session open, naming the field (the wire
-    /// layer only converts).
+    /// The ranges of the options, checked once at session open, naming the proto field
+    /// (the wire layer only converts).
     func check() throws {
         try Validation.validate(microBatches: microBatches, field: "training.micro_batches")
+        try checkOptimizer()
         let t = failureTimeoutSeconds
         guard t.isFinite && t >= 0 && t <= 86400 else {
             throw VPipeError.invalidField(field: "training.failure_timeout_seconds", message: "must be in [0, 86400] (0 means 30), got \(t)")
@@ -95,6 +100,34 @@ public struct TrainingOptions: Sendable, Equatable {
         guard replanThreshold.isFinite && replanThreshold >= 0 && replanThreshold < 1 else {
             throw VPipeError.invalidField(field: "training.replan_threshold", message: "must be in [0, 1) (0 means 0.05), got \(replanThreshold)")
         }
+        if let factor = slowdown?.factor, !(factor.isFinite && factor >= 0 && factor <= 1000) {
+            throw VPipeError.invalidField(field: "training.slowdown_factor", message: "must be between 0 and 1000, got \(factor)")
+        }
+    }
+
+    private func checkOptimizer() throws {
+        func rate(_ v: Float, _ field: String) throws {
+            guard v.isFinite && v > 0 && v < 1e6 else { throw VPipeError.invalidField(field: field, message: "must be finite and > 0, got \(v)") }
+        }
+        func unit(_ v: Float, _ field: String) throws {
+            guard v == 0 || (v.isFinite && v > 0 && v < 1) else {
+                throw VPipeError.invalidField(field: field, message: "must be in (0, 1) (0 means the default), got \(v)")
+            }
+        }
+        switch optimizer {
+        case let .sgd(lr, momentum):
+            try rate(lr, "training.sgd.lr")
+            guard momentum.isFinite && momentum >= 0 && momentum < 1 else {
+                throw VPipeError.invalidField(field: "training.sgd.momentum", message: "must be in [0, 1), got \(momentum)")
+            }
+        case let .adam(lr, beta1, beta2, eps):
+            try rate(lr, "training.adam.lr")
+            try unit(beta1, "training.adam.beta1")
+            try unit(beta2, "training.adam.beta2")
+            guard eps.isFinite && eps >= 0 else {
+                throw VPipeError.invalidField(field: "training.adam.eps", message: "must be > 0 (0 means 1e-8), got \(eps)")
+            }
+        }
     }
 
     /// The failure timeout in seconds, its default applied.
@@ -103,10 +136,17 @@ public struct TrainingOptions: Sendable, Equatable {
     /// The re-planning threshold, its default applied.
     var effectiveReplanThreshold: Double { replanThreshold == 0 ? 0.05 : replanThreshold }
 
+    /// Profiling steps, default and cap applied.
+    var effectiveProfileIterations: Int { profileIterations <= 0 ? 2 : min(profileIterations, 1000) }
+
+    /// The slowdown, if it slows anything down.
+    var effectiveSlowdown: Slowdown? { slowdown.flatMap { $0.factor > 1 ? $0 : nil } }
+
     func makeOptimizer() -> Optimizer {
         switch optimizer {
         case let .sgd(lr, momentum): return SGD(learningRate: lr, momentum: momentum)
-        case let .adam(lr, b1, b2, eps): return Adam(learningRate: lr, beta1: b1, beta2: b2, epsilon: eps)
+        case let .adam(lr, b1, b2, eps):
+            return Adam(learningRate: lr, beta1: b1 == 0 ? 0.9 : b1, beta2: b2 == 0 ? 0.999 : b2, epsilon: eps == 0 ? 1e-8 : eps)
         }
     }
 }

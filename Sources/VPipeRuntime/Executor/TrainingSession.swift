@@ -39,6 +39,8 @@ public final class TrainingSession: @unchecked Sendable {
     private var profiling: Bool
     private var profiler: OnlineProfiler
     private var window = ReplanningWindow()
+    /// Recent migrations, so that re-planning does not undo them on noise.
+    private var hysteresis = MigrationHysteresis()
     /// The next migration to start, and the ticket of its decision in `log`.
     private var pending: (layout: PlanLayout, decision: Int)?
     private var log = DecisionLog()
@@ -155,15 +157,18 @@ public final class TrainingSession: @unchecked Sendable {
             iterations += 1
             // The first iteration warms caches and allocators; profile from the second when
             // there are several, so one cold step does not skew the plan.
-            profiler.observe(result, skipTimes: iterations == 1 && config.training.profileIterations > 1 && profiling)
+            profiler.observe(result, skipTimes: iterations == 1 && config.training.effectiveProfileIterations > 1 && profiling)
             workspaceBytes = max(workspaceBytes, result.measurements.map(\.workspaceBytes).max() ?? 0)
-            if replanning { window.observe(result, layers: config.model.layers.count) }
+            // A step that migrated ran its layers next to the migration's copies (and, for a
+            // layer that just arrived, on cold memory): its times would make the layers it
+            // moved look slow where they are now and invite moving them back.
+            if replanning && result.migration == nil { window.observe(result, layers: config.model.layers.count) }
         }
         totalSeconds += result.seconds
         lastLoss = result.loss
         if stageWorkspace.count != result.measurements.count { stageWorkspace = Array(repeating: 0, count: result.measurements.count) }
         for (i, m) in result.measurements.enumerated() { stageWorkspace[i] = max(stageWorkspace[i], m.workspaceBytes) }
-        if profiling && profiler.iterations >= max(1, config.training.profileIterations) {
+        if profiling && profiler.iterations >= config.training.effectiveProfileIterations {
             try planFromProfiles()
         }
         if replanning && window.iterations >= config.training.replanEvery { try replan() }
@@ -289,9 +294,11 @@ public final class TrainingSession: @unchecked Sendable {
         base.stateBytesPerParamByte = stateBytesPerParamByte
         let cluster = spansProcesses ? config.cluster : clusterWithWorkspace
         let running = pipeline.layout, iteration = iterations, options = config.training
+        let recent = stateLock.locked { hysteresis }
         let decide = { (w: ReplanningWindow) -> (decision: MigrationDecision, layout: PlanLayout?) in
             let (model, cl) = w.apply(to: base, cluster, microBatches: options.microBatches)
-            return Replanner.decide(model: model, cluster: cl, running: running, options: options, iteration: iteration, before: w.meanIterationSeconds ?? 0)
+            return Replanner.decide(model: model, cluster: cl, running: running, options: options, hysteresis: recent,
+                                    iteration: iteration, before: w.meanIterationSeconds ?? 0)
         }
         let (decision, layout) = spansProcesses ? try ReplanningAcrossProcesses.decide(window: local, transport: pipeline.transport, decide)
                                                 : decide(local)
@@ -299,6 +306,7 @@ public final class TrainingSession: @unchecked Sendable {
             // The previous decision's "after" is this window.
             log.recordAfterWindow(decision.iterationSecondsBefore)
             window.clear()
+            hysteresis.record(running: running, migratingTo: layout)
             let ticket = log.append(decision)
             if let layout { pending = (layout, ticket) }
         }

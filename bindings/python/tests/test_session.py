@@ -438,3 +438,31 @@ def test_mpi_transport_without_open_mpi_is_a_clear_error(tmp_path: Path) -> None
     assert run.returncode == 0, f"expected a VPipeError, got rc {run.returncode}: {run.stdout!r} {run.stderr[-2000:]!r}"
     for part in ("TRANSPORT_MPI", "libmpi.so.40", missing, "libopenmpi3", "VPIPE_MPI_LIBRARY"):
         assert part in run.stdout, f"expected {part!r} in the error, got {run.stdout!r}"
+
+
+# ---------------------------------------------------------------- option ranges (runtime's TrainingOptions.check)
+
+
+@pytest.mark.parametrize("field, set_value", [
+    ("training.sgd.lr", lambda c: setattr(c.training.sgd, "lr", -1.0)),
+    ("training.sgd.momentum", lambda c: setattr(c.training.sgd, "momentum", 1.5)),
+    ("training.adam.lr", lambda c: setattr(c.training.adam, "lr", float("nan"))),
+    ("training.adam.beta1", lambda c: (setattr(c.training.adam, "lr", 0.01), setattr(c.training.adam, "beta1", 1.0))),
+    ("training.adam.beta2", lambda c: (setattr(c.training.adam, "lr", 0.01), setattr(c.training.adam, "beta2", -0.5))),
+    ("training.adam.eps", lambda c: (setattr(c.training.adam, "lr", 0.01), setattr(c.training.adam, "eps", -1e-8))),
+    ("training.slowdown_factor", lambda c: setattr(c.training, "slowdown_factor", 2000.0)),
+    ("training.micro_batches", lambda c: setattr(c.training, "micro_batches", 0)),
+])
+def test_out_of_range_training_options_name_the_field(field: str, set_value) -> None:
+    c = config(mlp_layers(), 1)
+    set_value(c)
+    expect_error(vpipe.InvalidRequestError, lambda: vpipe.Session(c), field)
+
+
+def test_adam_zero_hyper_parameters_mean_the_defaults() -> None:
+    """beta1/beta2/eps of 0 mean 0.9/0.999/1e-8: the same losses as writing them out."""
+    inputs, targets = mlp_batch()
+    a = config(mlp_layers(), 1, adam=True)
+    b = config(mlp_layers(), 1, adam=True)
+    b.training.adam.beta1, b.training.adam.beta2, b.training.adam.eps = 0.9, 0.999, 1e-8
+    assert train(a, inputs, targets) == train(b, inputs, targets)

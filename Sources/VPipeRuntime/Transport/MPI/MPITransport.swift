@@ -185,21 +185,23 @@ public final class MPITransport: Transport, @unchecked Sendable {
         }
     }
 
+    /// The end of a step on every rank: sends completed, then a vote (did every stage
+    /// finish, did every rank start the same migration), then the loss from `lossRank`.
     public func agree(localError: Error?, loss: Float?, lossRank: Int, migration: Int32 = 0) throws -> Float {
         if let localError { fail(localError, lost: false, broadcast: true) }
-        let others = (0..<size).filter { $0 != rank }
-        if failure == nil {
-            do {
-                try wait(peers: Array(Set(outgoing.map(\.destination))).sorted(), "completing the sends") { try self.testSends(); return self.outgoing.isEmpty }
-            } catch {}
-        }
+        if failure == nil { try? finishSends() }
         if peerLost, let failure {
             poisoned = failure
             throw failure
         }
-        // Every rank, failed or not, joins the agreement, so no collective is left dangling.
-        // [ok, migration, -migration] MIN-reduced: min(migration) == max(migration) iff every
-        // rank starts the same migration (or none) with this step.
+        try vote(migration: migration)
+        return try broadcastLoss(loss ?? 0, from: lossRank)
+    }
+
+    /// Every rank, failed or not, joins the vote, so no collective is left dangling.
+    /// [ok, migration, -migration] MIN-reduced: min(migration) == max(migration) iff every
+    /// rank starts the same migration (or none) with this step.
+    private func vote(migration: Int32) throws {
         let flags = UnsafeMutablePointer<Int32>.allocate(capacity: 6)
         defer { flags.deallocate() }
         flags[0] = failure == nil ? 1 : 0
@@ -208,7 +210,7 @@ public final class MPITransport: Transport, @unchecked Sendable {
         var request: MPI_Request?
         do {
             try MPIRuntime.check(vp_mpi_iallreduce(flags, flags + 3, 3, vp_mpi_int(), vp_mpi_min(), comm, &request), "MPI_Iallreduce")
-            try wait(peers: others, "agreeing that every stage finished", throwOnFailure: failure == nil) { try self.test(&request) }
+            try wait(peers: (0..<size).filter { $0 != rank }, "agreeing that every stage finished", throwOnFailure: failure == nil) { try self.test(&request) }
         } catch {
             throw poison(failure ?? error)
         }
@@ -225,9 +227,13 @@ public final class MPITransport: Transport, @unchecked Sendable {
             while monotonicSeconds() < deadline && failure == nil { pollControl(); sleepSeconds(0.0005) }
             throw poison(failure ?? RuntimeError.failed("another rank failed the step"))
         }
+    }
+
+    private func broadcastLoss(_ loss: Float, from lossRank: Int) throws -> Float {
         let value = UnsafeMutablePointer<Float>.allocate(capacity: 1)
         defer { value.deallocate() }
-        value.pointee = loss ?? 0
+        value.pointee = loss
+        var request: MPI_Request?
         do {
             try MPIRuntime.check(vp_mpi_ibcast(value, 1, vp_mpi_float(), Int32(lossRank), comm, &request), "MPI_Ibcast")
             try wait(peers: rank == lossRank ? [] : [lossRank], "receiving the loss") { try self.test(&request) }
