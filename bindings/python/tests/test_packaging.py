@@ -124,10 +124,13 @@ def test_repaired_wheel_needs_only_glibc_and_the_cpp_runtime(tmp_path: Path) -> 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                              "--disable-pip-version-check", str(wheels[0])], capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stderr
+    # Without the test run's PYTHONPATH: pip would otherwise find the source tree's vpipe (with
+    # an egg-info left by `make wheel`) "already satisfied" and install nothing.
     env = {k: v for k, v in os.environ.items() if k not in ("VPIPE_LIBRARY", "PYTHONPATH", "LD_LIBRARY_PATH")}
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
+                              "--disable-pip-version-check", str(wheels[0])], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
     code = ("import vpipe, json; from vpipe import pb\n"
             "r = pb.PlanRequest(); l = r.model.layers.add(name='a'); l.profile.fwd_seconds = 1e-3\n"
             "l.profile.bwd_seconds = 2e-3; l.profile.output_bytes = 4\n"
