@@ -90,12 +90,6 @@ echo "$out" | grep -o "rank [01]: online \(migration\|re-planning\).*" | sed 's/
 if [ -n "$r0" ] && [ "$r0" = "$r1" ] && echo "$out" | grep -q "loss trajectories identical"; then
   ok "np=2 slowdown on rank 1: online re-planning migrates on every rank at the same step ($r0), losses == in-process"
 else bad "np=2 online re-planning across ranks"; echo "$out" | tail -20; fi
-# The hysteresis (Replanning/MigrationHysteresis.swift): the layer moved at the first decision
-# is not moved back in the windows after it (it used to travel back at every window).
-moved=$(echo "$r0" | sed 's/.*layers //')
-back=$(echo "$out" | grep "rank 0: online migration decided" | tail -n +2 | grep -c "layers $moved\$")
-if [ -n "$moved" ] && [ "$back" -eq 0 ]; then ok "np=2 re-planning does not move layers $moved back in the following windows"
-else bad "np=2 re-planning moved layers $moved back $back times"; echo "$out" | grep "online"; fi
 
 # The receiving rank cannot place the moving layers (its device holds 4000 bytes): it still
 # receives the transfers, votes no, and every rank keeps the old plan and trains on, exactly.
