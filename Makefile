@@ -132,7 +132,7 @@ test-sanitize-one:
 	done
 	@for t in test_abi test_session test_external test_stress; do \
 	  echo "$$t under $(SAN) sanitizer"; \
-	  $(SAN_CLANG) -std=c11 -g -O1 -fsanitize=$(SAN) -Iinclude $(PROTO_CFLAGS) -o build/sanitize-$(SAN)/$$t Tests/host/$$t.c $(PROTO_C) \
+	  $(SAN_CLANG) -std=c11 -g -O1 -fsanitize=$(SAN) -Iinclude -DVPIPE_EXPECTED_VERSION='"$(VERSION)"' $(PROTO_CFLAGS) -o build/sanitize-$(SAN)/$$t Tests/host/$$t.c $(PROTO_C) \
 	    -L.build-$(SAN)/release -lvpipe -Wl,-rpath,$(CURDIR)/.build-$(SAN)/release -L$(SWIFT_LIBDIR) -ldispatch -lBlocksRuntime -lprotobuf-c -lpthread -lm || exit 1; \
 	  $(SAN_ENV) STRESS_SECONDS=$(STRESS_SMOKE_SECONDS) build/sanitize-$(SAN)/$$t || exit 1; \
 	done
