@@ -101,9 +101,11 @@ extension PipeDreamGraph {
         var ready = layers.filter { indegree[$0] == 0 }
         var order: [Int] = []
         order.reserveCapacity(layers.count)
-        while !ready.isEmpty {
-            let keys = ready.map { (change($0), rank[$0]!.0, rank[$0]!.1) }
-            let k = keys.indices.min { keys[$0] < keys[$1] }!
+        // `ready` holds only nodes of `layers` (each successor is one), so every key exists;
+        // the loop ends when nothing is ready, and a cycle is reported below, never trapped on.
+        while true {
+            let keys = ready.map { v in (change(v), rank[v]?.0 ?? Int.max, rank[v]?.1 ?? v) }
+            guard let k = keys.indices.min(by: { keys[$0] < keys[$1] }) else { break }
             let v = ready.remove(at: k)
             order.append(v)
             for p in predecessors[v] { unread[p.node] -= 1 }
