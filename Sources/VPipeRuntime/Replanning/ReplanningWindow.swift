@@ -4,7 +4,7 @@ import VPipeCore
 /// times normalised to its device's nominal speed (a layer that moves to a slow device must
 /// not look slow itself), each stage's measured speed relative to the fastest seen, and the
 /// iteration times (a decision's "before" and the previous decision's "after").
-struct ReplanningWindow {
+package struct ReplanningWindow {
     fileprivate var sums: [(fwd: Double, bwd: Double)] = []
     fileprivate(set) var iterations = 0
     /// Measured iteration seconds in the window (read by `applyPlan` from another thread:
@@ -13,6 +13,8 @@ struct ReplanningWindow {
     /// Speed of each stage's device relative to the fastest seen (1.0 = nominal).
     fileprivate var stageSpeed: [Double] = []
     private var calibrationBaseline = Double.infinity
+
+    package init() {}
 
     var meanIterationSeconds: Double? {
         iterationSeconds.isEmpty ? nil : iterationSeconds.reduce(0, +) / Double(iterationSeconds.count)
@@ -61,11 +63,11 @@ struct ReplanningWindow {
     }
 
     /// The window as a checkpoint stores it.
-    var checkpoint: (forward: [Double], backward: [Double], iterations: Int, iterationSeconds: [Double], stageSpeed: [Double], calibrationBaseline: Double) {
+    package var checkpoint: (forward: [Double], backward: [Double], iterations: Int, iterationSeconds: [Double], stageSpeed: [Double], calibrationBaseline: Double) {
         (sums.map(\.fwd), sums.map(\.bwd), iterations, iterationSeconds, stageSpeed, calibrationBaseline)
     }
 
-    mutating func restore(forward: [Double], backward: [Double], iterations: Int, iterationSeconds: [Double], stageSpeed: [Double], calibrationBaseline: Double) {
+    package mutating func restore(forward: [Double], backward: [Double], iterations: Int, iterationSeconds: [Double], stageSpeed: [Double], calibrationBaseline: Double) {
         sums = zip(forward, backward).map { (fwd: $0, bwd: $1) }
         self.iterations = iterations
         self.iterationSeconds = iterationSeconds
@@ -77,16 +79,16 @@ struct ReplanningWindow {
 /// A window as bytes, and windows of several processes merged into one (online
 /// re-planning across processes, `ReplanningAcrossProcesses`).
 extension ReplanningWindow {
-    /// Float64 values: [layers, fwd sums..., bwd sums..., stages, stage speeds...,
-    /// iterations, iteration seconds...].
-    func encoded() -> [UInt8] {
-        var values: [Double] = [Double(sums.count)] + sums.map(\.fwd) + sums.map(\.bwd)
+    /// Float64 values, each list after its length: [2 × layers, fwd sums..., bwd sums...,
+    /// stages, stage speeds..., iterations, iteration seconds...].
+    package func encoded() -> [UInt8] {
+        var values: [Double] = [Double(2 * sums.count)] + sums.map(\.fwd) + sums.map(\.bwd)
         values += [Double(stageSpeed.count)] + stageSpeed
         values += [Double(iterationSeconds.count)] + iterationSeconds
         return values.flatMap { v in withUnsafeBytes(of: v.bitPattern.littleEndian, Array.init) }
     }
 
-    init(encoded bytes: [UInt8]) throws {
+    package init(encoded bytes: [UInt8]) throws {
         let values: [Double] = stride(from: 0, to: bytes.count - bytes.count % 8, by: 8).map { i in
             Double(bitPattern: bytes[i..<(i + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
         }
@@ -112,7 +114,7 @@ extension ReplanningWindow {
     /// the others hold 0 for it), each stage's speed is the slowest any process measured (a
     /// process measures only its own stages; the others stay at 1), iteration times are the
     /// first window's (every process steps together).
-    init(merging parts: [ReplanningWindow]) {
+    package init(merging parts: [ReplanningWindow]) {
         self.init()
         guard let first = parts.first else { return }
         let layers = parts.map(\.sums.count).max() ?? 0
