@@ -65,7 +65,7 @@ test-swift:
 ## test-mpi: the MPI transport under mpirun with 2 and 4 ranks: losses equal the in-process
 ## pipeline's bit for bit, also across live migrations between ranks (vpipe train --migrate-at);
 ## an injected failure or a dead rank (also during a migration) stops every rank, naming it;
-## online re-planning across ranks: a slowdown on one rank migrates every rank at the same step.
+## online re-planning across ranks: a slowdown on one rank moves layers off it on every rank at the same step.
 test-mpi: build
 	CLI=$(CURDIR)/$(CLI) PYTHON=$(PYTHON) Tests/mpi/run.sh
 
