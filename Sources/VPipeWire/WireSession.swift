@@ -52,7 +52,7 @@ public enum WireSession {
         var options = TrainingOptions(schedule: schedule, microBatches: Int(t.pointee.micro_batches), seed: t.pointee.seed,
                                       optimizer: try optimizer(t), throttleCopies: t.pointee.throttle_copies != 0,
                                       profileIterations: Int(t.pointee.profile_iterations), failure: failure)
-        options.replanEvery = Int(min(t.pointee.replan_every, 1_000_000))
+        options.replanEvery = Int(t.pointee.replan_every)
         options.replanThreshold = t.pointee.replan_threshold
         if t.pointee.slowdown_factor != 0 {
             options.slowdown = .init(stage: Int(t.pointee.slowdown_stage), factor: t.pointee.slowdown_factor,

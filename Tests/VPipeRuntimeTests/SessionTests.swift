@@ -134,6 +134,25 @@ import VPipeRuntime
         session.close()
     }
 
+    /// `replanEvery` beyond a million steps (or negative, from Swift) is refused naming the
+    /// field, not clamped: a host that asked for it learns it does not run.
+    @Test func replanEveryOutOfRangeIsRefusedNamingTheField() throws {
+        for bad in [-1, TrainingOptions.maxReplanEvery + 1, Int(UInt32.max)] {
+            var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
+            training.replanEvery = bad
+            do {
+                _ = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: nil, training: training))
+                Issue.record("expected replan_every \(bad) to be refused")
+            } catch {
+                #expect("\(error)".contains("training.replan_every"), "expected an error naming training.replan_every for \(bad), got: \(error)")
+            }
+        }
+        var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
+        training.replanEvery = TrainingOptions.maxReplanEvery
+        let session = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: nil, training: training))
+        session.close()
+    }
+
     /// `deviceSlowdown` (bench-paper's p devices of speed cores/p) is refused outside [1, 1000],
     /// naming the field, and does not change what is computed.
     @Test func deviceSlowdownIsCheckedAndChangesOnlyTime() throws {

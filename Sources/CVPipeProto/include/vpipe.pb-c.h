@@ -780,7 +780,7 @@ struct  Vpipe__TrainingConfig
    */
   double failure_timeout_seconds;
   /*
-   * Online re-planning: every replan_every iterations (0 = off) the profiler's numbers of
+   * Online re-planning: every replan_every iterations (0 = off; at most 1000000) the profiler's numbers of
    * the last window go to the planner; the session migrates when the predicted iteration
    * time drops by more than replan_threshold (a fraction; 0 means 0.05). With
    * TRANSPORT_MPI rank 0 decides on every rank's measurements and every rank migrates.

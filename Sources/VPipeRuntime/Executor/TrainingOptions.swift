@@ -85,6 +85,9 @@ public struct TrainingOptions: Sendable, Equatable {
         self.failure = failure
     }
 
+    /// The longest re-planning period accepted (`training.replan_every`).
+    public static let maxReplanEvery = 1_000_000
+
     /// The ranges of the options, checked once at session open, naming the proto field
     /// (the wire layer only converts).
     func check() throws {
@@ -96,6 +99,11 @@ public struct TrainingOptions: Sendable, Equatable {
         }
         guard deviceSlowdown.isFinite && deviceSlowdown >= 1 && deviceSlowdown <= 1000 else {
             throw VPipeError.invalidField(field: "training.device_slowdown", message: "must be in [1, 1000], got \(deviceSlowdown)")
+        }
+        // The window keeps one iteration time per step until the next decision: a period
+        // beyond a million steps would grow it without bound (and never re-plan in practice).
+        guard replanEvery >= 0 && replanEvery <= Self.maxReplanEvery else {
+            throw VPipeError.invalidField(field: "training.replan_every", message: "must be in [0, \(Self.maxReplanEvery)] (0: off), got \(replanEvery)")
         }
         guard replanThreshold.isFinite && replanThreshold >= 0 && replanThreshold < 1 else {
             throw VPipeError.invalidField(field: "training.replan_threshold", message: "must be in [0, 1) (0 means 0.05), got \(replanThreshold)")

@@ -247,8 +247,15 @@ def _no_kind() -> pb.SessionConfig:
     return config(layers, 1)
 
 
+def _replan_every_too_large() -> pb.SessionConfig:
+    c = config(mlp_layers(), 1)
+    c.training.replan_every = 2_000_000  # the window would grow without bound: refused, not clamped
+    return c
+
+
 BAD_CONFIGS = [
     ("no optimizer", _no_optimizer, "training.optimizer"),
+    ("replan_every beyond a million steps", _replan_every_too_large, "training.replan_every"),
     ("heads do not divide features", _bad_heads, "model.layers[1].transformer_block.heads"),
     ("last layer not a loss", _no_loss, "model.layers[2]"),
     ("layer without kind", _no_kind, "model.layers[1]"),
