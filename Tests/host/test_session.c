@@ -345,6 +345,11 @@ typedef struct {
     atomic_int steps_started;
     atomic_int stepping_over;
     atomic_int done;
+    /* Set while a save or load is in its call: the stepping thread does not start another
+     * step until it returns (mutexes are not fair, so without this a fast stepping thread
+     * can re-take the session's lock for hundreds of steps while the saver waits). The
+     * save still overlaps the step that was running when it was called. */
+    atomic_int pending;
     int saved, loads, failed;
     char first_error[256];
 } checkpointer;
@@ -359,7 +364,9 @@ static void *checkpoint_while_stepping(checkpointer *c, int load) {
         seen = atomic_load(&c->steps_started);
         char path[96];
         checkpoint_path(c, load ? 0 : c->saved + 1, path, sizeof path);
+        atomic_store(&c->pending, 1);
         vp_status st = load ? vp_session_load(c->session, path) : vp_session_save(c->session, path);
+        atomic_store(&c->pending, 0);
         if (st != VP_OK) {
             if (c->failed++ == 0) snprintf(c->first_error, sizeof c->first_error, "%s", vp_last_error());
         } else if (load) {
@@ -401,6 +408,7 @@ static void test_checkpoint_while_stepping(void) {
         atomic_init(&c.steps_started, 0);
         atomic_init(&c.stepping_over, 0);
         atomic_init(&c.done, 0);
+        atomic_init(&c.pending, 0);
         float loss;
         int steps = 0;
         for (; steps < 3; steps++) CHECK(vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss) == VP_OK, "step: %s", vp_last_error());
@@ -411,6 +419,7 @@ static void test_checkpoint_while_stepping(void) {
         int unexplained = -1;
         float unexplained_loss = 0;
         for (; !atomic_load(&c.done) && steps < SAVE_MAX_STEPS; steps++) {
+            while (atomic_load(&c.pending) && !atomic_load(&c.done)) sched_yield();
             atomic_fetch_add(&c.steps_started, 1);
             vp_status st = vp_session_step(s, x, ROWS * MLP_FEATURES, y, ROWS, &loss);
             CHECK(st == VP_OK, "step %d during %s: expected VP_OK, got %d (%s)", steps, load ? "loads" : "saves", st, vp_last_error());

@@ -127,10 +127,12 @@ def two_ranks(rank, world):
     out["state"] = pipe.full_state_dict()
     out["keys"] = sorted(pipe.state_dict())
     # 2. Planned on rank 0 (profile + vpipe.plan), rank 1 slowed down 4x from step 1:
-    #    re-planning every 2 steps moves layers to rank 0 by itself.
+    #    re-planning every 2 steps moves layers to rank 0 by itself. Eight steps give four
+    #    decisions, each on the fastest step of its window, so one stalled step on rank 0
+    #    (two torch processes share 2 cores in CI) cannot hide the slowdown.
     auto = make_pipeline(rank, world, replan_every=2, replan_threshold=0.05, slowdown={1: 4.0}, slowdown_from=1)
     before = [(s.first_layer, s.last_layer) for s in auto.plan.stages]
-    out["auto"] = train(auto, 6)
+    out["auto"] = train(auto, 8)
     out["auto_plans"] = (before, [(s.first_layer, s.last_layer) for s in auto.plan.stages], auto.migrations)
     # 3. Refusals, each naming what is wrong.
     out["wrong_stages"] = error_of(lambda: pipe.apply_plan(hand_plan([(0, [KEEP] * layers)], micro_batches=M)))
@@ -158,7 +160,9 @@ def test_two_ranks_train_migrate_and_replan_like_one_process():
     before, after, migrations = r0["auto_plans"]
     assert migrations >= 1, f"a 4x slower rank 1 should make the pipeline re-partition; plans {before} -> {after}"
     assert after[0][1] > before[0][1], f"rank 0 should take layers from the slow rank 1: {before} -> {after}"
-    for step, (g, w) in enumerate(zip(r0["auto"], want)):
+    want_auto, _ = reference_losses(len(r0["auto"]))
+    assert len(r0["auto"]) == len(want_auto) == 8
+    for step, (g, w) in enumerate(zip(r0["auto"], want_auto)):
         assert abs(g - w) <= 1e-6, f"step {step}: loss {g} with online re-planning, {w} in one process"
 
     assert "the plan has 1 stages and the process group 2 ranks" in r0["wrong_stages"], r0["wrong_stages"]

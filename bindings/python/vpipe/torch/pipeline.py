@@ -398,11 +398,14 @@ class Pipeline:
         window = window or self.replan_every or 1
         # The steps since the stages were last built, the first one left out (it warms up:
         # allocations, first-call overheads), at most ``window`` of them. Every rank has
-        # run the same steps, so every rank takes the same branch.
+        # run the same steps, so every rank takes the same branch. The fastest of them is
+        # this rank's compute: a preemption or a garbage-collection pause only ever adds
+        # time to one step, while a device that really slowed down is slow in every step
+        # (a mean let one stalled step on a fast rank hide a 4x slower one).
         recent = self.step_compute_seconds[max(self._measured_from, len(self.step_compute_seconds) - window):]
         if not recent:
             return False
-        mine = torch.tensor([sum(recent) / len(recent)], dtype=torch.float64)
+        mine = torch.tensor([min(recent)], dtype=torch.float64)
         measured = [torch.zeros(1, dtype=torch.float64) for _ in range(self.world)]
         dist.all_gather(measured, mine)
         decision: Optional[bytes] = None
