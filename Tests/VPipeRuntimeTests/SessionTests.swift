@@ -94,7 +94,13 @@ import VPipeRuntime
             #expect(s.peakDeviceBytes <= s.capacityBytes)
             let ratio = Double(s.peakDeviceBytes) / s.predictedPeakBytes
             print("stage \(s.stage): measured peak \(s.peakDeviceBytes) B, cost model \(Int(s.predictedPeakBytes)) B, ratio \(ratio)")
-            #expect(abs(ratio - 1) <= 0.10, "stage \(s.stage): measured \(s.peakDeviceBytes) vs predicted \(s.predictedPeakBytes)")
+            // Above: at most 10% (the runtime must not hold more than the plan allowed for).
+            // Below: the cost model charges the in-flight activation and gradient messages at
+            // their worst coexistence; whether they are on the device at the measured peak
+            // depends on how the stage threads interleave (seen: stage 1 at 1.0 or 0.922, one
+            // 512 B message less; stage 0 at 0.934-0.939). 0.80 leaves room for two such
+            // messages on this small model and still fails a cost model a fifth too high.
+            #expect(ratio <= 1.10 && ratio >= 0.80, "stage \(s.stage): measured \(s.peakDeviceBytes) B vs predicted \(Int(s.predictedPeakBytes)) B: ratio \(ratio), expected within [0.80, 1.10]")
         }
         #expect(stats.stages[0].swappedBytes > 0)
         #expect(stats.stages[1].recomputedLayers > 0 || stats.stages[0].recomputedLayers > 0)
