@@ -350,13 +350,21 @@ def test_injected_failure_names_the_stage_and_changes_nothing() -> None:
 # ---------------------------------------------------------------- concurrency
 
 
-def test_apply_plan_from_another_thread_while_stepping() -> None:
+@pytest.mark.parametrize("inputs", ["rows", "tokens"])
+def test_apply_plan_from_another_thread_while_stepping(inputs: str) -> None:
     """vpipe.h allows apply_plan from another thread while a step runs: thousands of requests
     (each re-applying the running plan) during hundreds of steps must neither crash nor
-    fail, and the losses must equal a run without requests (re-applying moves no layer)."""
-    x, y = mlp_batch()
-    plan = hand_plan([(0, 1), (2, 3)])
-    c = config(mlp_layers(), 2, plan)
+    fail, and the losses must equal a run without requests (re-applying moves no layer).
+    Both step entries: vp_session_step (an MLP on rows) and vp_session_step_tokens (a GPT
+    on token ids)."""
+    if inputs == "rows":
+        x, y = mlp_batch()
+        plan = hand_plan([(0, 1), (2, 3)])
+        c = config(mlp_layers(), 2, plan)
+    else:
+        x, y = gpt_batch()
+        plan = hand_plan([(0, 1), (2, 4)])
+        c = config(gpt_layers(), 2, plan)
     applies, burst, min_steps = 4000, 20, 100
     steps_started = 0
     stepping_over = threading.Event()
