@@ -329,6 +329,23 @@ import VPipeWire
         return file + Array("VPCK".utf8)
     }
 
+    /// A NaN or infinite weight in an intact file (its CRC matching: saved from a diverged run,
+    /// or written by other code) is refused, naming the layer, the tensor and the index; the
+    /// finite check runs in the CRC pass, chunk by chunk, so every position is covered.
+    @Test func nonFiniteWeightsAreRefused() throws {
+        let good = try Self.goodCheckpoint("non-finite")
+        var weight = CheckpointMetadata.Blob(shape: [], offset: 0, bytes: 0, crc32: 0)
+        _ = try Self.withMetadata(good) { weight = $0.layers[2].parameters[0] }
+        #expect(weight.shape == [16, 16], "layer 2's weight should be 16×16, the checkpoint says \(weight.shape)")
+        for (value, index) in [(Float.nan, 0), (Float.infinity, 37), (-Float.infinity, 255)] {
+            var bytes = good
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { bytes.replaceSubrange((weight.offset + 4 * index)..<(weight.offset + 4 * index + 4), with: $0) }
+            let crc = bytes[weight.offset..<(weight.offset + weight.bytes)].withUnsafeBytes { Self.crc32($0) }
+            let bad = try Self.withMetadata(bytes) { $0.layers[2].parameters[0].crc32 = crc }
+            try Self.expectRefused(bad, "layer 2 (\"l2\") parameter tensor 0 holds a non-finite value (index \(index))")
+        }
+    }
+
     /// A manifest's shard names are file names beside it: one that points elsewhere
     /// ("../", an absolute path) is refused when the metadata decodes (WireCheckpoint), before
     /// anything is opened.

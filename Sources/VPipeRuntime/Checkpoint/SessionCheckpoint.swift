@@ -257,11 +257,8 @@ extension TrainingSession {
             for (k, b) in record.optimizerState.enumerated() where b.shape != params[k / max(1, perParameter)].shape {
                 throw CheckpointError.mismatch(path: path, "\(what) (\"\(spec.name)\") optimizer state tensor \(k) has shape \(b.shape), expected \(params[k / max(1, perParameter)].shape)")
             }
-            let values = try record.parameters.enumerated().map { k, b in try reader.verify(b, "\(what) (\"\(spec.name)\") parameter tensor \(k)") }
+            let values = try record.parameters.enumerated().map { k, b in try reader.verify(b, "\(what) (\"\(spec.name)\") parameter tensor \(k)", finite: true) }
             let moments = try record.optimizerState.enumerated().map { k, b in try reader.verify(b, "\(what) (\"\(spec.name)\") optimizer state tensor \(k)") }
-            if let bad = timing.measure(\.verify, { values.lazy.compactMap(firstNonFinite).first }) {
-                throw CheckpointError.damaged(path: path, "\(what) (\"\(spec.name)\") holds a non-finite weight (index \(bad))")
-            }
             layers[l] = (record, values, moments)
         }
         // PIPEDREAM_ASYNC: the layers of a stage share its update count.
@@ -296,8 +293,10 @@ extension TrainingSession {
         try restorePlacement(p.metadata.plan, profilingInCheckpoint: p.metadata.profiler.profiling)
         for (l, entry) in p.layers {
             guard let layer = pipeline.layers[l] else { continue }
+            // Gradients are left as they are: zero, as between any two steps (the optimizer
+            // zeroes what it applied and a failed step zeroes all, Pipeline.step); zeroing them
+            // again wrote another quarter of the parameter memory (with Adam) on every load.
             for (t, values) in zip(layer.parameters, entry.parameters) { t.device.upload(values, to: t) }
-            for g in layer.gradients { g.zero() }
             for (k, values) in entry.state.enumerated() {
                 let per = max(1, entry.record.statePerParameter)
                 let t = pipeline.optimizerState[l][k / per][k % per]
@@ -316,18 +315,6 @@ extension TrainingSession {
             restorePending(pending, source: p.metadata.pendingSource, savedAt: p.metadata.iteration)
         }
     }
-}
-
-/// The index of the first NaN or infinity in `values`, nil when every value is finite: a
-/// branch-free pass over the exponent bits (vectorised), and the search only after a hit.
-func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
-    let exponent: UInt32 = 0x7f80_0000
-    let largest = values.withMemoryRebound(to: UInt32.self) { bits in
-        var m: UInt32 = 0
-        for b in bits { m = max(m, b & exponent) }
-        return m
-    }
-    return largest == exponent ? values.firstIndex { !$0.isFinite } : nil
 }
 
 /// File names of a checkpoint and its shards.
