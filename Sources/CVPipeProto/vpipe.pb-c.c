@@ -1582,6 +1582,51 @@ void   vpipe__checkpoint_profiler__free_unpacked
   assert(message->base.descriptor == &vpipe__checkpoint_profiler__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   vpipe__checkpoint_move__init
+                     (Vpipe__CheckpointMove         *message)
+{
+  static const Vpipe__CheckpointMove init_value = VPIPE__CHECKPOINT_MOVE__INIT;
+  *message = init_value;
+}
+size_t vpipe__checkpoint_move__get_packed_size
+                     (const Vpipe__CheckpointMove *message)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_move__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t vpipe__checkpoint_move__pack
+                     (const Vpipe__CheckpointMove *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_move__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t vpipe__checkpoint_move__pack_to_buffer
+                     (const Vpipe__CheckpointMove *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &vpipe__checkpoint_move__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Vpipe__CheckpointMove *
+       vpipe__checkpoint_move__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Vpipe__CheckpointMove *)
+     protobuf_c_message_unpack (&vpipe__checkpoint_move__descriptor,
+                                allocator, len, data);
+}
+void   vpipe__checkpoint_move__free_unpacked
+                     (Vpipe__CheckpointMove *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &vpipe__checkpoint_move__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   vpipe__checkpoint_shard__init
                      (Vpipe__CheckpointShard         *message)
 {
@@ -4688,7 +4733,7 @@ const ProtobufCMessageDescriptor vpipe__checkpoint_layer__descriptor =
   (ProtobufCMessageInit) vpipe__checkpoint_layer__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor vpipe__checkpoint_profiler__field_descriptors[14] =
+static const ProtobufCFieldDescriptor vpipe__checkpoint_profiler__field_descriptors[16] =
 {
   {
     "profiling",
@@ -4858,9 +4903,35 @@ static const ProtobufCFieldDescriptor vpipe__checkpoint_profiler__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "hysteresis_windows",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointProfiler, hysteresis_windows),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "hysteresis_moves",
+    16,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Vpipe__CheckpointProfiler, n_hysteresis_moves),
+    offsetof(Vpipe__CheckpointProfiler, hysteresis_moves),
+    &vpipe__checkpoint_move__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned vpipe__checkpoint_profiler__field_indices_by_name[] = {
   8,   /* field[8] = calibration_baseline */
+  15,   /* field[15] = hysteresis_moves */
+  14,   /* field[14] = hysteresis_windows */
   11,   /* field[11] = iterations */
   13,   /* field[13] = last_loss */
   2,   /* field[2] = profile_sums */
@@ -4878,7 +4949,7 @@ static const unsigned vpipe__checkpoint_profiler__field_indices_by_name[] = {
 static const ProtobufCIntRange vpipe__checkpoint_profiler__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 14 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor vpipe__checkpoint_profiler__descriptor =
 {
@@ -4888,11 +4959,75 @@ const ProtobufCMessageDescriptor vpipe__checkpoint_profiler__descriptor =
   "Vpipe__CheckpointProfiler",
   "vpipe",
   sizeof(Vpipe__CheckpointProfiler),
-  14,
+  16,
   vpipe__checkpoint_profiler__field_descriptors,
   vpipe__checkpoint_profiler__field_indices_by_name,
   1,  vpipe__checkpoint_profiler__number_ranges,
   (ProtobufCMessageInit) vpipe__checkpoint_profiler__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor vpipe__checkpoint_move__field_descriptors[3] =
+{
+  {
+    "layer",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointMove, layer),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "from_stage",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointMove, from_stage),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "window",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Vpipe__CheckpointMove, window),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned vpipe__checkpoint_move__field_indices_by_name[] = {
+  1,   /* field[1] = from_stage */
+  0,   /* field[0] = layer */
+  2,   /* field[2] = window */
+};
+static const ProtobufCIntRange vpipe__checkpoint_move__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor vpipe__checkpoint_move__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "vpipe.CheckpointMove",
+  "CheckpointMove",
+  "Vpipe__CheckpointMove",
+  "vpipe",
+  sizeof(Vpipe__CheckpointMove),
+  3,
+  vpipe__checkpoint_move__field_descriptors,
+  vpipe__checkpoint_move__field_indices_by_name,
+  1,  vpipe__checkpoint_move__number_ranges,
+  (ProtobufCMessageInit) vpipe__checkpoint_move__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor vpipe__checkpoint_shard__field_descriptors[5] =

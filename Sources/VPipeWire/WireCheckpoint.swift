@@ -170,6 +170,16 @@ public enum WireCheckpoint {
         p.pointee.iterations = UInt64(clamping: r.iterations)
         p.pointee.total_seconds = r.totalSeconds
         p.pointee.last_loss = r.lastLoss
+        p.pointee.hysteresis_windows = UInt64(clamping: r.hysteresisWindows)
+        p.pointee.n_hysteresis_moves = r.hysteresisMoves.count
+        p.pointee.hysteresis_moves = list(r.hysteresisMoves, arena) { m in
+            let move = arena.allocate(Vpipe__CheckpointMove.self, count: 1)
+            vpipe__checkpoint_move__init(move)
+            move.pointee.layer = UInt32(clamping: m.layer)
+            move.pointee.from_stage = UInt32(clamping: m.fromStage)
+            move.pointee.window = UInt64(clamping: m.window)
+            return move
+        }
         return p
     }
 
@@ -198,6 +208,11 @@ public enum WireCheckpoint {
         r.iterations = try int(p.pointee.iterations, "\(f).iterations")
         r.totalSeconds = p.pointee.total_seconds
         r.lastLoss = p.pointee.last_loss
+        r.hysteresisWindows = try int(p.pointee.hysteresis_windows, "\(f).hysteresis_windows")
+        r.hysteresisMoves = try WireDecode.repeated(p.pointee.hysteresis_moves, p.pointee.n_hysteresis_moves, field: "\(f).hysteresis_moves").enumerated().map { i, m in
+            MigrationHysteresis.SavedMove(layer: Int(m.pointee.layer), fromStage: Int(m.pointee.from_stage),
+                                          window: try int(m.pointee.window, "\(f).hysteresis_moves[\(i)].window"))
+        }
         return r
     }
 

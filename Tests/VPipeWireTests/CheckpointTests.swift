@@ -165,6 +165,64 @@ import VPipeWire
         #expect(c.statistics().decisions.isEmpty, "resumed under another plan the pending migration must not apply: \(c.statistics().decisions)")
     }
 
+    /// The re-planner's state in a saved checkpoint (its profiler part).
+    static func savedProfiler(_ path: String) throws -> CheckpointMetadata.Profiler {
+        var profiler = CheckpointMetadata.Profiler()
+        _ = try withMetadata([UInt8](Data(contentsOf: URL(fileURLWithPath: path)))) { profiler = $0.profiler }
+        return profiler
+    }
+
+    /// Online re-planning's hold on recent moves (MigrationHysteresis) is in the checkpoint: a
+    /// run that migrated, saved, and resumed on the same plan holds the moved layers as the
+    /// uninterrupted run does (moving one back within 3 windows needs 4× the threshold), so it
+    /// cannot undo a move the uninterrupted run keeps; under another plan the hold starts afresh.
+    @Test func theReplannersHoldOnRecentMovesSurvivesALoad() throws {
+        var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4, seed: 7, optimizer: Self.adam)
+        training.replanEvery = 2
+        training.slowdown = .init(stage: 0, factor: 8, fromIteration: 2)
+        func open(_ layout: PlanLayout) throws -> TrainingSession {
+            try TrainingSession(SessionConfig(
+                model: Self.mlp, cluster: .uniform(count: 2, device: DeviceSpec(name: "cpu", memoryBytes: 1 << 30, hostBandwidth: 1e10), link: LinkSpec(bandwidth: 1e10)),
+                plan: layout, training: training, checkpointCodec: WireCheckpoint.codec))
+        }
+        let start = Self.plan([0, 3], Self.keep)
+        let a = try open(start)
+        var k = 0
+        while k < 20, !a.statistics().decisions.contains(where: \.applied) {
+            k += 1
+            try Self.step(a, k)
+        }
+        let decisions = a.statistics().decisions
+        let notes = decisions.map { "\($0.iteration): \($0.note)" }
+        let migrated = decisions.contains { $0.applied }
+        try #require(migrated, "expected an online migration off the 8× slower stage 0 within 20 steps; decisions: \(notes)")
+        let moved = PlanLayout(ranges: a.statistics().stages.map(\.layers), policies: Self.keep)
+        let (path, again, other) = (Self.temporaryPath("hold"), Self.temporaryPath("hold-again"), Self.temporaryPath("hold-other"))
+        defer { for p in [path, again, other] { unlink(p) } }
+        try a.save(to: path)
+        let saved = try Self.savedProfiler(path)
+        let hold = MigrationHysteresis(windows: saved.hysteresisWindows, moves: saved.hysteresisMoves)
+        #expect(!saved.hysteresisMoves.isEmpty && saved.hysteresisWindows >= 1,
+                "expected the checkpoint to hold the move from \(start.ranges) to \(moved.ranges); it has windows \(saved.hysteresisWindows), moves \(saved.hysteresisMoves)")
+        #expect(hold.requiredGain(threshold: 0.05, from: moved, to: start) == 0.05 * MigrationHysteresis.moveBackFactor,
+                "moving back to \(start.ranges) right after the move should need \(MigrationHysteresis.moveBackFactor)× the threshold; the saved hold asks \(hold.requiredGain(threshold: 0.05, from: moved, to: start))")
+        // Resumed on the plan it was saved on: the same hold (saved again, field for field).
+        let b = try open(moved)
+        try b.load(from: path)
+        try b.save(to: again)
+        let resumed = try Self.savedProfiler(again)
+        #expect(resumed.hysteresisWindows == saved.hysteresisWindows && resumed.hysteresisMoves == saved.hysteresisMoves,
+                "resumed on the same plan the hold should be the uninterrupted run's (windows \(saved.hysteresisWindows), moves \(saved.hysteresisMoves)); it is windows \(resumed.hysteresisWindows), moves \(resumed.hysteresisMoves)")
+        // Under another plan the saved stage numbers mean other stages: no hold.
+        let another = [[0, 5], [0, 4]].map { Self.plan($0, Self.keep) }.first { $0 != moved }!
+        let c = try open(another)
+        try c.load(from: path)
+        try c.save(to: other)
+        let elsewhere = try Self.savedProfiler(other)
+        #expect(elsewhere.hysteresisMoves.isEmpty && elsewhere.hysteresisWindows == 0,
+                "resumed under \(another.ranges) (saved on \(moved.ranges)) the hold should start afresh; it is windows \(elsewhere.hysteresisWindows), moves \(elsewhere.hysteresisMoves)")
+    }
+
     // MARK: - bad checkpoints
 
     /// A good checkpoint of the mlp after 2 steps, as bytes.
@@ -393,6 +451,8 @@ import VPipeWire
         meta.worldSize = 2
         meta.pendingPlan = PlanLayout(stageStarts: [0, 1], layerCount: 3, policies: [.keep, .keep, .swap])
         meta.pendingSource = "online"
+        meta.profiler.hysteresisWindows = 4
+        meta.profiler.hysteresisMoves = [.init(layer: 2, fromStage: 0, window: 3), .init(layer: 5, fromStage: 1, window: 1)]
         let bytes = WireCheckpoint.encode(meta)
         let back = try bytes.withUnsafeBytes { try WireCheckpoint.decode($0) }
         #expect(back == meta)

@@ -50,6 +50,7 @@ typedef struct Vpipe__LayerParameters Vpipe__LayerParameters;
 typedef struct Vpipe__CheckpointBlob Vpipe__CheckpointBlob;
 typedef struct Vpipe__CheckpointLayer Vpipe__CheckpointLayer;
 typedef struct Vpipe__CheckpointProfiler Vpipe__CheckpointProfiler;
+typedef struct Vpipe__CheckpointMove Vpipe__CheckpointMove;
 typedef struct Vpipe__CheckpointShard Vpipe__CheckpointShard;
 typedef struct Vpipe__Checkpoint Vpipe__Checkpoint;
 
@@ -1069,10 +1070,39 @@ struct  Vpipe__CheckpointProfiler
   uint64_t iterations;
   double total_seconds;
   float last_loss;
+  /*
+   * Online re-planning's hold on recent moves (MigrationHysteresis): the re-planning windows
+   * seen so far and, per moved layer, the stage it left and the window of the move. Stage
+   * numbers are the checkpoint's plan's: restored only by a session resuming on that plan.
+   */
+  uint64_t hysteresis_windows;
+  size_t n_hysteresis_moves;
+  Vpipe__CheckpointMove **hysteresis_moves;
 };
 #define VPIPE__CHECKPOINT_PROFILER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint_profiler__descriptor) \
-    , 0, 0, 0,NULL, 0, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0, 0, 0 }
+    , 0, 0, 0,NULL, 0, 0,NULL, 0,NULL, 0,NULL, 0,NULL, 0, 0, 0, 0, 0, 0, 0, 0,NULL }
+
+
+/*
+ * A layer's last move by online re-planning (CheckpointProfiler.hysteresis_moves).
+ */
+struct  Vpipe__CheckpointMove
+{
+  ProtobufCMessage base;
+  uint32_t layer;
+  /*
+   * the stage it left
+   */
+  uint32_t from_stage;
+  /*
+   * the re-planning window that moved it (1 = the first)
+   */
+  uint64_t window;
+};
+#define VPIPE__CHECKPOINT_MOVE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&vpipe__checkpoint_move__descriptor) \
+    , 0, 0, 0 }
 
 
 /*
@@ -1822,6 +1852,25 @@ Vpipe__CheckpointProfiler *
 void   vpipe__checkpoint_profiler__free_unpacked
                      (Vpipe__CheckpointProfiler *message,
                       ProtobufCAllocator *allocator);
+/* Vpipe__CheckpointMove methods */
+void   vpipe__checkpoint_move__init
+                     (Vpipe__CheckpointMove         *message);
+size_t vpipe__checkpoint_move__get_packed_size
+                     (const Vpipe__CheckpointMove   *message);
+size_t vpipe__checkpoint_move__pack
+                     (const Vpipe__CheckpointMove   *message,
+                      uint8_t             *out);
+size_t vpipe__checkpoint_move__pack_to_buffer
+                     (const Vpipe__CheckpointMove   *message,
+                      ProtobufCBuffer     *buffer);
+Vpipe__CheckpointMove *
+       vpipe__checkpoint_move__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   vpipe__checkpoint_move__free_unpacked
+                     (Vpipe__CheckpointMove *message,
+                      ProtobufCAllocator *allocator);
 /* Vpipe__CheckpointShard methods */
 void   vpipe__checkpoint_shard__init
                      (Vpipe__CheckpointShard         *message);
@@ -1967,6 +2016,9 @@ typedef void (*Vpipe__CheckpointLayer_Closure)
 typedef void (*Vpipe__CheckpointProfiler_Closure)
                  (const Vpipe__CheckpointProfiler *message,
                   void *closure_data);
+typedef void (*Vpipe__CheckpointMove_Closure)
+                 (const Vpipe__CheckpointMove *message,
+                  void *closure_data);
 typedef void (*Vpipe__CheckpointShard_Closure)
                  (const Vpipe__CheckpointShard *message,
                   void *closure_data);
@@ -2020,6 +2072,7 @@ extern const ProtobufCMessageDescriptor vpipe__layer_parameters__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__checkpoint_blob__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__checkpoint_layer__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__checkpoint_profiler__descriptor;
+extern const ProtobufCMessageDescriptor vpipe__checkpoint_move__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__checkpoint_shard__descriptor;
 extern const ProtobufCMessageDescriptor vpipe__checkpoint__descriptor;
 

@@ -59,6 +59,10 @@ public struct CheckpointMetadata: Sendable, Equatable {
         public var iterations = 0
         public var totalSeconds = 0.0
         public var lastLoss: Float = .nan
+        /// Online re-planning's hold on recent moves (`MigrationHysteresis.saved`); its stage
+        /// numbers are `plan`'s.
+        public var hysteresisWindows = 0
+        public var hysteresisMoves: [MigrationHysteresis.SavedMove] = []
         public init() {}
     }
 

@@ -307,7 +307,7 @@ extension TrainingSession {
             if let v = stage.layers.lazy.compactMap({ p.layers[$0]?.record.weightVersion }).first { stage.weightVersion = v }
         }
         pipeline.restoreCounters(iteration: p.metadata.iteration, optimizerSteps: p.metadata.optimizerSteps)
-        restoreProfiler(p.profiler)
+        restoreProfiler(p.profiler, onSavedPlan: pipeline.layout == p.metadata.plan)
         // A migration pending at the save starts at the next step, when the run resumes on
         // the plan it was decided for; resumed under another plan it no longer applies.
         if let pending = p.metadata.pendingPlan, pipeline.layout == p.metadata.plan,

@@ -226,6 +226,7 @@ public final class TrainingSession: @unchecked Sendable {
             (p.windowForwardSeconds, p.windowBackwardSeconds) = (w.forward, w.backward)
             (p.windowIterations, p.windowIterationSeconds, p.stageSpeed) = (w.iterations, w.iterationSeconds, w.stageSpeed)
             p.calibrationBaseline = w.calibrationBaseline.isFinite ? w.calibrationBaseline : 0
+            (p.hysteresisWindows, p.hysteresisMoves) = hysteresis.saved
         }
         p.workspaceBytes = workspaceBytes
         p.rowsPerMicroBatch = rowsPerMicroBatch
@@ -257,8 +258,12 @@ public final class TrainingSession: @unchecked Sendable {
     }
 
     /// Takes over a checkpoint's measurements and counters (after `restorePlacement`).
-    func restoreProfiler(_ p: CheckpointMetadata.Profiler) {
+    /// `onSavedPlan`: the session runs the plan the checkpoint was saved on, so the
+    /// re-planner's hold on recent moves (stage numbers of that plan) applies again; under
+    /// another plan it starts afresh.
+    func restoreProfiler(_ p: CheckpointMetadata.Profiler, onSavedPlan: Bool) {
         stateLock.locked {
+            hysteresis = onSavedPlan ? MigrationHysteresis(windows: p.hysteresisWindows, moves: p.hysteresisMoves) : MigrationHysteresis()
             profiler.restore(sums: p.profileSums, iterations: p.profiledIterations)
             window.restore(forward: p.windowForwardSeconds, backward: p.windowBackwardSeconds, iterations: p.windowIterations,
                            iterationSeconds: p.windowIterationSeconds, stageSpeed: p.stageSpeed,

@@ -22,6 +22,28 @@ public struct MigrationHysteresis: Sendable, Equatable {
 
     public init() {}
 
+    /// One layer's last move, as a checkpoint keeps it: the stage it left, the window of the move.
+    public struct SavedMove: Sendable, Equatable {
+        public var layer: Int, fromStage: Int, window: Int
+        public init(layer: Int, fromStage: Int, window: Int) {
+            self.layer = layer
+            self.fromStage = fromStage
+            self.window = window
+        }
+    }
+
+    /// The state a checkpoint keeps (so that a resumed run holds the moves the uninterrupted
+    /// one would): the windows seen and every layer's last move, by layer.
+    public var saved: (windows: Int, moves: [SavedMove]) {
+        (windows, lastMove.keys.sorted().map { SavedMove(layer: $0, fromStage: lastMove[$0]!.stage, window: lastMove[$0]!.window) })
+    }
+
+    /// The hysteresis a checkpoint saved (`saved`).
+    public init(windows: Int, moves: [SavedMove]) {
+        self.windows = windows
+        for m in moves { lastMove[m.layer] = Move(stage: m.fromStage, window: m.window) }
+    }
+
     /// The layers `fresh` would put back on the stage they left within the hold.
     public func layersMovedBack(from running: PlanLayout, to fresh: PlanLayout) -> [Int] {
         Self.moves(from: running, to: fresh).filter { layer, _, to in
