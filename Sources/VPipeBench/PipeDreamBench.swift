@@ -44,10 +44,20 @@ enum PipeDreamBench {
         return PlanRequest(model: model, cluster: cluster, options: PlanOptions(schedule: .oneFOneB, microBatches: 4 * p, planner: planner))
     }
 
-    static func run() {
-        let models = models()
-        let optimum = pipedreamOptimum()
+    /// "proven" or the gap its lower bound leaves.
+    static func certificate(_ plan: Plan) -> String {
+        plan.provenOptimal ? "proven" : "gap ≤ \(formatFixed(100 * (plan.optimalityGap ?? .infinity), decimals: 1))%"
+    }
+
+    static func run(tightOnly: Bool = false, profile: String? = nil) {
+        let models = models().filter { profile == nil || $0.name == profile }
         let ample = 1 << 50
+        if !tightOnly { ampleMemory(models, ample: ample) }
+        tightMemory(models, ample: ample)
+    }
+
+    static func ampleMemory(_ models: [ModelSpec], ample: Int) {
+        let optimum = pipedreamOptimum()
         print("Ample memory (1 PiB per device), 10 GB/s links, latency 0, 1F1B, m = 4p; τ in seconds per profiled mini-batch.")
         print("PipeDream: its own optimizer on its antichain DAG (data/pipedream-profiles/pipedream-optimizer.txt);")
         print("PIPEDREAM: the same DP on our chain of the graph. VPIPE twice: under the THROUGHPUT objective")
@@ -77,10 +87,13 @@ enum PipeDreamBench {
             }
         }
         print("\nWorst PIPEDREAM τ / PipeDream τ: \(formatFixed(worstChain, decimals: 4)); worst VPIPE (THROUGHPUT) τ / PipeDream τ: \(formatFixed(worstVPipe, decimals: 4))\n")
+    }
+
+    static func tightMemory(_ models: [ModelSpec], ample: Int) {
 
         print("Tight memory: each device gets 90% or 75% of the largest stage memory of PIPEDREAM's (memory-unaware) plan, so that plan does not fit.\n")
-        print("| profile | stages | memory per device | PIPEDREAM | TIME_BALANCED T_iter | GPIPE T_iter | VPIPE T_iter | VPIPE τ | VPIPE policies (K/S/R) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| profile | stages | memory per device | PIPEDREAM | TIME_BALANCED T_iter | GPIPE T_iter | VPIPE T_iter | VPIPE τ | VPIPE policies (K/S/R) | VPIPE certificate | VPIPE planning |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for model in models {
             for p in [4, 8] where p <= model.layers.count {
               for fraction in [0.9, 0.75] {
@@ -104,7 +117,8 @@ enum PipeDreamBench {
                 let (vpCell, vp) = cell(.vpipe)
                 let counts = vp.map { $0.stages.flatMap(\.policies).reduce(into: [0, 0, 0]) { $0[$1.rawValue - 1] += 1 } }
                 print("| \(model.name) | \(p) | \(formatBytes(Double(memory))) (\(Int(fraction * 100))%) | \(pdCell) | \(tb) | \(gp) | \(vpCell) | "
-                    + "\(vp.map { formatSeconds($0.bottleneckSeconds) } ?? "") | \(counts.map { "\($0[0])/\($0[1])/\($0[2])" } ?? "") |")
+                    + "\(vp.map { formatSeconds($0.bottleneckSeconds) } ?? "") | \(counts.map { "\($0[0])/\($0[1])/\($0[2])" } ?? "") | "
+                    + "\(vp.map(certificate) ?? "") | \(vp.map { formatSeconds($0.planningSeconds) } ?? "") |")
               }
             }
         }

@@ -75,16 +75,7 @@ struct RunPolicySolver {
         let bound = relaxationBound(s)
         if bound == .infinity { return Result(choice: nil, lowerBound: .infinity, exact: true) }
 
-        var units: [Unit] = []
-        var j = 0
-        while j < s.layers.count {
-            var k = j + 1
-            let pj = cm.model.layers[s.layers.lowerBound + j].profile
-            while k < s.layers.count && cm.model.layers[s.layers.lowerBound + k].profile == pj && s.input[k] == s.input[j] { k += 1 }
-            units.append(Unit(first: j, count: k - j, f: s.fwd[j], a: s.stash[j], x: s.input[j], last: k == s.layers.count))
-            j = k
-        }
-
+        let units = self.units(s)
         let n = Double(cm.inFlight(stage: i, of: stageCount))
         let fixed = cm.peakMemory(stage: i, of: stageCount, layers: layers, params: s.params, retainedPerMicroBatch: 0,
                                   largestSegment: 0, largestSwap: 0)
@@ -95,11 +86,35 @@ struct RunPolicySolver {
             return t.swapped > 0 ? max(c, 2 * t.swapped / s.hostBandwidth) : c
         }
 
+        let canRecompute = s.moves.contains(.recompute)
+        let relaxation = SuffixRelaxation(units: units, stage: s, inFlight: n, canSwap: s.moves.contains(.swap),
+                                          canRecompute: canRecompute, segmentInputs: false)
+        let segmentRelaxation = SuffixRelaxation(units: units, stage: s, inFlight: n, canSwap: s.moves.contains(.swap),
+                                                 canRecompute: canRecompute, segmentInputs: true)
+        // Bytes per micro-batch the kept stash of units u... may still take, given what is chosen.
+        func room(_ t: Acc) -> Double {
+            (s.capacity + slack - fixed - t.largestSegment - 2 * t.largestSwap) / n - t.retained
+        }
+
+        // A lower bound on the time of every completion of a partial choice t of the units before `next`.
+        func relaxed(_ t: Acc, from next: Int) -> Double {
+            let sec = seconds(t), left = room(t)
+            let plain = relaxation.bound(from: next, seconds: sec, recompute: t.recompute, swapped: t.swapped,
+                                         largestSwap: t.largestSwap, room: left)
+            guard canRecompute && t.open < 0 else { return plain }
+            return max(plain, segmentRelaxation.bound(from: next, seconds: sec, recompute: t.recompute, swapped: t.swapped,
+                                                      largestSwap: t.largestSwap, room: left))
+        }
+
         var best: StagePolicySolver.Choice?
-        var bestSeconds = Double.infinity, bestMoved = Int.max
+        var bestSeconds = Double.infinity, bestMoved = Int.max, bestPeak = Double.infinity
         var options = [Option](repeating: Option(), count: units.count)
         var nodes = 0
+        // Once the node budget is spent the search stops descending; the choices it would
+        // still have tried along its current path are only bounded, and the smallest of those
+        // bounds (with the incumbent) bounds every choice it did not see.
         var exhausted = false
+        var frontier = Double.infinity
 
         func policies() -> [MemoryPolicy] {
             var out: [MemoryPolicy] = []
@@ -116,24 +131,46 @@ struct RunPolicySolver {
                     best = c
                     bestSeconds = c.stageSeconds
                     bestMoved = c.movedLayers
+                    bestPeak = c.peakMemoryBytes
                 }
                 return
             }
             let unit = units[u]
             let k = unit.count
             // Over the incumbent's time (or equal time with more moved layers): cut.
+            // A partial choice is also cut when no completion can beat the incumbent: the
+            // relaxation of the units after this one (`SuffixRelaxation`) bounds its time.
             func cut(_ t: Acc) -> Bool {
                 let sec = seconds(t)
                 if sec > bestSeconds * (1 + 1e-12) { return true }
                 if sec >= bestSeconds * (1 - 1e-12) && t.moved > bestMoved { return true }
-                return memory(t) > s.capacity + slack
+                if memory(t) > s.capacity + slack { return true }
+                let left = room(t)
+                let bar = bestSeconds * (1 + 1e-9)
+                // Exact down to the tie zone below the incumbent, which the tie rules use.
+                let bound = relaxation.bound(from: u + 1, seconds: sec, recompute: t.recompute, swapped: t.swapped,
+                                             largestSwap: t.largestSwap, room: left, cutoff: bestSeconds * (1 - 1e-9))
+                if bound > bar { return true }
+                if canRecompute && t.open < 0
+                    && segmentRelaxation.bound(from: u + 1, seconds: sec, recompute: t.recompute, swapped: t.swapped,
+                                               largestSwap: t.largestSwap, room: left, cutoff: bar) > bar { return true }
+                // No completion is faster than the incumbent: it must also not move more layers,
+                // and at as many, not take more memory (the solver's tie rules).
+                if bound >= bestSeconds * (1 - 1e-9) {
+                    let fewest = relaxation.fewestMoves(from: u + 1, room: left)
+                    if t.moved + fewest > bestMoved { return true }
+                    if t.moved + fewest == bestMoved {
+                        let kept = relaxation.leastKept(from: u + 1, moves: bestMoved - t.moved)
+                        if memory(t) + n * kept > bestPeak + slack { return true }
+                    }
+                }
+                return false
             }
             // Adds nS swaps among the unit's nN non-recomputed layers and recurses, nS
             // ascending (time grows, memory falls after the first swap).
             func finish(_ base: Acc, _ option: Option, nonRecomputed nN: Int) {
                 for nS in 0...(s.moves.contains(.swap) ? nN : 0) {  // DeviceSpec.allowedPolicies
-                    nodes += 1
-                    if nodes > nodeBudget { exhausted = true; return }
+                    if !exhausted { nodes += 1; exhausted = nodes > nodeBudget }
                     var t = base
                     t.swapped += Double(nS) * unit.a
                     if nS > 0 { t.largestSwap = max(t.largestSwap, unit.a) }
@@ -142,11 +179,11 @@ struct RunPolicySolver {
                     let sec = seconds(t)
                     if sec > bestSeconds * (1 + 1e-12) { return }  // more swaps only add time
                     if cut(t) { continue }
+                    if exhausted { frontier = min(frontier, relaxed(t, from: u + 1)); continue }
                     var o = option
                     o.nS = nS
                     options[u] = o
                     visit(u + 1, t)
-                    if exhausted { return }
                 }
             }
             let open = acc.open >= 0
@@ -161,11 +198,10 @@ struct RunPolicySolver {
                     if open { t.open = acc.open + Double(k) * unit.a } else { t.open = Double(k) * unit.a; t.retained += unit.x }
                     t.largestSegment = max(t.largestSegment, t.open)
                     if cut(t) { continue }
+                    if !exhausted { nodes += 1; exhausted = nodes > nodeBudget }
+                    if exhausted { frontier = min(frontier, relaxed(t, from: u + 1)); continue }
                     options[u] = Option(full: true, nR: k)
-                    nodes += 1
-                    if nodes > nodeBudget { exhausted = true; return }
                     visit(u + 1, t)
-                    if exhausted { return }
                     continue
                 }
                 let nN = k - nR
@@ -189,7 +225,6 @@ struct RunPolicySolver {
                             let gaps = blocks == 0 ? 1 : blocks - 1 + (lead > 0 ? 0 : 1) + (trail > 0 ? 0 : 1)
                             guard gaps >= 1 && gaps <= nN else { continue }
                             finish(t, Option(nR: nR, lead: lead, trail: trail), nonRecomputed: nN)
-                            if exhausted { return }
                             continue
                         }
                         var previousLongest = -1
@@ -210,7 +245,6 @@ struct RunPolicySolver {
                                     guard gaps >= 1 && gaps <= nN else { continue }
                                     finish(ti, Option(nR: nR, lead: lead, trail: trail, interior: g, interiorLayers: rInt,
                                                       edgeStart: es, edgeEnd: ee), nonRecomputed: nN)
-                                    if exhausted { return }
                                 }
                             }
                         }
@@ -220,9 +254,47 @@ struct RunPolicySolver {
         }
         visit(0, Acc())
         if exhausted {
-            return Result(choice: best, lowerBound: min(bound, best?.stageSeconds ?? .infinity), exact: false, nodes: nodes)
+            return Result(choice: best, lowerBound: max(bound, min(frontier, best?.stageSeconds ?? .infinity)), exact: false, nodes: nodes)
         }
         return Result(choice: best, lowerBound: best?.stageSeconds ?? .infinity, exact: true, nodes: nodes)
+    }
+
+    /// The stage's units: maximal runs of layers with the same profile and input size.
+    func units(_ s: StagePolicySolver.Stage) -> [Unit] {
+        var units: [Unit] = []
+        var j = 0
+        while j < s.layers.count {
+            var k = j + 1
+            let pj = cm.model.layers[s.layers.lowerBound + j].profile
+            while k < s.layers.count && cm.model.layers[s.layers.lowerBound + k].profile == pj && s.input[k] == s.input[j] { k += 1 }
+            units.append(Unit(first: j, count: k - j, f: s.fwd[j], a: s.stash[j], x: s.input[j], last: k == s.layers.count))
+            j = k
+        }
+        return units
+    }
+
+    /// A proven lower bound on the stage time of every fitting choice without searching
+    /// (+∞: none fits): the all-KEEP time when it fits, else the larger of `relaxationBound`
+    /// and the two `SuffixRelaxation`s over all units. O(L log L); VPIPE uses it for the
+    /// stages it has no budget left to search.
+    func quickBound(stage i: Int, layers: Range<Int>) -> Double {
+        let legacy = StagePolicySolver(costModel: cm, stageCount: stageCount)
+        let s = legacy.describe(i, layers)
+        let keep = legacy.choice(Array(repeating: .keep, count: layers.count), s)
+        if keep.peakMemoryBytes <= s.capacity { return keep.stageSeconds }
+        var bound = relaxationBound(s)
+        if bound == .infinity { return bound }
+        let units = self.units(s)
+        let n = Double(cm.inFlight(stage: i, of: stageCount))
+        let fixed = cm.peakMemory(stage: i, of: stageCount, layers: layers, params: s.params, retainedPerMicroBatch: 0,
+                                  largestSegment: 0, largestSwap: 0)
+        let room = (s.capacity + 1e-9 * max(1, s.capacity) - fixed) / n
+        for segmentInputs in [false, true] where segmentInputs == false || s.moves.contains(.recompute) {
+            let r = SuffixRelaxation(units: units, stage: s, inFlight: n, canSwap: s.moves.contains(.swap),
+                                     canRecompute: s.moves.contains(.recompute), segmentInputs: segmentInputs, prefixes: 1)
+            bound = max(bound, r.bound(from: 0, seconds: s.fwdBwd / s.speed, recompute: 0, swapped: 0, largestSwap: 0, room: room))
+        }
+        return bound
     }
 
     /// The policy string of one unit's option: R-blocks separated by the non-recomputed
@@ -294,5 +366,207 @@ struct RunPolicySolver {
             if removable(mid) >= need { hi = mid } else { lo = mid }
         }
         return lo
+    }
+}
+
+/// The fractional relaxation of the choice left for units u... of a stage, given what the
+/// units before them chose: a lower bound on the stage time of every completion that fits.
+///
+/// Every completion must keep at most `room` bytes of stash per micro-batch (the memory left
+/// after the fixed part and what is already retained, segments and swap buffers only grow),
+/// so at least need = (stash of the remaining units) − room must leave by SWAP or RECOMPUTE.
+/// At stage time T the copy engine takes at most T·H/2 − (bytes already swapped), and the
+/// recompute budget T·σ − (forward+backward+recompute so far) buys at most its fractional
+/// knapsack worth, units taken by stash per forward second. Forgetting the inputs segments
+/// keep and the swap buffer only relaxes, and the bytes removable grow with T, so the
+/// smallest T that clears `need` (found on the knapsack's breakpoints) bounds the time.
+struct SuffixRelaxation {
+    /// Per unit: forward seconds and stash of the whole unit, and the most bytes recomputing
+    /// it can free (its credit, below).
+    let f: [Double], a: [Double], credit: [Double]
+    /// Unit indices, most credit per forward second first (recompute's knapsack order).
+    let byRatio: [Int]
+    /// For units u...: knapsackStart[u] indexes the prefix sums of forward seconds and credit
+    /// of its units in ratio order (spentPrefix, takenPrefix; units − u entries).
+    let knapsackStart: [Int], spentPrefix: [Double], takenPrefix: [Double]
+    let units: Int
+    /// Unit indices, most stash per layer first (the fewest layers that free given bytes).
+    let byLayerStash: [Int]
+    let count: [Int], layerStash: [Double]
+    /// suffixStash[u]: stash of units u... together.
+    let suffixStash: [Double]
+    let fwdBwd: Double, speed: Double, hostBandwidth: Double
+    /// In-flight micro-batches n_i: kept stash counts n times, buffers once.
+    let n: Double
+    let canSwap: Bool, canRecompute: Bool
+
+    /// `segmentInputs`: credit a unit with its stash less its input plus the next unit's
+    /// input instead of its stash. A recompute segment j...k frees Σa − x_j, which telescopes
+    /// to Σ(a_l − x_l + x_{l+1}) − x_{k+1} ≤ the segment's credits; it holds for segments that
+    /// start in units u..., so only when no segment is left open before them.
+    /// `prefixes`: the first units u the bound will be asked from (all by default).
+    init(units: [RunPolicySolver.Unit], stage s: StagePolicySolver.Stage, inFlight n: Double, canSwap: Bool, canRecompute: Bool,
+         segmentInputs: Bool, prefixes: Int = .max) {
+        self.n = n
+        f = units.map { $0.f * Double($0.count) }
+        a = units.map { $0.a * Double($0.count) }
+        credit = segmentInputs
+            ? units.indices.map { u in max(0, units[u].a * Double(units[u].count) - units[u].x + (u + 1 < units.count ? units[u + 1].x : 0)) }
+            : a
+        let ratio = zip(f, credit).map { $0.1 / max($0.0, 1e-300) }
+        byRatio = units.indices.sorted { ratio[$0] != ratio[$1] ? ratio[$0] > ratio[$1] : $0 < $1 }
+        count = units.map(\.count)
+        layerStash = units.map(\.a)
+        byLayerStash = units.indices.sorted { units[$0].a != units[$1].a ? units[$0].a > units[$1].a : $0 < $1 }
+        // For every u, the knapsack over units u... in ratio order, as prefix sums.
+        var starts: [Int] = [], spent: [Double] = [], taken: [Double] = []
+        spent.reserveCapacity(units.count * (units.count + 1) / 2)
+        taken.reserveCapacity(units.count * (units.count + 1) / 2)
+        for u in 0..<min(units.count, prefixes) {
+            starts.append(spent.count)
+            var sf = 0.0, sc = 0.0
+            for v in byRatio where v >= u {
+                sf += f[v]
+                sc += credit[v]
+                spent.append(sf)
+                taken.append(sc)
+            }
+        }
+        knapsackStart = starts
+        spentPrefix = spent
+        takenPrefix = taken
+        self.units = units.count
+        var suffix = [Double](repeating: 0, count: units.count + 1)
+        for u in stride(from: units.count - 1, through: 0, by: -1) { suffix[u] = suffix[u + 1] + a[u] }
+        suffixStash = suffix
+        fwdBwd = s.fwdBwd
+        speed = s.speed
+        hostBandwidth = s.hostBandwidth
+        self.canSwap = canSwap
+        self.canRecompute = canRecompute
+    }
+
+    /// The fewest layers of units `u`... that must leave KEEP so that their kept stash fits
+    /// in `room` (each frees at most its own stash; the largest first).
+    func fewestMoves(from u: Int, room: Double) -> Int {
+        var need = suffixStash[u] - room
+        if need <= 0 { return 0 }
+        var moves = 0
+        for v in byLayerStash where v >= u {
+            let a = layerStash[v]
+            guard a > 0 else { break }
+            let whole = Double(count[v]) * a
+            if whole < need { moves += count[v]; need -= whole; continue }
+            // Rounding must not add a layer: round the ratio down within a relative tolerance.
+            return moves + max(1, Int((need / a * (1 - 1e-9)).rounded(.up)))
+        }
+        return moves + (need > 1e-9 * suffixStash[u] ? 1 : 0)  // nothing frees enough: over any count
+    }
+
+    /// The least stash units `u`... can keep when `moves` of their layers leave KEEP.
+    func leastKept(from u: Int, moves: Int) -> Double {
+        var freed = 0.0, left = moves
+        for v in byLayerStash where v >= u && left > 0 {
+            let k = min(left, count[v])
+            freed += Double(k) * layerStash[v]
+            left -= k
+        }
+        return max(0, suffixStash[u] - freed)
+    }
+
+    /// The bound for units `u`... after a partial choice of stage time `seconds`, with
+    /// `recompute` forward seconds recomputed, `swapped` bytes swapped and `largestSwap` the
+    /// largest layer swapped so far, and `room` bytes per micro-batch left for kept stash
+    /// (+∞: no completion fits).
+    ///
+    /// Swapping a layer of stash a also holds 2·a of buffers once (the largest swapped layer
+    /// counts), which matters when n_i is small. So the relaxation is solved for every value
+    /// the final largest swap A can take (what is swapped already, or a remaining layer's
+    /// stash): only layers of stash ≤ A may swap, and the room shrinks by 2·(A − largestSwap)/n;
+    /// the smallest of these bounds is the bound. With a `cutoff` the answer is exact only
+    /// above it (a search that only asks whether the bound exceeds its incumbent stops early).
+    func bound(from u: Int, seconds now: Double, recompute: Double, swapped: Double, largestSwap: Double,
+               room: Double, cutoff: Double = 0) -> Double {
+        if suffixStash[u] <= room { return now }
+        guard canSwap else { return core(from: u, now: now, recompute: recompute, swapped: swapped, swappable: 0, room: room) }
+        // Thresholds ascending: byLayerStash is descending, so walk it backwards.
+        var eligible = 0.0  // stash of remaining layers no larger than the threshold
+        var result = Double.infinity
+        var k = byLayerStash.count - 1
+        func addUpTo(_ limit: Double) {
+            while k >= 0 {
+                let v = byLayerStash[k]
+                if v < u { k -= 1; continue }
+                if layerStash[v] > limit { break }
+                eligible += a[v]
+                k -= 1
+            }
+        }
+        addUpTo(largestSwap)
+        result = core(from: u, now: now, recompute: recompute, swapped: swapped, swappable: largestSwap > 0 ? eligible : 0, room: room)
+        while k >= 0 && result > max(now, cutoff) {
+            let v = byLayerStash[k]
+            if v < u { k -= 1; continue }
+            let threshold = layerStash[v]
+            addUpTo(threshold)
+            let r = room - 2 * (threshold - largestSwap) / n
+            result = min(result, core(from: u, now: now, recompute: recompute, swapped: swapped, swappable: eligible, room: r))
+        }
+        return result
+    }
+
+    /// The relaxation for one swap threshold: at most `swappable` more bytes may swap.
+    /// Bytes removable by time T, g(T) = min(limit, T·H/2 − swapped) + K(T·σ − compute),
+    /// grow with T and are linear between the knapsack's breakpoints and the copy engine's
+    /// two kinks, so the smallest T with g(T) ≥ need is found by binary search over the
+    /// breakpoints (the prefix sums of `knapsack`) and one interpolation.
+    func core(from u: Int, now: Double, recompute: Double, swapped: Double, swappable limit: Double, room: Double) -> Double {
+        let need = suffixStash[u] - room
+        if need <= 0 { return now }
+        let compute = fwdBwd + recompute  // forward+backward seconds at unit speed so far
+        func swappable(_ t: Double) -> Double { min(limit, max(0, t * hostBandwidth / 2 - swapped)) }
+        let base = knapsackStart[u], steps = canRecompute ? units - u : 0
+        // Step i recomputes the i-th unit of the order fully; it ends at (compute + spent_i)/σ.
+        func end(_ i: Int) -> Double { (compute + spentPrefix[base + i]) / speed }
+        func reached(_ i: Int) -> Bool { swappable(end(i)) + takenPrefix[base + i] >= need }
+        // First step ending after `now`, then the first from there whose end clears `need`.
+        var lo = 0, hi = steps
+        while lo < hi { let mid = (lo + hi) / 2; if end(mid) > now { hi = mid } else { lo = mid + 1 } }
+        hi = steps
+        while lo < hi { let mid = (lo + hi) / 2; if reached(mid) { hi = mid } else { lo = mid + 1 } }
+        if lo < steps {
+            let i = lo
+            let spentBefore = i == 0 ? 0 : spentPrefix[base + i - 1], takenBefore = i == 0 ? 0 : takenPrefix[base + i - 1]
+            let stepF = spentPrefix[base + i] - spentBefore, stepCredit = takenPrefix[base + i] - takenBefore
+            let left = max(now, (compute + spentBefore) / speed), right = end(i)
+            if stepF <= 0 { return left }  // a free step: it is taken whole at its start
+            func g(_ t: Double) -> Double {
+                swappable(t) + takenBefore + stepCredit * min(1, max(0, (t * speed - compute - spentBefore) / stepF))
+            }
+            return Self.crossing(g, need, from: left, to: right, kinks: [2 * swapped / hostBandwidth, 2 * (swapped + limit) / hostBandwidth])
+        }
+        // Everything recomputable is recomputed; the copy engine removes the rest.
+        let floor = max(now, (compute + (steps > 0 ? spentPrefix[base + steps - 1] : 0)) / speed)
+        let taken = steps > 0 ? takenPrefix[base + steps - 1] : 0
+        if swappable(floor) + taken >= need { return floor }
+        guard need - taken <= limit else { return .infinity }
+        return max(floor, 2 * (need - taken + swapped) / hostBandwidth)
+    }
+
+    /// The smallest t in [from, to] with g(t) ≥ need, g increasing and linear between the
+    /// kinks, g(to) ≥ need; rounded down so that it stays a lower bound.
+    static func crossing(_ g: (Double) -> Double, _ need: Double, from: Double, to: Double, kinks: [Double]) -> Double {
+        var a = from, ga = g(from)
+        if ga >= need { return from }
+        for b in kinks.filter({ $0 > from && $0 < to }).sorted() + [to] {
+            let gb = g(b)
+            if gb >= need {
+                let t = gb > ga ? a + (need - ga) / (gb - ga) * (b - a) : a
+                return max(a, min(b, t) * (1 - 1e-12))
+            }
+            a = b
+            ga = gb
+        }
+        return a
     }
 }

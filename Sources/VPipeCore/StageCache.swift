@@ -14,6 +14,7 @@ final class StageCache {
     /// holding layer l, as [runStart, runEnd).
     let runStart: [Int], runEnd: [Int]
     private var memo: [Key: RunPolicySolver.Result] = [:]
+    private var quickBounds: [Key: Double] = [:]
     private(set) var solves = 0
     /// Search nodes spent by all solves, so a caller can stop a search that grows too large.
     private(set) var nodes = 0
@@ -62,6 +63,17 @@ final class StageCache {
 
     /// Room for `count` more answers (the DP knows how many candidates it will ask for).
     func reserve(_ count: Int) { memo.reserveCapacity(memo.count + count) }
+
+    /// A proven lower bound on the stage's time without searching: the solved answer's when
+    /// there is one, else `RunPolicySolver.quickBound` (memoised apart, it is not an answer).
+    func quickBound(_ k: Int, _ s: Int, _ e: Int) -> Double {
+        let key = key(k, s, e)
+        if let r = memo[key] { return r.lowerBound }
+        if let b = quickBounds[key] { return b }
+        let b = solver.quickBound(stage: k, layers: s..<e)
+        quickBounds[key] = b
+        return b
+    }
 
     func result(_ k: Int, _ s: Int, _ e: Int) -> RunPolicySolver.Result {
         let key = key(k, s, e)

@@ -118,7 +118,9 @@ public enum VPipePlanner {
             }
         }
         let upperBound = min(upper?.times.iteration ?? .infinity, local?.times.iteration ?? .infinity)
-        if useExactPartition, let exact = optimal(cm, cache: cache, upperBound: upperBound, nodeBudget: settings.planNodeBudget) {
+        var overBudgetBound = 0.0
+        if useExactPartition, let exact = optimal(cm, cache: cache, upperBound: upperBound, nodeBudget: settings.planNodeBudget,
+                                                  overBudgetBound: &overBudgetBound) {
             if let local, objective.prefers(local.times, over: exact.times) {
                 return Certified(layout: local.layout, lowerBound: exact.lowerBound, proven: false)
             }
@@ -139,7 +141,7 @@ public enum VPipePlanner {
         if let upper, objective.prefers(upper.times, over: chosen.times), let l = layout(upper.starts, cache) {
             chosen = (l, upper.times)
         }
-        return Certified(layout: chosen.layout, lowerBound: LowerBound.relaxation(cm), proven: false)
+        return Certified(layout: chosen.layout, lowerBound: max(LowerBound.relaxation(cm), overBudgetBound), proven: false)
     }
 
     /// τ and T_iter of a partition with each stage's policies solved, nil when a stage does not fit.
@@ -172,7 +174,11 @@ public enum VPipePlanner {
     /// has more candidate stages than `maxCandidateStages` or no partition fits.
     /// `upperBound`: T_iter of a feasible plan. `lowerBound`: a proven bound on the T_iter of
     /// every feasible plan (whatever the objective); `proven`: the plan is the objective's optimum.
-    static func optimal(_ cm: CostModel, cache: StageCache, upperBound: Double, nodeBudget: Int = maxStageNodes)
+    /// When the stage searches run past `nodeBudget` the answer is nil and `overBudgetBound`
+    /// is set to a proven bound on T_iter all the same: the DP over the proven stage bounds
+    /// of the stages searched and `StageCache.quickBound` of the rest.
+    static func optimal(_ cm: CostModel, cache: StageCache, upperBound: Double, nodeBudget: Int = maxStageNodes,
+                        overBudgetBound: inout Double)
         -> (starts: [Int], times: (bottleneck: Double, iteration: Double), lowerBound: Double, proven: Bool)? {
         let L = cm.model.layers.count, p = cm.cluster.devices.count, m = cm.microBatches
         let sums = PrefixSums(cm.model)
@@ -223,9 +229,15 @@ public enum VPipePlanner {
         var upperItems = [[OptimalPartition.Item]](repeating: [], count: p)
         var lowerItems = [[OptimalPartition.Item]](repeating: [], count: p)
         var allExact = true
+        var overBudget = false
         for t in triples {
+            if overBudget {
+                let bound = cache.quickBound(t.k, t.s, t.e)
+                if bound <= tauCap { lowerItems[t.k].append(.init(start: t.s, end: t.e, seconds: bound, link: t.link, fill: 0, moved: 0)) }
+                continue
+            }
             let r = cache.result(t.k, t.s, t.e)
-            if cache.nodes > nodeBudget { return nil }
+            overBudget = cache.nodes > nodeBudget  // this answer still counts; the rest only get bounds
             if r.lowerBound == .infinity || r.lowerBound > tauCap { continue }
             let capacity = Double(cm.cluster.devices[t.k].memoryBytes)
             if let c = r.choice {
@@ -238,6 +250,12 @@ public enum VPipePlanner {
             } else if let c = r.choice {
                 lowerItems[t.k].append(.init(start: t.s, end: t.e, seconds: c.stageSeconds, link: t.link, fill: 0, moved: 0))
             }
+        }
+        if overBudget {
+            // Plans outside the window are no better than the upper bound, which is a plan.
+            let bound = OptimalPartition.solve(items: lowerItems, layerCount: L, microBatches: m)?.iterationSeconds ?? .infinity
+            if bound < .infinity { overBudgetBound = min(bound, upperBound) }
+            return nil
         }
         let best = OptimalPartition.solve(items: upperItems, layerCount: L, microBatches: m, objective: cm.objective)
         var lowerBound: Double

@@ -203,6 +203,51 @@ import VPipeCore
         #expect(checked >= 100, "only \(checked) plans checked")
     }
 
+    /// VPIPE's certificate when its searches run out of budget: the per-node relaxations, the
+    /// bound of the choices a stage search did not reach, and the quick stage bounds of the
+    /// plan-wide fallback must never rise above EXACT's optimum. Chains of distinct layers
+    /// whose inputs are often larger than their stash (a ResNet's shape: recomputing one
+    /// layer alone frees nothing), 1–3 stages, tight memory, tiny node budgets.
+    @Test func certificateUnderTinyBudgetsNeverAboveTheOptimum() throws {
+        var rng = Fixtures.Random(seed: 11)
+        var compared = 0, cutShort = 0
+        for _ in 0..<200 {
+            let count = rng.int(6...10)
+            let layers = (0..<count).map { l in
+                LayerSpec(name: "l\(l)", profile: LayerProfile(
+                    fwdSeconds: rng.int(0...3) == 0 ? 0 : rng.double(0.2...3), bwdSeconds: rng.double(0.5...6),
+                    stashBytes: rng.int(100...2000), outputBytes: rng.int(50...3000), paramBytes: rng.int(0...200)))
+            }
+            let model = ModelSpec(name: "chain", layers: layers, inputBytes: rng.int(50...3000), stateBytesPerParamByte: 3)
+            let p = rng.int(1...3)
+            let stash = layers.reduce(0) { $0 + $1.profile.stashBytes }
+            // Uneven memories and speeds, so that the memory-blind balanced cuts (VPIPE's first
+            // upper bound, which caps its certificate) are often far from the optimum.
+            let devices = (0..<p).map { _ in
+                DeviceSpec(name: "d", memoryBytes: Int(Double(stash) * rng.double(0.3...1.2)), speed: rng.double(0.5...2),
+                           hostBandwidth: rng.double(100...3000))
+            }
+            var r = PlanRequest(model: model, cluster: ClusterSpec(devices: devices, links: (0..<max(0, p - 1)).map { _ in
+                                    LinkSpec(bandwidth: rng.double(500...5000), latency: 0) }),
+                                options: PlanOptions(schedule: Schedule.allCases[rng.int(0...2)], microBatches: rng.int(1...8), planner: .exact))
+            guard let exact = try? Planning.plan(r) else { continue }
+            r.options.planner = .vpipe
+            for (stageBudget, planBudget) in [(rng.int(1...30), Int.max), (rng.int(1...30), rng.int(1...60)), (200_000, rng.int(1...60))] {
+                let settings = Planning.Settings(stageNodeBudget: stageBudget, planNodeBudget: planBudget)
+                let plan = try Planning.plan(r, settings: settings)
+                #expect(plan.lowerBoundSeconds <= exact.iterationSeconds * (1 + 1e-9),
+                        "budgets \(stageBudget)/\(planBudget): bound \(plan.lowerBoundSeconds) above the optimum \(exact.iterationSeconds)")
+                #expect(plan.isFeasible && plan.iterationSeconds >= exact.iterationSeconds * (1 - 1e-9),
+                        "budgets \(stageBudget)/\(planBudget): plan \(plan.iterationSeconds), feasible \(plan.isFeasible), optimum \(exact.iterationSeconds)")
+                #expect(!plan.provenOptimal || abs(plan.iterationSeconds - exact.iterationSeconds) <= 1e-9 * exact.iterationSeconds,
+                        "budgets \(stageBudget)/\(planBudget): claims optimality at \(plan.iterationSeconds), optimum \(exact.iterationSeconds)")
+                if !plan.provenOptimal { cutShort += 1 }
+                compared += 1
+            }
+        }
+        #expect(compared >= 150 && cutShort >= 20, "compared \(compared) plans, \(cutShort) left unproven by their budgets")
+    }
+
     /// VPIPE's run-based stage solver against the exhaustive layer-by-layer search, on single
     /// stages built from runs of identical layers (the structure it exploits) and odd layers.
     @Test func runSolverMatchesExhaustiveSearch() throws {
