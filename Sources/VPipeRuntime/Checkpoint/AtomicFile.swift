@@ -30,12 +30,13 @@ final class AtomicFile {
 
     deinit { abandon() }
 
-    /// Drops the page cache of the file about to be replaced (durable and clean since its own
-    /// save's fsync), so that the new file's pages are the ones it frees rather than memory
+    /// Drops the page cache of the checkpoint file about to be replaced or superseded (durable
+    /// and clean since its own save's fsync), so that the new file's pages are the ones it
+    /// frees rather than memory
     /// the kernel has to find anew: two copies of a large checkpoint never crowd the cache,
     /// and on this VM, where never- or long-unused guest memory is slow to touch, writing 805
     /// MB went from 1.6–2.5 s to 0.2–0.7 s (docs/benchmarks.md). A missing file is fine.
-    private static func dropCachedPages(of path: String) {
+    static func dropCachedPages(of path: String) {
         let old = open(path, O_RDONLY | O_CLOEXEC)
         guard old >= 0 else { return }
         _ = posix_fadvise(old, 0, 0, POSIX_FADV_DONTNEED)

@@ -135,6 +135,11 @@ extension TrainingSession {
         let shardPath = CheckpointPaths.sibling(of: path, named: shardName)
         // Written while this rank keeps answering its peers (a long write is not a dead rank).
         let mine: String = try t.answeringPeers(while: "writing its checkpoint shard") { [self] in
+            // A shard has a new name every save, so the one it supersedes is not the file at
+            // its path: its cached pages are dropped here instead (see AtomicFile).
+            for stale in CheckpointPaths.staleShards(of: path, rank: t.rank, keeping: shardName) {
+                AtomicFile.dropCachedPages(of: CheckpointPaths.sibling(of: path, named: stale))
+            }
             var meta = timing.measure(\.serialise) { metadataHeader() }
             do {
                 let writer = try CheckpointWriter(path: shardPath, codec: codec, timing: timing)
@@ -328,11 +333,12 @@ enum CheckpointPaths {
         return String(path[...slash]) + name
     }
 
-    /// Removes this rank's shards of `path` other than `keeping` (`<name>.it<N>.rank<r>`).
-    static func removeStaleShards(of path: String, rank: Int, keeping: String) {
+    /// This rank's shards of `path` other than `keeping` (`<name>.it<N>.rank<r>`): those of
+    /// earlier saves, removed once a newer manifest names `keeping`.
+    static func staleShards(of path: String, rank: Int, keeping: String) -> [String] {
         let dir = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
         let prefix = fileName(path) + ".it", suffix = ".rank\(rank)"
-        guard let d = opendir(dir.isEmpty ? "/" : dir) else { return }
+        guard let d = opendir(dir.isEmpty ? "/" : dir) else { return [] }
         defer { closedir(d) }
         var stale: [String] = []
         while let entry = readdir(d) {
@@ -342,6 +348,10 @@ enum CheckpointPaths {
                 stale.append(name)
             }
         }
-        for name in stale { unlink(sibling(of: path, named: name)) }
+        return stale
+    }
+
+    static func removeStaleShards(of path: String, rank: Int, keeping: String) {
+        for name in staleShards(of: path, rank: rank, keeping: keeping) { unlink(sibling(of: path, named: name)) }
     }
 }
