@@ -72,7 +72,7 @@ struct RunPolicySolver {
         if keep.peakMemoryBytes <= s.capacity {
             return Result(choice: keep, lowerBound: keep.stageSeconds, exact: true)
         }
-        let bound = relaxationBound(s)
+        let bound = max(relaxationBound(s), lagrangianBound(s))
         if bound == .infinity { return Result(choice: nil, lowerBound: .infinity, exact: true) }
 
         let units = self.units(s)
@@ -282,7 +282,7 @@ struct RunPolicySolver {
         let s = legacy.describe(i, layers)
         let keep = legacy.choice(Array(repeating: .keep, count: layers.count), s)
         if keep.peakMemoryBytes <= s.capacity { return keep.stageSeconds }
-        var bound = relaxationBound(s)
+        var bound = max(relaxationBound(s), lagrangianBound(s))
         if bound == .infinity { return bound }
         let units = self.units(s)
         let n = Double(cm.inFlight(stage: i, of: stageCount))
@@ -295,6 +295,68 @@ struct RunPolicySolver {
             bound = max(bound, r.bound(from: 0, seconds: s.fwdBwd / s.speed, recompute: 0, swapped: 0, largestSwap: 0, room: room))
         }
         return bound
+    }
+
+    /// A proven lower bound on the stage time of every fitting choice by Lagrangian duality
+    /// over the layer chain, which prices what the knapsack relaxations cannot: a recompute
+    /// segment keeps its first layer's input. A fitting choice of time T keeps
+    /// Σ_KEEP a + Σ_segment starts x ≤ room bytes per micro-batch, recomputes Σf ≤ T·σ − Σ(f+b)
+    /// and swaps Σa ≤ T·H/2. So for any λ_R, λ_S ≥ 0 the cheapest string under
+    /// Σ_KEEP a + Σ_starts x + λ_R·Σ_R f + λ_S·Σ_S a — a two-state DP along the chain
+    /// (in a segment or not) — is at most room + λ_R(T·σ − Σ(f+b)) + λ_S·T·H/2, which bounds
+    /// T from below for each λ; the best λ on a grid is taken. The swap buffer (2·the largest
+    /// swapped stash, counted once) is handled as in `SuffixRelaxation`: the bound is the
+    /// smallest over the largest swapped stash A (none, or a layer's), only layers up to A
+    /// swapping and the room less 2A/n. +∞ when no string fits whatever the time.
+    func lagrangianBound(_ s: StagePolicySolver.Stage) -> Double {
+        let n = Double(cm.inFlight(stage: s.index, of: stageCount))
+        let fixed = cm.peakMemory(stage: s.index, of: stageCount, layers: s.layers, params: s.params, retainedPerMicroBatch: 0,
+                                  largestSegment: 0, largestSwap: 0)
+        let room = (s.capacity + 1e-9 * max(1, s.capacity) - fixed) / n
+        let canSwap = s.moves.contains(.swap), canRecompute = s.moves.contains(.recompute)
+        let floor = s.fwdBwd / s.speed
+        let count = s.fwd.count
+        // λ_R on the scale of the layers' bytes per forward second, λ_S in (0, 1].
+        var ratios = Set<Double>()
+        for j in 0..<count where s.fwd[j] > 0 { ratios.insert(s.stash[j] / s.fwd[j]) }
+        let sorted = ratios.sorted()
+        var lambdaR: [Double] = [0]
+        if canRecompute && !sorted.isEmpty {
+            for q in 0..<12 { lambdaR.append(sorted[min(sorted.count - 1, q * sorted.count / 12)]) }
+            lambdaR.append(sorted.last! * 2)
+        }
+        let lambdaS: [Double] = canSwap ? [0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1] : [0]
+        var thresholds: [Double] = [0]
+        if canSwap { thresholds += Set(s.stash).sorted().filter { $0 > 0 } }
+        var result = Double.infinity
+        for limit in thresholds {
+            let roomA = room - 2 * limit / n
+            var best = floor
+            search: for lr in lambdaR {
+                for ls in lambdaS {
+                    // Cheapest string: out = not in a segment after layer j, inSeg = in one.
+                    var out = 0.0, inSeg = Double.infinity
+                    for j in 0..<count {
+                        let a = s.stash[j]
+                        var nextOut = min(out, inSeg) + a
+                        if canSwap && limit > 0 && a <= limit { nextOut = min(nextOut, min(out, inSeg) + ls * a) }
+                        let nextIn = canRecompute ? min(out + s.input[j], inSeg) + lr * s.fwd[j] : .infinity
+                        out = nextOut
+                        inSeg = nextIn
+                    }
+                    let cheapest = min(out, inSeg)
+                    let slope = lr * s.speed + ls * s.hostBandwidth / 2
+                    if slope <= 0 {
+                        if cheapest > roomA * (1 + 1e-12) { best = .infinity; break search }
+                        continue
+                    }
+                    best = max(best, (cheapest - roomA + lr * s.fwdBwd) / slope * (1 - 1e-9))
+                }
+            }
+            result = min(result, best)
+            if result <= floor { break }
+        }
+        return result
     }
 
     /// The policy string of one unit's option: R-blocks separated by the non-recomputed

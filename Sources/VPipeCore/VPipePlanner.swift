@@ -37,6 +37,16 @@ public enum VPipePlanner {
     /// proven, in the same time.
     public static let stageNodeBudget = 200_000
 
+    /// The proven lower bounds VPIPE can quote for one stage's time (stage `i` of `request`'s
+    /// cluster owning `layers`): `quick`, without searching (`RunPolicySolver.quickBound`), and
+    /// `searched`, after a policy search of at most `nodeBudget` nodes. Both are +∞ when no
+    /// policy fits. Public so that tests can hold them against an exhaustive search.
+    public static func stageLowerBounds(_ request: PlanRequest, stage i: Int, layers: Range<Int>,
+                                        nodeBudget: Int) -> (quick: Double, searched: Double) {
+        let solver = RunPolicySolver(costModel: CostModel(request), stageCount: request.cluster.devices.count, nodeBudget: nodeBudget)
+        return (solver.quickBound(stage: i, layers: layers), solver.solve(stage: i, layers: layers).lowerBound)
+    }
+
     struct Certified {
         var layout: PlanLayout
         /// Proven lower bound on T_iter of any feasible plan.

@@ -203,6 +203,18 @@ import VPipeCore
         #expect(checked >= 100, "only \(checked) plans checked")
     }
 
+    /// A chain of distinct layers whose inputs are often larger than their stash (a ResNet's
+    /// shape after the importer: recomputing one layer alone frees nothing), a quarter of
+    /// them without forward time.
+    static func chainWithLargeInputs(_ rng: inout Fixtures.Random, layers count: Int) -> ModelSpec {
+        let layers = (0..<count).map { l in
+            LayerSpec(name: "l\(l)", profile: LayerProfile(
+                fwdSeconds: rng.int(0...3) == 0 ? 0 : rng.double(0.2...3), bwdSeconds: rng.double(0.5...6),
+                stashBytes: rng.int(100...2000), outputBytes: rng.int(50...3000), paramBytes: rng.int(0...200)))
+        }
+        return ModelSpec(name: "chain", layers: layers, inputBytes: rng.int(50...3000), stateBytesPerParamByte: 3)
+    }
+
     /// VPIPE's certificate when its searches run out of budget: the per-node relaxations, the
     /// bound of the choices a stage search did not reach, and the quick stage bounds of the
     /// plan-wide fallback must never rise above EXACT's optimum. Chains of distinct layers
@@ -212,13 +224,8 @@ import VPipeCore
         var rng = Fixtures.Random(seed: 11)
         var compared = 0, cutShort = 0
         for _ in 0..<200 {
-            let count = rng.int(6...10)
-            let layers = (0..<count).map { l in
-                LayerSpec(name: "l\(l)", profile: LayerProfile(
-                    fwdSeconds: rng.int(0...3) == 0 ? 0 : rng.double(0.2...3), bwdSeconds: rng.double(0.5...6),
-                    stashBytes: rng.int(100...2000), outputBytes: rng.int(50...3000), paramBytes: rng.int(0...200)))
-            }
-            let model = ModelSpec(name: "chain", layers: layers, inputBytes: rng.int(50...3000), stateBytesPerParamByte: 3)
+            let model = Self.chainWithLargeInputs(&rng, layers: rng.int(6...10))
+            let layers = model.layers
             let p = rng.int(1...3)
             let stash = layers.reduce(0) { $0 + $1.profile.stashBytes }
             // Uneven memories and speeds, so that the memory-blind balanced cuts (VPIPE's first
@@ -246,6 +253,39 @@ import VPipeCore
             }
         }
         #expect(compared >= 150 && cutShort >= 20, "compared \(compared) plans, \(cutShort) left unproven by their budgets")
+    }
+
+    /// Every stage bound VPIPE quotes (the quick one, and the one left by a search cut short
+    /// by its node budget: per-node relaxations, frontier, Lagrangian) is at most the stage's
+    /// optimum from the exhaustive layer-by-layer search; a stage it calls infeasible is.
+    @Test func stageLowerBoundsNeverAboveTheExhaustiveOptimum() throws {
+        var rng = Fixtures.Random(seed: 12)
+        var compared = 0, belowOptimum = 0
+        for _ in 0..<150 {
+            let count = rng.int(4...9)
+            let model = Self.chainWithLargeInputs(&rng, layers: count)
+            let layers = model.layers
+            let p = rng.int(1...4), i = rng.int(0...(p - 1))
+            var device = DeviceSpec(name: "d", memoryBytes: 1 << 50, speed: rng.double(0.5...2), hostBandwidth: rng.double(100...3000))
+            var r = PlanRequest(model: model, cluster: ClusterSpec(devices: Array(repeating: device, count: p),
+                                                                   links: Array(repeating: LinkSpec(bandwidth: 1000), count: p - 1)),
+                                options: PlanOptions(schedule: Schedule.allCases[rng.int(0...2)], microBatches: rng.int(1...8), planner: .vpipe))
+            // Memory below what all-KEEP needs, so that policies matter.
+            let keep = StagePolicySolver(costModel: CostModel(r), stageCount: p).solve(stage: i, layers: 0..<count)!.peakMemoryBytes
+            device.memoryBytes = Int(keep * rng.double(0.5...1))
+            r.cluster.devices = Array(repeating: device, count: p)
+            let optimum = StagePolicySolver(costModel: CostModel(r), stageCount: p)
+                .solve(stage: i, layers: 0..<count, nodeBudget: nil)?.stageSeconds ?? .infinity
+            for budget in [1, 4, 30, 200_000] {
+                let b = VPipePlanner.stageLowerBounds(r, stage: i, layers: 0..<count, nodeBudget: budget)
+                #expect(b.quick <= optimum * (1 + 1e-9) && b.searched <= optimum * (1 + 1e-9),
+                        "budget \(budget): quick \(b.quick), searched \(b.searched), exhaustive optimum \(optimum)")
+                if optimum < .infinity && b.quick < optimum * (1 - 1e-6) { belowOptimum += 1 }
+                compared += 1
+            }
+        }
+        #expect(compared == 600, "compared \(compared) bounds")
+        #expect(belowOptimum >= 20, "only \(belowOptimum) quick bounds strictly below the optimum: the check needs stages that do not fit")
     }
 
     /// VPIPE's run-based stage solver against the exhaustive layer-by-layer search, on single
