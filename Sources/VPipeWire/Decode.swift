@@ -273,15 +273,15 @@ public enum WireDecode {
 
     /// The elements of a protobuf-c repeated message field; a NULL element (impossible from
     /// the unpacker, possible from a hand-built struct) is an error, not a crash.
-    static func repeated<T>(_ items: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ count: Int, field: String) throws
+    static func repeated<T>(_ items: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ count: Int, field: @autoclosure () -> String) throws
         -> [UnsafeMutablePointer<T>]
     {
         guard count > 0 else { return [] }
-        guard let items else { throw VPipeError.invalidField(field: field, message: "\(count) elements announced but none present") }
+        guard let items else { throw VPipeError.invalidField(field: field(), message: "\(count) elements announced but none present") }
         var out: [UnsafeMutablePointer<T>] = []
         out.reserveCapacity(count)
         for i in 0..<count {
-            guard let item = items[i] else { throw VPipeError.invalidField(field: "\(field)[\(i)]", message: "element is NULL") }
+            guard let item = items[i] else { throw VPipeError.invalidField(field: "\(field())[\(i)]", message: "element is NULL") }
             out.append(item)
         }
         return out

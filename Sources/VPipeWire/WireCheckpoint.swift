@@ -132,12 +132,14 @@ public enum WireCheckpoint {
         return p
     }
 
-    static func layer(_ p: UnsafeMutablePointer<Vpipe__CheckpointLayer>, field: String) throws -> CheckpointMetadata.Layer {
+    /// Field paths are built only when a value is refused (a checkpoint holds thousands of
+    /// blobs: naming each one eagerly cost more than reading the small checkpoints' values).
+    static func layer(_ p: UnsafeMutablePointer<Vpipe__CheckpointLayer>, field: @autoclosure () -> String) throws -> CheckpointMetadata.Layer {
         func blobs(_ items: UnsafeMutablePointer<UnsafeMutablePointer<Vpipe__CheckpointBlob>?>?, _ n: Int, _ name: String) throws -> [CheckpointMetadata.Blob] {
-            try WireDecode.repeated(items, n, field: "\(field).\(name)").enumerated().map { k, b in
-                let f = "\(field).\(name)[\(k)]"
-                return CheckpointMetadata.Blob(shape: try scalars(b.pointee.shape, b.pointee.n_shape, "\(f).shape").map { try int($0, "\(f).shape") },
-                                               offset: try int(b.pointee.offset, "\(f).offset"), bytes: try int(b.pointee.bytes, "\(f).bytes"),
+            try WireDecode.repeated(items, n, field: "\(field()).\(name)").enumerated().map { k, b in
+                func f() -> String { "\(field()).\(name)[\(k)]" }
+                return CheckpointMetadata.Blob(shape: try scalars(b.pointee.shape, b.pointee.n_shape, "\(f()).shape").map { try int($0, "\(f()).shape") },
+                                               offset: try int(b.pointee.offset, "\(f()).offset"), bytes: try int(b.pointee.bytes, "\(f()).bytes"),
                                                crc32: b.pointee.crc32)
             }
         }
@@ -145,7 +147,7 @@ public enum WireCheckpoint {
             index: Int(p.pointee.index), name: WireDecode.string(p.pointee.name), kind: WireDecode.string(p.pointee.kind),
             parameters: try blobs(p.pointee.parameters, p.pointee.n_parameters, "parameters"),
             optimizerState: try blobs(p.pointee.optimizer_state, p.pointee.n_optimizer_state, "optimizer_state"),
-            statePerParameter: Int(p.pointee.state_per_parameter), weightVersion: try int(p.pointee.weight_version, "\(field).weight_version"))
+            statePerParameter: Int(p.pointee.state_per_parameter), weightVersion: try int(p.pointee.weight_version, "\(field()).weight_version"))
     }
 
     static func profiler(_ r: CheckpointMetadata.Profiler, _ arena: CArena) -> UnsafeMutablePointer<Vpipe__CheckpointProfiler> {
@@ -219,14 +221,14 @@ public enum WireCheckpoint {
     // MARK: - helpers
 
     /// A C array of the message's repeated scalar field, as Swift values.
-    static func scalars<T>(_ p: UnsafeMutablePointer<T>?, _ n: Int, _ field: String) throws -> [T] {
+    static func scalars<T>(_ p: UnsafeMutablePointer<T>?, _ n: Int, _ field: @autoclosure () -> String) throws -> [T] {
         guard n > 0 else { return [] }
-        guard let p else { throw VPipeError.invalidField(field: field, message: "\(n) values announced but none present") }
+        guard let p else { throw VPipeError.invalidField(field: field(), message: "\(n) values announced but none present") }
         return Array(UnsafeBufferPointer(start: p, count: n))
     }
 
-    static func int(_ v: UInt64, _ field: String) throws -> Int {
-        guard v <= UInt64(Int.max >> 2) else { throw VPipeError.invalidField(field: field, message: "\(v) is out of range") }
+    static func int(_ v: UInt64, _ field: @autoclosure () -> String) throws -> Int {
+        guard v <= UInt64(Int.max >> 2) else { throw VPipeError.invalidField(field: field(), message: "\(v) is out of range") }
         return Int(v)
     }
 

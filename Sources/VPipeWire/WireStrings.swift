@@ -15,18 +15,30 @@ enum WireStrings {
     /// `bytes` must already have been accepted by the unpacker; anything unexpected ends the walk.
     static func check(_ bytes: UnsafeRawBufferPointer, descriptor: UnsafePointer<ProtobufCMessageDescriptor>) throws {
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
-        try walk(UnsafeBufferPointer(start: base, count: bytes.count), descriptor, path: "", depth: 0)
+        var trail: [Step] = []
+        try walk(UnsafeBufferPointer(start: base, count: bytes.count), descriptor, trail: &trail)
     }
 
     /// protobuf-c itself refuses deeper nesting long before this; the bound keeps the walk finite.
     private static let maxDepth = 100
 
+    /// One field on the way down to the string being checked: where its tag starts in its
+    /// message's bytes. The path a refusal names ("layers[2].external.callback") is built
+    /// from these only when a string is refused; building it for every field cost more
+    /// than the walk itself (a checkpoint's metadata has thousands of fields).
+    private struct Step {
+        let message: UnsafeBufferPointer<UInt8>
+        let tagOffset: Int
+        let number: UInt32
+        let field: UnsafePointer<ProtobufCFieldDescriptor>
+    }
+
     private static func walk(_ bytes: UnsafeBufferPointer<UInt8>, _ descriptor: UnsafePointer<ProtobufCMessageDescriptor>,
-                             path: String, depth: Int) throws {
-        guard depth < maxDepth else { return }
-        var seen: [UInt32: Int] = [:]  // occurrences per field number: the index of a repeated element
+                             trail: inout [Step]) throws {
+        guard trail.count < maxDepth else { return }
         var at = 0
         while at < bytes.count {
+            let tagOffset = at
             guard let tag = varint(bytes, &at) else { return }
             let number = UInt32(truncatingIfNeeded: tag >> 3)
             switch tag & 7 {
@@ -38,28 +50,59 @@ enum WireStrings {
                 let payload = UnsafeBufferPointer(rebasing: bytes[at..<(at + Int(length))])
                 at += Int(length)
                 guard let field = field(number, in: descriptor) else { continue }  // unknown: kept as bytes, never read
-                let occurrence = seen[number, default: 0]
-                seen[number] = occurrence + 1
-                let name = path + String(cString: field.pointee.name)
-                    + (field.pointee.label == PROTOBUF_C_LABEL_REPEATED ? "[\(occurrence)]" : "")
                 if field.pointee.type == PROTOBUF_C_TYPE_STRING {
-                    try checkString(payload, field: name)
+                    trail.append(Step(message: bytes, tagOffset: tagOffset, number: number, field: field))
+                    defer { trail.removeLast() }
+                    try checkString(payload, field: trail)
                 } else if field.pointee.type == PROTOBUF_C_TYPE_MESSAGE, let sub = field.pointee.descriptor {
-                    try walk(payload, sub.assumingMemoryBound(to: ProtobufCMessageDescriptor.self), path: name + ".", depth: depth + 1)
+                    trail.append(Step(message: bytes, tagOffset: tagOffset, number: number, field: field))
+                    defer { trail.removeLast() }
+                    try walk(payload, sub.assumingMemoryBound(to: ProtobufCMessageDescriptor.self), trail: &trail)
                 }
             default: return
             }
         }
     }
 
-    private static func checkString(_ s: UnsafeBufferPointer<UInt8>, field: String) throws {
+    /// The field path of `trail`, repeated fields with their index (the number of earlier
+    /// occurrences of the same field number in the same message).
+    private static func path(_ trail: [Step]) -> String {
+        trail.map { step in
+            var name = String(cString: step.field.pointee.name)
+            if step.field.pointee.label == PROTOBUF_C_LABEL_REPEATED {
+                name += "[\(occurrences(of: step.number, in: step.message, before: step.tagOffset))]"
+            }
+            return name
+        }.joined(separator: ".")
+    }
+
+    private static func occurrences(of number: UInt32, in bytes: UnsafeBufferPointer<UInt8>, before end: Int) -> Int {
+        var count = 0, at = 0
+        while at < end {
+            guard let tag = varint(bytes, &at) else { break }
+            if UInt32(truncatingIfNeeded: tag >> 3) == number { count += 1 }
+            switch tag & 7 {
+            case 0: guard varint(bytes, &at) != nil else { return count }
+            case 1: at += 8
+            case 5: at += 4
+            case 2:
+                guard let length = varint(bytes, &at), length <= UInt64(bytes.count - at) else { return count }
+                at += Int(length)
+            default: return count
+            }
+        }
+        return count
+    }
+
+    private static func checkString(_ s: UnsafeBufferPointer<UInt8>, field trail: [Step]) throws {
         if let nul = s.firstIndex(of: 0) {
+            let field = path(trail)
             let before = String(decoding: s[..<nul].prefix(40), as: UTF8.self)
             throw VPipeError.invalidField(field: field, message:
                 "contains a NUL byte at offset \(nul) of \(s.count) (after \"\(before)\"); a name may not contain NUL: it would be cut to \"\(before)\"")
         }
         if String(validating: s, as: UTF8.self) == nil {
-            throw VPipeError.invalidField(field: field, message: "is not valid UTF-8 (\(s.count) bytes)")
+            throw VPipeError.invalidField(field: path(trail), message: "is not valid UTF-8 (\(s.count) bytes)")
         }
     }
 

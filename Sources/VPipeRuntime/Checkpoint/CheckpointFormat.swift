@@ -165,26 +165,27 @@ final class CheckpointReader {
 
     deinit { if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) } }
 
-    private func checkBounds(_ b: CheckpointMetadata.Blob, _ what: String, limit: Int) throws {
+    /// `what` names the blob in a refusal; built only then (a checkpoint has thousands).
+    private func checkBounds(_ b: CheckpointMetadata.Blob, _ what: @autoclosure () -> String, limit: Int) throws {
         var count = 1
         for d in b.shape {
-            guard d >= 0, d <= 1 << 40 else { throw CheckpointError.damaged(path: path, "\(what) has dimension \(d)") }
+            guard d >= 0, d <= 1 << 40 else { throw CheckpointError.damaged(path: path, "\(what()) has dimension \(d)") }
             let (c, overflow) = count.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw CheckpointError.damaged(path: path, "\(what) has shape \(b.shape), too large") }
+            guard !overflow else { throw CheckpointError.damaged(path: path, "\(what()) has shape \(b.shape), too large") }
             count = c
         }
         guard count.multipliedReportingOverflow(by: 4).partialValue == b.bytes, count <= Int.max / 4 else {
-            throw CheckpointError.damaged(path: path, "\(what) has shape \(b.shape) but \(b.bytes) bytes")
+            throw CheckpointError.damaged(path: path, "\(what()) has shape \(b.shape) but \(b.bytes) bytes")
         }
         guard b.offset >= CheckpointFormat.headerBytes, b.offset % 4 == 0, b.bytes <= limit, b.offset <= limit - b.bytes else {
-            throw CheckpointError.damaged(path: path, "\(what) lies at \(b.offset)+\(b.bytes), outside the blob section (\(CheckpointFormat.headerBytes)..<\(limit))")
+            throw CheckpointError.damaged(path: path, "\(what()) lies at \(b.offset)+\(b.bytes), outside the blob section (\(CheckpointFormat.headerBytes)..<\(limit))")
         }
     }
 
     /// The blob's values after checking its CRC-32 and, with `finite` (weights), that each is
     /// a finite number. Both checks run chunk by chunk, the finite check on a chunk the CRC has
     /// just brought into the cache, so the blob is read from memory once.
-    func verify(_ b: CheckpointMetadata.Blob, _ what: String, finite: Bool = false) throws -> UnsafeBufferPointer<Float> {
+    func verify(_ b: CheckpointMetadata.Blob, _ what: @autoclosure () -> String, finite: Bool = false) throws -> UnsafeBufferPointer<Float> {
         let values = UnsafeBufferPointer(start: base!.advanced(by: b.offset).assumingMemoryBound(to: Float.self), count: b.bytes / 4)
         let chunk = 64 << 10  // floats (256 KiB): stays in L2 between the two checks
         var actual: UInt32 = 0, nonFinite: Int?
@@ -198,9 +199,9 @@ final class CheckpointReader {
             }
         }
         guard actual == b.crc32 else {
-            throw CheckpointError.damaged(path: path, "\(what): checksum mismatch (stored CRC-32 \(hex(b.crc32)), computed \(hex(actual)))")
+            throw CheckpointError.damaged(path: path, "\(what()): checksum mismatch (stored CRC-32 \(hex(b.crc32)), computed \(hex(actual)))")
         }
-        if let nonFinite { throw CheckpointError.damaged(path: path, "\(what) holds a non-finite value (index \(nonFinite))") }
+        if let nonFinite { throw CheckpointError.damaged(path: path, "\(what()) holds a non-finite value (index \(nonFinite))") }
         return values
     }
 }
