@@ -15,7 +15,8 @@
 #     receiver without room abandons the migration on every rank and training goes on;
 #  6. online re-planning across ranks: a slowdown injected on rank 1 (then rank 0) leads
 #     rank 0 to decide, on every rank's measurements, a migration of layers off the slow
-#     stage that every rank applies before the same step, with the in-process losses.
+#     stage that every rank applies before the same step, with the in-process losses; and
+#     the same after a restart from a checkpoint (each rank resumes its own window).
 #  7. checkpoint and restart (docs/checkpoint.md): 4 ranks save every 2 steps, a rank is
 #     killed mid-run, and a restart from the last checkpoint with 4 ranks, and with 2 ranks
 #     on a new plan, prints the same losses as an uninterrupted run for the steps after it;
@@ -101,6 +102,23 @@ for slow in 1 0; do
     ok "np=2 slowdown on stage $slow: online re-planning moves layers $moved off it on every rank at the same step ($r0), losses == in-process"
   else bad "np=2 online re-planning across ranks, slowdown on stage $slow (first migration moved layers '$moved', expected only layers $from)"; echo "$out" | tail -20; fi
 done
+
+# Online re-planning after a restart: 2 ranks train 4 steps saving every 2, then a restart
+# from that checkpoint trains to step 12 while stage 1 runs 8x slower from iteration 5. Each
+# rank resumes its own re-planning window and calibration from its shard, so the slowdown is
+# seen after the restart as it would be without one: the first migration moves layers off
+# stage 1 on both ranks at the same step, and steps 5-12 equal an uninterrupted run's.
+$MK "$dir/rr.pb" --stages 2 --profiles --replan-every 3 --slowdown 1:8:5 --width 64
+rck="$dir/replan.vpck"
+mpi 60 -np 2 "$CLI" train "$dir/rr.pb" --steps 4 --save-every 2 --checkpoint "$rck" >/dev/null 2>&1
+out=$(mpi 90 -np 2 "$CLI" train "$dir/rr.pb" --steps 12 --resume "$rck" --compare-in-process 2>&1)
+r0=$(echo "$out" | grep -o "rank 0: online migration decided after iteration [0-9]*: applied.*" | head -1 | sed 's/rank 0: //')
+r1=$(echo "$out" | grep -o "rank 1: online migration decided after iteration [0-9]*: applied.*" | head -1 | sed 's/rank 1: //')
+moved=$(echo "$r0" | grep -o "layers [0-9,]*" | sed 's/layers //')
+if echo "$out" | grep -q "resumed from $rck after step 4" && [ -n "$r0" ] && [ "$r0" = "$r1" ] && echo "$moved" | grep -qx '[345]\(,[345]\)*' \
+   && echo "$out" | grep -q "loss trajectories identical"; then
+  ok "np=2 restart, then stage 1 slows down: re-planning moves layers $moved off it on both ranks ($r0), steps 5-12 == uninterrupted"
+else bad "np=2 online re-planning after a restart (first migration moved layers '$moved', expected only layers 3-5)"; echo "$out" | tail -20; fi
 
 # The receiving rank cannot place the moving layers (its device holds 4000 bytes): it still
 # receives the transfers, votes no, and every rank keeps the old plan and trains on, exactly.
