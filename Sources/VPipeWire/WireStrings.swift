@@ -37,31 +37,40 @@ enum WireStrings {
                              trail: inout [Step]) throws {
         guard trail.count < maxDepth else { return }
         var at = 0
-        while at < bytes.count {
-            let tagOffset = at
-            guard let tag = varint(bytes, &at) else { return }
-            let number = UInt32(truncatingIfNeeded: tag >> 3)
-            switch tag & 7 {
-            case 0: guard varint(bytes, &at) != nil else { return }
-            case 1: at += 8
-            case 5: at += 4
-            case 2:
-                guard let length = varint(bytes, &at), length <= UInt64(bytes.count - at) else { return }
-                let payload = UnsafeBufferPointer(rebasing: bytes[at..<(at + Int(length))])
-                at += Int(length)
-                guard let field = field(number, in: descriptor) else { continue }  // unknown: kept as bytes, never read
-                if field.pointee.type == PROTOBUF_C_TYPE_STRING {
-                    trail.append(Step(message: bytes, tagOffset: tagOffset, number: number, field: field))
-                    defer { trail.removeLast() }
-                    try checkString(payload, field: trail)
-                } else if field.pointee.type == PROTOBUF_C_TYPE_MESSAGE, let sub = field.pointee.descriptor {
-                    trail.append(Step(message: bytes, tagOffset: tagOffset, number: number, field: field))
-                    defer { trail.removeLast() }
-                    try walk(payload, sub.assumingMemoryBound(to: ProtobufCMessageDescriptor.self), trail: &trail)
-                }
-            default: return
+        while let (tagOffset, number, payload) = nextField(bytes, &at) {
+            guard let payload, let field = field(number, in: descriptor) else { continue }  // unknown: kept as bytes, never read
+            let type = field.pointee.type
+            guard type == PROTOBUF_C_TYPE_STRING || type == PROTOBUF_C_TYPE_MESSAGE else { continue }
+            trail.append(Step(message: bytes, tagOffset: tagOffset, number: number, field: field))
+            defer { trail.removeLast() }
+            if type == PROTOBUF_C_TYPE_STRING {
+                try checkString(payload, field: trail)
+            } else if let sub = field.pointee.descriptor {
+                try walk(payload, sub.assumingMemoryBound(to: ProtobufCMessageDescriptor.self), trail: &trail)
             }
         }
+    }
+
+    /// The field starting at `at`, which it moves past: where its tag starts, its number and,
+    /// for a length-delimited field, its payload. nil at the end or on anything unexpected.
+    private static func nextField(_ bytes: UnsafeBufferPointer<UInt8>, _ at: inout Int)
+        -> (tagOffset: Int, number: UInt32, payload: UnsafeBufferPointer<UInt8>?)?
+    {
+        let tagOffset = at
+        guard at < bytes.count, let tag = varint(bytes, &at) else { return nil }
+        let number = UInt32(truncatingIfNeeded: tag >> 3)
+        switch tag & 7 {
+        case 0: guard varint(bytes, &at) != nil else { return nil }
+        case 1: at += 8
+        case 5: at += 4
+        case 2:
+            guard let length = varint(bytes, &at), length <= UInt64(bytes.count - at) else { return nil }
+            let payload = UnsafeBufferPointer(rebasing: bytes[at..<(at + Int(length))])
+            at += Int(length)
+            return (tagOffset, number, payload)
+        default: return nil
+        }
+        return (tagOffset, number, nil)
     }
 
     /// The field path of `trail`, repeated fields with their index (the number of earlier
@@ -70,28 +79,14 @@ enum WireStrings {
         trail.map { step in
             var name = String(cString: step.field.pointee.name)
             if step.field.pointee.label == PROTOBUF_C_LABEL_REPEATED {
-                name += "[\(occurrences(of: step.number, in: step.message, before: step.tagOffset))]"
+                var count = 0, at = 0
+                while at < step.tagOffset, let next = nextField(step.message, &at) {
+                    if next.number == step.number { count += 1 }
+                }
+                name += "[\(count)]"
             }
             return name
         }.joined(separator: ".")
-    }
-
-    private static func occurrences(of number: UInt32, in bytes: UnsafeBufferPointer<UInt8>, before end: Int) -> Int {
-        var count = 0, at = 0
-        while at < end {
-            guard let tag = varint(bytes, &at) else { break }
-            if UInt32(truncatingIfNeeded: tag >> 3) == number { count += 1 }
-            switch tag & 7 {
-            case 0: guard varint(bytes, &at) != nil else { return count }
-            case 1: at += 8
-            case 5: at += 4
-            case 2:
-                guard let length = varint(bytes, &at), length <= UInt64(bytes.count - at) else { return count }
-                at += Int(length)
-            default: return count
-            }
-        }
-        return count
     }
 
     private static func checkString(_ s: UnsafeBufferPointer<UInt8>, field trail: [Step]) throws {

@@ -140,18 +140,24 @@ import VPipeRuntime
         session.close()
     }
 
+    /// Opening a 2-device MLP session with the options `set` changes must fail with an error
+    /// naming `field` (`value` is what was set, for the message).
+    func expectRefused(naming field: String, for value: Any, _ set: (inout TrainingOptions) -> Void) {
+        var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
+        set(&training)
+        do {
+            _ = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: nil, training: training))
+            Issue.record("expected \(field) \(value) to be refused")
+        } catch {
+            #expect("\(error)".contains(field), "expected an error naming \(field) for \(value), got: \(error)")
+        }
+    }
+
     /// `replanEvery` beyond a million steps (or negative, from Swift) is refused naming the
     /// field, not clamped: a host that asked for it learns it does not run.
     @Test func replanEveryOutOfRangeIsRefusedNamingTheField() throws {
         for bad in [-1, TrainingOptions.maxReplanEvery + 1, Int(UInt32.max)] {
-            var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
-            training.replanEvery = bad
-            do {
-                _ = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: nil, training: training))
-                Issue.record("expected replan_every \(bad) to be refused")
-            } catch {
-                #expect("\(error)".contains("training.replan_every"), "expected an error naming training.replan_every for \(bad), got: \(error)")
-            }
+            expectRefused(naming: "training.replan_every", for: bad) { $0.replanEvery = bad }
         }
         var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
         training.replanEvery = TrainingOptions.maxReplanEvery
@@ -163,14 +169,7 @@ import VPipeRuntime
     /// naming the field, and does not change what is computed.
     @Test func deviceSlowdownIsCheckedAndChangesOnlyTime() throws {
         for bad in [0.5, .nan, 1e6] {
-            var training = TrainingOptions(schedule: .oneFOneB, microBatches: 4)
-            training.deviceSlowdown = bad
-            do {
-                _ = try TrainingSession(SessionConfig(model: Self.mlp(), cluster: Self.cluster(2), plan: nil, training: training))
-                Issue.record("expected device_slowdown \(bad) to be refused")
-            } catch {
-                #expect("\(error)".contains("training.device_slowdown"), "expected an error naming training.device_slowdown for \(bad), got: \(error)")
-            }
+            expectRefused(naming: "training.device_slowdown", for: bad) { $0.deviceSlowdown = bad }
         }
         let layout = PlanLayout(stageStarts: [0, 3], layerCount: 6, policies: Array(repeating: .keep, count: 6))
         func losses(_ slowdown: Double) throws -> [Float] {
