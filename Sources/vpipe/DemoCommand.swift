@@ -95,11 +95,17 @@ struct DemoCommand: ParsableCommand {
                                                  options: PlanOptions(schedule: .oneFOneB, microBatches: microBatches, planner: .timeBalanced)))
         let need = keep.stages.map(\.peakMemoryBytes).max() ?? 0
         var cluster = roomy
+        // Known gap (docs/runtime.md, "Swap memory"): at some steps, depending on when copies
+        // land, a stage with SWAP layers holds up to about one activation stash more than cost
+        // model v1's peak (measured here: 11-38 KB over a 93-98%-full plan's device, at a
+        // different step each run). Until the runtime keeps to the model there, the demo
+        // reserves the largest stash on top of the workspace, so it trains to the end.
+        let slack = measured.layers.map(\.profile.stashBytes).max() ?? 0
         for i in cluster.devices.indices {
             // The runtime's measured temporaries are reserved (R_i) on top of the fraction, so
             // --memory-fraction keeps meaning how tight the rest is.
-            cluster.devices[i].memoryBytes = Int(need * memoryFraction) + workspace
-            cluster.devices[i].reservedBytes = workspace
+            cluster.devices[i].memoryBytes = Int(need * memoryFraction) + workspace + slack
+            cluster.devices[i].reservedBytes = workspace + slack
         }
         let request = PlanRequest(model: measured, cluster: cluster,
                                   options: PlanOptions(schedule: .oneFOneB, microBatches: microBatches, planner: .vpipe))
@@ -110,18 +116,23 @@ struct DemoCommand: ParsableCommand {
         print("")
         print(PlanCommand.comparison(request))
 
-        // 3. Train on the plan. Validation: a one-stage session with the trained weights and a
-        // learning rate of 0, so its step is the held-out loss and changes nothing.
+        // 3. Train on the plan. Validation: a one-stage session given the trained weights
+        // before each held-out batch, so the loss its step reports (computed before its
+        // update) is the held-out loss of the trained weights. (A learning rate of 0 is
+        // refused, as it is for every host: it is far more often a mistake than a wish.)
         state = 42
         let session = try TrainingSession(SessionConfig(model: model, cluster: cluster, plan: plan.layout, training: training))
         var evaluation = training
-        evaluation.optimizer = .sgd(learningRate: 0, momentum: 0)
+        evaluation.optimizer = .sgd(learningRate: 1e-3, momentum: 0)
         let evaluator = try TrainingSession(SessionConfig(model: model, cluster: roomy, plan: PlanLayout(
             ranges: [0..<model.layers.count], policies: Array(repeating: .keep, count: model.layers.count)), training: evaluation))
         defer { evaluator.close() }
         func validationLoss() throws -> Double {
-            for l in 0..<model.layers.count { try evaluator.setParameters(layer: l, session.parameters(layer: l)) }
-            return try validationBatches.reduce(0.0) { $0 + Double(try step(evaluator, $1)) } / Double(validationBatches.count)
+            let trained = try (0..<model.layers.count).map { try session.parameters(layer: $0) }
+            return try validationBatches.reduce(0.0) { sum, batch in
+                for (l, p) in trained.enumerated() { try evaluator.setParameters(layer: l, p) }
+                return sum + Double(try step(evaluator, batch))
+            } / Double(validationBatches.count)
         }
         print("\ntraining \(steps) steps, \(rowsPerStep) tokens per step, 4 stages, schedule 1F1B, \(microBatches) micro-batches")
         let start = Date()
