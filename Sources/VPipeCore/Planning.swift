@@ -1,6 +1,19 @@
 /// The entry point of planning: validate the request, run the chosen planner, evaluate its
 /// layout with cost model v1 and stamp the plan with the planner and the time it took.
 public enum Planning {
+    /// The layout of one of the baseline planners (UNIFORM, PARAMETERS, TIME_BALANCED, GPIPE,
+    /// PIPEDREAM): what `plan` returns for it, and what VPIPE compares an unproven plan with.
+    static func baselineLayout(_ kind: PlannerKind, _ cm: CostModel) throws -> PlanLayout {
+        switch kind {
+        case .uniform: return UniformPlanner.layout(cm)
+        case .parameters: return ParametersPlanner.layout(cm)
+        case .timeBalanced: return try BalancedPlanner.layout(cm, policy: .keep, plannerName: "TIME_BALANCED")
+        case .gpipe: return try BalancedPlanner.layout(cm, policy: .recompute, plannerName: "GPIPE")
+        case .pipedream: return PipeDreamPlanner.layout(cm)
+        case .vpipe, .exact: throw VPipeError.invalidField(field: "options.planner", message: "\(kind.name) is not a baseline planner")
+        }
+    }
+
     /// Work limits, so that no valid request blocks a call for minutes: the exact
     /// min-bottleneck search of TIME_BALANCED/GPIPE/PIPEDREAM costs p·L²; VPIPE's local search grows
     /// faster than L. Real models (thousands of layers) are far inside both; larger chains
@@ -50,16 +63,8 @@ public enum Planning {
         var lowerBound = LowerBound.relaxation(costModel)
         var proven = false
         switch request.options.planner {
-        case .uniform:
-            layout = UniformPlanner.layout(costModel)
-        case .parameters:
-            layout = ParametersPlanner.layout(costModel)
-        case .timeBalanced:
-            layout = try BalancedPlanner.layout(costModel, policy: .keep, plannerName: "TIME_BALANCED")
-        case .gpipe:
-            layout = try BalancedPlanner.layout(costModel, policy: .recompute, plannerName: "GPIPE")
-        case .pipedream:
-            layout = PipeDreamPlanner.layout(costModel)
+        case .uniform, .parameters, .timeBalanced, .gpipe, .pipedream:
+            layout = try baselineLayout(request.options.planner, costModel)
         case .vpipe:
             let certified = try VPipePlanner.certifiedLayout(costModel, settings: settings)
             layout = certified.layout

@@ -99,11 +99,7 @@ public enum VPipePlanner {
     static func baselineLayouts(_ cm: CostModel) -> [PlanLayout] {
         let L = cm.model.layers.count, p = cm.cluster.devices.count
         guard p * L * L <= baselineCheckWork else { return [] }
-        var layouts = [UniformPlanner.layout(cm), ParametersPlanner.layout(cm), PipeDreamPlanner.layout(cm)]
-        for (policy, name) in [(MemoryPolicy.keep, "TIME_BALANCED"), (.recompute, "GPIPE")] {
-            if let l = try? BalancedPlanner.layout(cm, policy: policy, plannerName: name) { layouts.append(l) }
-        }
-        return layouts
+        return [PlannerKind.uniform, .parameters, .pipedream, .timeBalanced, .gpipe].compactMap { try? Planning.baselineLayout($0, cm) }
     }
 
     /// The exact search when it fits its limits, else the local search (see the type's comment).

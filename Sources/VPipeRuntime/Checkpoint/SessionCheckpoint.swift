@@ -312,10 +312,11 @@ extension TrainingSession {
             if let v = stage.layers.lazy.compactMap({ p.layers[$0]?.record.weightVersion }).first { stage.weightVersion = v }
         }
         pipeline.restoreCounters(iteration: p.metadata.iteration, optimizerSteps: p.metadata.optimizerSteps)
-        restoreProfiler(p.profiler, onSavedPlan: pipeline.layout == p.metadata.plan)
+        let onSavedPlan = pipeline.layout == p.metadata.plan
+        restoreProfiler(p.profiler, onSavedPlan: onSavedPlan)
         // A migration pending at the save starts at the next step, when the run resumes on
         // the plan it was decided for; resumed under another plan it no longer applies.
-        if let pending = p.metadata.pendingPlan, pipeline.layout == p.metadata.plan,
+        if let pending = p.metadata.pendingPlan, onSavedPlan,
            pending.ranges.count == pipeline.layout.ranges.count {
             restorePending(pending, source: p.metadata.pendingSource, savedAt: p.metadata.iteration)
         }

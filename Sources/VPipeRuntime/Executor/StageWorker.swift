@@ -201,7 +201,7 @@ struct StageWorker {
                     switch stage.policies[j] {
                     case .keep: s.saved[j] = saved
                     case .swap:
-                        let stash = SwapSlot(device: saved)
+                        let stash = SwapSlot(device: saved, bytes: m.stashBytes[j])
                         s.swaps[j] = stash
                         m.swappedBytes += stash.bytes
                         swapping.sendOut(stash, microBatch: mb, layer: j)

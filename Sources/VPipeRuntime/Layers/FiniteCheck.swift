@@ -1,7 +1,4 @@
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Finds NaN and ±infinity in tensors, so that a bad value stops a step where it appears
 /// instead of spreading silently into the weights.
@@ -65,9 +62,4 @@ public enum FiniteCheck {
         throw RuntimeError.failed("\(label()): \(what) row \(k / columns) column \(k % columns) is \(value)\(h.isEmpty ? "" : "; " + h); the step stopped and no weight changed")
     }
 
-    private static func monotonicNanoseconds() -> UInt64 {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
-    }
 }

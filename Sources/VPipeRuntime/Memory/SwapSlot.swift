@@ -24,10 +24,10 @@ final class SwapSlot: @unchecked Sendable {
     /// Bytes of the stash on the device when the forward made it.
     let bytes: Int
 
-    init(device: [Tensor]) {
+    /// `bytes`: the stash's distinct tensors' bytes, as the stage measured them.
+    init(device: [Tensor], bytes: Int) {
         state = .device(device)
-        var seen = Set<ObjectIdentifier>()
-        bytes = device.reduce(0) { seen.insert(ObjectIdentifier($1)).inserted ? $0 + $1.bytes : $0 }
+        self.bytes = bytes
     }
 
     /// On the device's copy queue: device -> host; the device copies are released. Skipped
